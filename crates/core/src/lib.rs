@@ -1,0 +1,56 @@
+//! Vigía's domain vocabulary, shared by every other crate.
+//!
+//! This crate does no I/O and owns no runtime: it is plain data, validation and the
+//! conversions between wire formats (RFC 3339 / epoch milliseconds) and internal ones.
+//! Everything here is cheap to construct in tests.
+
+pub mod alert;
+pub mod event;
+pub mod ids;
+pub mod reading;
+pub mod rule;
+pub mod sensor;
+pub mod time;
+
+pub use alert::{Alert, AlertChange, AlertState};
+pub use event::LiveEvent;
+pub use ids::{AlertId, ApiKeyId, SensorId, TenantId};
+pub use reading::{IngestBatch, Reading, DEFAULT_METRIC};
+pub use rule::{Condition, RateDirection, Rule, RuleKind, Severity};
+pub use sensor::{Sensor, SensorKind, SensorSpec};
+pub use time::{parse_duration_ms, Timestamp};
+
+/// One field that failed validation, named the way the client wrote it
+/// (`value`, `rules[1].max`, `[42].ts`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// JSON-path-like name of the offending field.
+    pub field: String,
+    /// What is wrong with it, in words a person can act on.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A tenant: the unit of isolation. Every sensor, reading, alert and key belongs to one.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: String,
+    pub name: String,
+}
+
+/// What a presented API key resolves to. The key itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub tenant: TenantId,
+    pub name: String,
+}

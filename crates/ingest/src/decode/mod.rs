@@ -1,0 +1,280 @@
+//! The JSON readings decoder behind `POST /api/v1/readings`.
+//!
+//! A body is one reading object or an array of them:
+//! `{"sensor": string, "metric"?: string, "ts"?: RFC 3339 | epoch ms, "value": number}`.
+//! `metric` defaults to `temperature` and `ts` to the arrival time; `null` counts as
+//! absent for those two. Unknown fields are refused, so a typo such as `valeu` cannot
+//! silently fall back to a default.
+//!
+//! Two paths. The **fast path** deserializes straight into typed rows and validates them;
+//! it is all that runs for good input. Only when it fails does the **slow path** run: it
+//! re-reads the body tolerantly to report *every* bad row with its index and field. The
+//! slow path never produces readings, so accepted values always come from one parser.
+//! A batch with any bad row is refused whole.
+
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, SeqAccess, Visitor};
+use serde::Deserialize;
+use vigia_core::sensor::validate_sensor_key;
+use vigia_core::{Reading, Timestamp, DEFAULT_METRIC};
+
+mod slow;
+use slow::slow_path;
+
+/// At most this many row errors are listed; `rows_with_errors` still counts them all.
+pub const MAX_LISTED_ERRORS: usize = 100;
+
+/// Longest metric name accepted, in bytes (the same bound rules have).
+pub const MAX_METRIC_LEN: usize = 64;
+
+/// Limits on what one body may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Most readings in one body.
+    pub max_rows: usize,
+    /// How far past the arrival time a reading's `ts` may be, in milliseconds
+    /// (device clocks drift; a reading from tomorrow is a broken clock).
+    pub max_future_ms: i64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 100_000,
+            max_future_ms: 24 * 3_600_000,
+        }
+    }
+}
+
+/// One problem in one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// Index in the array; `None` when the body is a single object.
+    pub row: Option<usize>,
+    /// The field as the client wrote it (`value`, `ts`, an unknown name); empty when the
+    /// row as a whole is wrong (not an object).
+    pub field: String,
+    /// What is wrong, in words a person can act on.
+    pub message: String,
+}
+
+impl RowError {
+    /// The field as a path: `[3].value`, `value`, `[3]`, or empty for the whole body.
+    pub fn path(&self) -> String {
+        match (self.row, self.field.is_empty()) {
+            (Some(row), false) => format!("[{row}].{}", self.field),
+            (Some(row), true) => format!("[{row}]"),
+            (None, _) => self.field.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path(), self.message)
+    }
+}
+
+/// Why a body was refused. Nothing from a refused body is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON at all (HTTP 400).
+    #[error("malformed JSON at line {line}, column {column}: {message}")]
+    Malformed {
+        /// The parser's complaint, without the position.
+        message: String,
+        /// 1-based line of the offending byte.
+        line: usize,
+        /// 1-based column of the offending byte (0 for an empty body).
+        column: usize,
+    },
+    /// JSON, but rows break the schema or carry bad values (HTTP 422).
+    #[error("{rows_with_errors} invalid row(s)")]
+    Invalid {
+        /// The problems, at most [`MAX_LISTED_ERRORS`], in row order.
+        errors: Vec<RowError>,
+        /// How many rows have at least one problem (all of them, listed or not).
+        rows_with_errors: usize,
+    },
+    /// More rows than [`DecodeLimits::max_rows`] (HTTP 413).
+    #[error("{rows} readings in one body; at most {max} are accepted")]
+    TooManyRows {
+        /// Rows in the body.
+        rows: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An empty array (HTTP 422).
+    #[error("the batch is empty")]
+    Empty,
+}
+
+/// Decodes and validates a readings body. `now` is the arrival time: the default `ts`
+/// and the reference for the future limit.
+pub fn decode_readings(
+    body: &[u8],
+    now: Timestamp,
+    limits: &DecodeLimits,
+) -> Result<Vec<Reading>, DecodeError> {
+    // RFC 8259 lets parsers ignore a byte order mark; some Windows tools write one.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    match fast_path(body, now, limits) {
+        Ok(Fast::Readings(readings)) => Ok(readings),
+        Ok(Fast::TooMany(rows)) => Err(DecodeError::TooManyRows {
+            rows,
+            max: limits.max_rows,
+        }),
+        Ok(Fast::Empty) => Err(DecodeError::Empty),
+        Err(fast_error) => Err(slow_path(body, now, limits, &fast_error)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fast path
+
+enum Fast {
+    Readings(Vec<Reading>),
+    TooMany(usize),
+    Empty,
+}
+
+/// One row as the client sends it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireReading {
+    sensor: String,
+    #[serde(default)]
+    metric: Option<String>,
+    #[serde(default)]
+    ts: Option<Timestamp>,
+    value: f64,
+}
+
+impl WireReading {
+    /// Validates and converts; `None` sends the body to the slow path for the details.
+    fn into_reading(self, now: Timestamp, limits: &DecodeLimits) -> Option<Reading> {
+        let ts = self.ts.unwrap_or(now);
+        let ok = validate_sensor_key(&self.sensor).is_ok()
+            && self
+                .metric
+                .as_deref()
+                .is_none_or(|m| check_metric(m).is_ok())
+            && check_value(self.value).is_ok()
+            && check_future(ts, now, limits).is_ok();
+        ok.then(|| Reading {
+            sensor: self.sensor,
+            metric: self.metric.unwrap_or_else(|| DEFAULT_METRIC.to_string()),
+            ts,
+            value: self.value,
+        })
+    }
+}
+
+fn fast_path(
+    body: &[u8],
+    now: Timestamp,
+    limits: &DecodeLimits,
+) -> Result<Fast, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    let fast = match first {
+        Some(b'[') => {
+            // A reading is rarely under 40 bytes; the estimate avoids regrowing the Vec.
+            let capacity = (body.len() / 40 + 1).min(limits.max_rows);
+            let seed = RowsSeed {
+                now,
+                limits,
+                capacity,
+            };
+            seed.deserialize(&mut de)?
+        }
+        Some(b'{') => {
+            let wire = WireReading::deserialize(&mut de)?;
+            let reading = wire
+                .into_reading(now, limits)
+                .ok_or_else(|| serde_json::Error::custom("invalid reading"))?;
+            Fast::Readings(vec![reading])
+        }
+        _ => return Err(serde_json::Error::custom("expected an object or an array")),
+    };
+    de.end()?;
+    Ok(fast)
+}
+
+/// Deserializes the array straight into validated readings, counting past the limit
+/// without keeping anything so the error can say how many rows there were.
+struct RowsSeed<'l> {
+    now: Timestamp,
+    limits: &'l DecodeLimits,
+    capacity: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_> {
+    type Value = Fast;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Fast, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed<'_> {
+    type Value = Fast;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of readings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Fast, A::Error> {
+        let mut readings = Vec::with_capacity(self.capacity);
+        while let Some(wire) = seq.next_element::<WireReading>()? {
+            if readings.len() == self.limits.max_rows {
+                let mut rows = readings.len() + 1;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    rows += 1;
+                }
+                return Ok(Fast::TooMany(rows));
+            }
+            let reading = wire
+                .into_reading(self.now, self.limits)
+                .ok_or_else(|| A::Error::custom("invalid reading"))?;
+            readings.push(reading);
+        }
+        Ok(if readings.is_empty() {
+            Fast::Empty
+        } else {
+            Fast::Readings(readings)
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checks shared by both paths
+
+fn check_metric(metric: &str) -> Result<(), &'static str> {
+    if metric.is_empty() || metric.len() > MAX_METRIC_LEN || metric.chars().any(char::is_control) {
+        return Err("must be 1 to 64 bytes without control characters");
+    }
+    Ok(())
+}
+
+fn check_value(value: f64) -> Result<(), &'static str> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err("must be a finite number")
+    }
+}
+
+fn check_future(ts: Timestamp, now: Timestamp, limits: &DecodeLimits) -> Result<(), String> {
+    if ts.0.saturating_sub(now.0) <= limits.max_future_ms {
+        return Ok(());
+    }
+    let ms = limits.max_future_ms;
+    let span = if ms % 3_600_000 == 0 {
+        format!("{} h", ms / 3_600_000)
+    } else if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    };
+    Err(format!("is more than {span} in the future"))
+}

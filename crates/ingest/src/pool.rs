@@ -1,0 +1,318 @@
+//! The worker pool: bus → rules → store → live feed.
+//!
+//! Each worker takes deliveries worth about `batch_size` readings, resolves (or
+//! auto-provisions) their sensors, evaluates the rules in event-time order under each
+//! sensor's state lock, commits readings and alert changes in ONE store transaction,
+//! publishes the outcome on the live feed, and only then acks the bus. A crash anywhere
+//! before the ack means redelivery, which the store absorbs (idempotent readings,
+//! unique open alert per sensor and rule).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+use vigia_bus::{Bus, BusError, Delivery};
+use vigia_core::{AlertChange, LiveEvent, Reading, Sensor, TenantId, Timestamp};
+use vigia_rules::{EngineConfig, Transition};
+use vigia_store::{AlertTransition, NewAlert, SensorReading, Store, StoreError, WriteBatch};
+
+use crate::metrics as m;
+use crate::{LiveHub, RuleStates, SensorDirectory};
+
+/// What happens to a reading from a sensor nobody provisioned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provisioning {
+    /// Create the sensor on its first reading (no rules until someone adds them).
+    #[default]
+    Auto,
+    /// Refuse readings of unknown sensors (422 at ingest).
+    Required,
+}
+
+/// Tuning of the pool.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Concurrent workers. SQLite has one writer, so more than a few only adds
+    /// overlap between rule evaluation and commits.
+    pub workers: usize,
+    /// Readings a worker takes from the bus at once (whole deliveries, so it may exceed this).
+    pub batch_size: usize,
+    pub provisioning: Provisioning,
+    pub engine: EngineConfig,
+    /// First retry delay after a failed commit; doubles up to 5 s.
+    pub retry_backoff: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            batch_size: 500,
+            provisioning: Provisioning::Auto,
+            engine: EngineConfig::default(),
+            retry_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Everything the workers and the API share about processing readings.
+pub struct Pipeline {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub directory: Arc<SensorDirectory>,
+    pub states: Arc<RuleStates>,
+    pub live: LiveHub,
+    pub config: PipelineConfig,
+}
+
+impl Pipeline {
+    /// Builds the shared state and rebuilds rule state from the store: latest readings
+    /// (so the first rate after a restart has a reference) and unresolved alerts (so a
+    /// restart does not open a duplicate for an ongoing excursion).
+    pub async fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        live: LiveHub,
+        config: PipelineConfig,
+    ) -> Result<Arc<Self>, StoreError> {
+        let directory = Arc::new(SensorDirectory::new());
+        let sensors = directory.warm(store.as_ref()).await?;
+        let states = Arc::new(RuleStates::new());
+        let latest = store.all_latest_readings().await?;
+        for l in &latest {
+            states.with(l.sensor, |s| s.seed_latest(&l.metric, l.ts.0, l.value));
+        }
+        let unresolved = store.unresolved_alerts().await?;
+        for alert in &unresolved {
+            states.with(alert.sensor_id, |s| s.mark_open(&alert.rule));
+        }
+        info!(
+            sensors,
+            latest = latest.len(),
+            unresolved = unresolved.len(),
+            "rule state rebuilt"
+        );
+        Ok(Arc::new(Self {
+            store,
+            bus,
+            directory,
+            states,
+            live,
+            config,
+        }))
+    }
+
+    /// Starts the workers; they run until the bus is closed and drained.
+    pub fn spawn_workers(self: &Arc<Self>) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        for worker in 0..self.config.workers.max(1) {
+            let pipeline = self.clone();
+            set.spawn(async move { pipeline.run_worker(worker).await });
+        }
+        set
+    }
+
+    async fn run_worker(&self, worker: usize) {
+        let mut backoff = self.config.retry_backoff;
+        loop {
+            let deliveries = match self.bus.receive(self.config.batch_size).await {
+                Ok(d) => d,
+                Err(BusError::Closed) => break,
+                Err(e) => {
+                    warn!(worker, error = %e, "bus receive failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let ids: Vec<_> = deliveries.iter().map(|d| d.id).collect();
+            match self.process(&deliveries).await {
+                Ok(()) => {
+                    backoff = self.config.retry_backoff;
+                    if let Err(e) = self.bus.ack(&ids).await {
+                        // Not fatal: the batch is committed; a redelivery is idempotent.
+                        warn!(worker, error = %e, "ack failed; batch may be redelivered");
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!(m::WORKER_RETRIES).increment(1);
+                    warn!(worker, error = %e, "batch failed; handing it back to the bus");
+                    if let Err(e) = self.bus.nack(&ids).await {
+                        warn!(worker, error = %e, "nack failed");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            metrics::gauge!(m::BUS_DEPTH).set(self.bus.depth() as f64);
+        }
+        debug!(worker, "worker stopped: bus closed and drained");
+    }
+
+    /// Processes one set of deliveries end to end (everything but the ack).
+    pub async fn process(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        let mut by_tenant: HashMap<TenantId, Vec<&Reading>> = HashMap::new();
+        let mut oldest_received = i64::MAX;
+        for d in deliveries {
+            oldest_received = oldest_received.min(d.batch.received_ms);
+            by_tenant
+                .entry(d.batch.tenant)
+                .or_default()
+                .extend(d.batch.readings.iter());
+        }
+
+        let mut batch = WriteBatch::default();
+        let mut live_readings: Vec<(TenantId, Vec<Reading>)> = Vec::new();
+        let want_live = !self.live.is_idle();
+        for (tenant, readings) in by_tenant {
+            self.evaluate_tenant(tenant, &readings, &mut batch).await?;
+            if want_live {
+                live_readings.push((tenant, readings.into_iter().cloned().collect()));
+            }
+        }
+
+        let total = batch.readings.len();
+        let started = Instant::now();
+        let outcome = self.store.write_batch(batch).await?;
+        metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::WORKER_BATCH_READINGS).record(total as f64);
+        metrics::counter!(m::STORE_READINGS_WRITTEN).increment(outcome.readings_written as u64);
+        if oldest_received != i64::MAX {
+            let lag_ms = (Timestamp::now().0 - oldest_received).max(0);
+            metrics::histogram!(m::INGEST_TO_COMMIT_SECONDS).record(lag_ms as f64 / 1000.0);
+        }
+
+        for (tenant, readings) in live_readings {
+            self.live.publish(LiveEvent::Readings {
+                tenant,
+                readings: Arc::new(readings),
+            });
+        }
+        for (change, alert) in outcome.alerts {
+            match change {
+                AlertChange::Opened => {
+                    metrics::counter!(
+                        m::ALERTS_OPENED,
+                        "severity" => alert.severity.as_str(),
+                        "kind" => alert.kind.as_str()
+                    )
+                    .increment(1);
+                    info!(sensor = %alert.sensor, rule = %alert.rule, alert = %alert.id, "alert opened: {}", alert.message);
+                }
+                AlertChange::Resolved => {
+                    metrics::counter!(m::ALERTS_AUTO_RESOLVED).increment(1);
+                    info!(sensor = %alert.sensor, rule = %alert.rule, alert = %alert.id, "alert resolved");
+                }
+                AlertChange::Acked => {}
+            }
+            self.live.publish(LiveEvent::Alert {
+                tenant: alert.tenant,
+                change,
+                alert: Box::new(alert),
+            });
+        }
+        Ok(())
+    }
+
+    /// Resolves sensors, sorts by event time and runs the rules for one tenant's readings.
+    async fn evaluate_tenant(
+        &self,
+        tenant: TenantId,
+        readings: &[&Reading],
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        let mut keys: Vec<&str> = readings.iter().map(|r| r.sensor.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let sensors = self
+            .directory
+            .resolve_or_provision(self.store.as_ref(), tenant, &keys)
+            .await?;
+        let by_key: HashMap<&str, &Arc<Sensor>> =
+            keys.iter().copied().zip(sensors.iter()).collect();
+
+        // Event-time order per sensor: a backlog replayed at once is judged by when it
+        // was measured, not by when it arrived.
+        let mut ordered: Vec<(&Arc<Sensor>, &Reading)> = readings
+            .iter()
+            .map(|r| (by_key[r.sensor.as_str()], *r))
+            .collect();
+        ordered.sort_by_key(|(s, r)| (s.id, r.ts));
+
+        batch.readings.reserve(ordered.len());
+        let mut transitions = Vec::new();
+        let mut i = 0;
+        while i < ordered.len() {
+            let sensor = ordered[i].0;
+            let end = ordered[i..]
+                .iter()
+                .position(|(s, _)| s.id != sensor.id)
+                .map_or(ordered.len(), |n| i + n);
+            let group = &ordered[i..end];
+            if !sensor.rules.is_empty() {
+                transitions.clear();
+                self.states.with(sensor.id, |state| {
+                    for (_, r) in group {
+                        vigia_rules::evaluate(
+                            &self.config.engine,
+                            state,
+                            &sensor.key,
+                            &sensor.rules,
+                            &r.metric,
+                            r.ts.0,
+                            r.value,
+                            &mut transitions,
+                        );
+                    }
+                });
+                for t in transitions.drain(..) {
+                    batch.alerts.push(to_store_transition(tenant, sensor, t));
+                }
+            }
+            // A sensor without rules keeps no state: its latest value lives in the store.
+            for (_, r) in group {
+                batch.readings.push(SensorReading {
+                    sensor: sensor.id,
+                    metric: r.metric.clone(),
+                    ts: r.ts,
+                    value: r.value,
+                });
+            }
+            i = end;
+        }
+        Ok(())
+    }
+}
+
+fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> AlertTransition {
+    match t {
+        Transition::Open {
+            rule,
+            kind,
+            severity,
+            metric,
+            value,
+            ts,
+            message,
+        } => AlertTransition::Open(NewAlert {
+            tenant,
+            sensor: sensor.id,
+            rule,
+            kind,
+            severity,
+            metric,
+            value,
+            message,
+            opened_at: Timestamp(ts),
+        }),
+        Transition::Resolve { rule, ts } => AlertTransition::Resolve {
+            tenant,
+            sensor: sensor.id,
+            rule,
+            at: Timestamp(ts),
+        },
+    }
+}

@@ -1,0 +1,123 @@
+//! The conformance suite every [`Store`] backend must pass, so backends cannot drift
+//! apart. Enabled by the `conformance` feature.
+//!
+//! Each check is a plain `async fn(&dyn Store)` that panics with a message naming the
+//! broken invariant; each expects a FRESH, empty store. [`run_all`] runs every check,
+//! each on its own new store. A backend's test file can instead call the checks one by
+//! one to get one test per invariant.
+
+mod alerts;
+mod catalog;
+mod readings;
+
+use std::future::Future;
+
+use vigia_core::{Sensor, SensorId, Tenant, Timestamp, DEFAULT_METRIC};
+
+use crate::{SensorReading, Store, StoreError, WriteBatch};
+
+pub use alerts::{
+    ack_and_resolve_semantics, alert_listing_filters, auto_resolve_then_reopen_creates_new_alert,
+    batch_rejects_alert_for_sensor_of_other_tenant,
+    one_open_alert_per_rule_across_concurrent_batches, one_open_alert_per_rule_in_one_batch,
+    tenant_isolation_of_alerts,
+};
+pub use catalog::{
+    api_keys_by_hash, ping, provision_sensors_is_idempotent_and_ordered,
+    put_sensor_creates_then_updates, tenant_isolation_of_sensors, tenants,
+};
+pub use readings::{
+    batch_is_atomic, concurrent_batches_fail_alone, large_batches_count_exactly,
+    latest_only_moves_forward, readings_are_idempotent, series_limit_and_range,
+    series_step_buckets, tenant_isolation_of_readings,
+};
+
+/// Runs every check, each against a new store from `new_store`.
+pub async fn run_all<F, Fut, S>(new_store: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: Store,
+{
+    macro_rules! run {
+        ($($check:ident),* $(,)?) => {$(
+            eprintln!("store conformance: {}", stringify!($check));
+            $check(&new_store().await).await;
+        )*};
+    }
+    run!(
+        ping,
+        tenants,
+        api_keys_by_hash,
+        put_sensor_creates_then_updates,
+        provision_sensors_is_idempotent_and_ordered,
+        tenant_isolation_of_sensors,
+        readings_are_idempotent,
+        large_batches_count_exactly,
+        batch_is_atomic,
+        concurrent_batches_fail_alone,
+        latest_only_moves_forward,
+        series_limit_and_range,
+        series_step_buckets,
+        tenant_isolation_of_readings,
+        one_open_alert_per_rule_in_one_batch,
+        one_open_alert_per_rule_across_concurrent_batches,
+        auto_resolve_then_reopen_creates_new_alert,
+        ack_and_resolve_semantics,
+        alert_listing_filters,
+        batch_rejects_alert_for_sensor_of_other_tenant,
+        tenant_isolation_of_alerts,
+    );
+}
+
+/// An instant well inside the range every backend handles.
+const T0: i64 = 1_700_000_000_000;
+
+/// The default tenant and `keys` provisioned in it.
+async fn setup(store: &dyn Store, keys: &[&str]) -> (Tenant, Vec<Sensor>) {
+    let tenant = store.default_tenant().await.expect("default tenant");
+    let sensors = provision(store, &tenant, keys).await;
+    (tenant, sensors)
+}
+
+async fn provision(store: &dyn Store, tenant: &Tenant, keys: &[&str]) -> Vec<Sensor> {
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    store
+        .provision_sensors(tenant.id, &keys)
+        .await
+        .expect("provision sensors")
+}
+
+/// A reading of the default metric at `T0 + offset_ms`.
+fn reading(sensor: SensorId, offset_ms: i64, value: f64) -> SensorReading {
+    SensorReading {
+        sensor,
+        metric: DEFAULT_METRIC.to_string(),
+        ts: Timestamp(T0 + offset_ms),
+        value,
+    }
+}
+
+fn readings_batch(readings: Vec<SensorReading>) -> WriteBatch {
+    WriteBatch {
+        readings,
+        alerts: Vec::new(),
+    }
+}
+
+/// A sensor id no backend can have handed out in a fresh store.
+const MISSING_SENSOR: SensorId = SensorId(i64::MAX - 7);
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "{what}: expected NotFound, got {result:?}"
+    );
+}
+
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    assert!(
+        matches!(result, Err(StoreError::Conflict(_))),
+        "{what}: expected Conflict, got {result:?}"
+    );
+}

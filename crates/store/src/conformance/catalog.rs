@@ -1,0 +1,243 @@
+//! Conformance checks for tenants, API keys and sensors.
+
+use vigia_core::{Rule, SensorKind, SensorSpec, Severity, TenantId};
+
+use super::{assert_conflict, assert_not_found, provision, setup};
+use crate::Store;
+
+/// `ping` answers on a healthy store.
+pub async fn ping(store: &dyn Store) {
+    store.ping().await.expect("ping a fresh store");
+}
+
+/// The default tenant is created once; slugs are unique.
+pub async fn tenants(store: &dyn Store) {
+    let first = store.default_tenant().await.expect("default tenant");
+    let again = store.default_tenant().await.expect("default tenant again");
+    assert_eq!(
+        first, again,
+        "default_tenant must return the same tenant every time"
+    );
+    assert_eq!(first.slug, "default");
+
+    let acme = store
+        .create_tenant("acme", "Acme Frío")
+        .await
+        .expect("create acme");
+    assert_eq!(
+        (acme.slug.as_str(), acme.name.as_str()),
+        ("acme", "Acme Frío")
+    );
+    assert_ne!(acme.id, first.id);
+    assert_conflict(
+        store.create_tenant("acme", "Other").await,
+        "duplicate tenant slug",
+    );
+    assert_conflict(
+        store.create_tenant("default", "Other").await,
+        "slug of the default tenant",
+    );
+    assert_eq!(
+        store.tenant_by_slug("acme").await.expect("by slug"),
+        Some(acme),
+        "a tenant is found by its slug, unchanged by the refused duplicate"
+    );
+    assert_eq!(
+        store.tenant_by_slug("default").await.expect("by slug"),
+        Some(first)
+    );
+    assert_eq!(store.tenant_by_slug("nobody").await.expect("by slug"), None);
+}
+
+/// Keys are found by hash only; hashes are unique; the tenant must exist.
+pub async fn api_keys_by_hash(store: &dyn Store) {
+    let tenant = store.default_tenant().await.expect("default tenant");
+    assert_eq!(store.count_api_keys().await.expect("count"), 0);
+    assert_eq!(store.find_api_key([1; 32]).await.expect("find"), None);
+
+    let id = store
+        .insert_api_key(tenant.id, "admin", [1; 32])
+        .await
+        .expect("insert key");
+    let other = store
+        .insert_api_key(tenant.id, "ci", [2; 32])
+        .await
+        .expect("insert key 2");
+    assert_ne!(id, other);
+    assert_eq!(store.count_api_keys().await.expect("count"), 2);
+
+    let found = store
+        .find_api_key([1; 32])
+        .await
+        .expect("find")
+        .expect("key 1 exists");
+    assert_eq!(
+        (found.id, found.tenant, found.name.as_str()),
+        (id, tenant.id, "admin")
+    );
+    assert_eq!(
+        store.find_api_key([3; 32]).await.expect("find"),
+        None,
+        "unknown hash"
+    );
+
+    assert_conflict(
+        store.insert_api_key(tenant.id, "again", [1; 32]).await,
+        "duplicate hash",
+    );
+    assert_not_found(
+        store
+            .insert_api_key(TenantId(i64::MAX - 3), "ghost", [4; 32])
+            .await,
+        "api key for an unknown tenant",
+    );
+    assert_eq!(
+        store.count_api_keys().await.expect("count"),
+        2,
+        "failed inserts stored nothing"
+    );
+}
+
+fn freezer_spec() -> SensorSpec {
+    SensorSpec {
+        name: Some("Cámara 1".into()),
+        kind: SensorKind::Freezer,
+        unit: Some("°C".into()),
+        rules: vec![Rule::threshold(Severity::Critical, None, Some(-18.0))],
+        stock: Some(1200.0),
+        product: Some("pollo".into()),
+    }
+}
+
+/// `put_sensor` creates, then replaces every writable field of, the same sensor.
+pub async fn put_sensor_creates_then_updates(store: &dyn Store) {
+    let tenant = store.default_tenant().await.expect("default tenant");
+    let spec = freezer_spec();
+    let (created, was_created) = store
+        .put_sensor(tenant.id, "CF-1", &spec)
+        .await
+        .expect("create");
+    assert!(was_created, "first put creates");
+    assert_eq!(created.key, "CF-1");
+    assert_eq!(created.tenant, tenant.id);
+    assert_eq!(created.name, "Cámara 1");
+    assert_eq!(created.kind, SensorKind::Freezer);
+    assert_eq!(created.unit.as_deref(), Some("°C"));
+    assert_eq!(created.rules, spec.rules);
+    assert_eq!(created.stock, Some(1200.0));
+    assert_eq!(created.product.as_deref(), Some("pollo"));
+
+    let plain = SensorSpec::default();
+    let (updated, was_created) = store
+        .put_sensor(tenant.id, "CF-1", &plain)
+        .await
+        .expect("update");
+    assert!(!was_created, "second put updates");
+    assert_eq!(updated.id, created.id, "same sensor");
+    assert_eq!(updated.created_at, created.created_at, "creation time kept");
+    assert_eq!(updated.name, "CF-1", "name defaults to the key");
+    assert_eq!(updated.kind, SensorKind::Generic);
+    assert_eq!(
+        (updated.unit, updated.stock, updated.product),
+        (None, None, None),
+        "fields replaced"
+    );
+    assert!(updated.rules.is_empty());
+
+    let fetched = store
+        .get_sensor(tenant.id, "CF-1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(fetched.name, "CF-1");
+    assert_eq!(
+        store.get_sensor(tenant.id, "CF-9").await.expect("get"),
+        None
+    );
+    assert_not_found(
+        store.put_sensor(TenantId(i64::MAX - 3), "X", &plain).await,
+        "put_sensor in an unknown tenant",
+    );
+}
+
+/// Provisioning creates missing keys only, keeps existing ones unchanged and answers
+/// in the order asked; listing is by key.
+pub async fn provision_sensors_is_idempotent_and_ordered(store: &dyn Store) {
+    let tenant = store.default_tenant().await.expect("default tenant");
+    let (configured, _) = store
+        .put_sensor(tenant.id, "B", &freezer_spec())
+        .await
+        .expect("put B");
+
+    let keys = ["C", "A", "B"];
+    let first = provision(store, &tenant, &keys).await;
+    let got: Vec<&str> = first.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(got, keys, "order of the request");
+    assert_eq!(
+        first[2], configured,
+        "an existing sensor is returned unchanged"
+    );
+    assert_eq!(first[0].name, "C", "defaults: name is the key");
+    assert_eq!(first[0].kind, SensorKind::Generic);
+    assert!(first[0].rules.is_empty());
+
+    let second = provision(store, &tenant, &["B", "A", "C", "D"]).await;
+    assert_eq!(second[0], first[2]);
+    assert_eq!(second[1], first[1]);
+    assert_eq!(second[2], first[0]);
+    assert_eq!(second[3].key, "D");
+
+    let listed: Vec<String> = store
+        .list_sensors(tenant.id)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(listed, ["A", "B", "C", "D"], "listed by key, each once");
+    assert!(store
+        .provision_sensors(tenant.id, &[])
+        .await
+        .expect("empty")
+        .is_empty());
+    assert_not_found(
+        store
+            .provision_sensors(TenantId(i64::MAX - 3), &["Z".to_string()])
+            .await,
+        "provisioning in an unknown tenant",
+    );
+}
+
+/// One tenant's sensors are invisible to another; keys are per tenant.
+pub async fn tenant_isolation_of_sensors(store: &dyn Store) {
+    let (a, a_sensors) = setup(store, &["CF-1", "CF-2"]).await;
+    let b = store.create_tenant("b", "B").await.expect("tenant b");
+
+    assert!(store.list_sensors(b.id).await.expect("list b").is_empty());
+    assert_eq!(
+        store.get_sensor(b.id, "CF-1").await.expect("get in b"),
+        None
+    );
+
+    let b_sensors = provision(store, &b, &["CF-1"]).await;
+    assert_ne!(
+        b_sensors[0].id, a_sensors[0].id,
+        "same key, different tenant, different sensor"
+    );
+    assert_eq!(b_sensors[0].tenant, b.id);
+    let (updated, created) = store
+        .put_sensor(b.id, "CF-1", &freezer_spec())
+        .await
+        .expect("put in b");
+    assert!(!created);
+    assert_eq!(updated.id, b_sensors[0].id);
+    let a_cf1 = store
+        .get_sensor(a.id, "CF-1")
+        .await
+        .expect("get in a")
+        .expect("exists");
+    assert_eq!(a_cf1, a_sensors[0], "a's sensor untouched by b's put");
+
+    let all = store.all_sensors().await.expect("all sensors");
+    assert_eq!(all.len(), 3, "all_sensors spans tenants");
+}

@@ -1,0 +1,356 @@
+//! The one typed configuration of `vigia serve`.
+//!
+//! Sources, later ones winning: built-in defaults → a TOML file (`--config FILE`, or
+//! `./vigia.toml` when present) → `VIGIA_*` environment variables (also read from a
+//! `.env` file; nested keys use `__`, e.g. `VIGIA_INGEST__MAX_BODY_BYTES`) → command-line
+//! flags. With no file and no variables, `vigia serve` runs on the embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::bail;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use vigia_core::parse_duration_ms;
+use vigia_ingest::Provisioning;
+
+/// Every setting, with defaults that need no file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Where the embedded store, bus and bootstrap token live.
+    pub data_dir: PathBuf,
+    /// Store URL: `sqlite` (in the data dir) or `sqlite:///path/to/file.sqlite3`.
+    pub store: String,
+    /// Bus URL: `memory` (embedded, durable; file in the data dir).
+    pub bus: String,
+    /// `full`: fsync before answering 202 (survives power loss); `os`: survives
+    /// `kill -9` of the process but not power loss, and is faster.
+    pub durability: DurabilityMode,
+    /// Provision the seed-000 chambers and run the simulator against this server.
+    pub demo: bool,
+    /// First-start admin key of the default tenant (`VIGIA_BOOTSTRAP_TOKEN`).
+    pub bootstrap_token: Option<String>,
+    /// Log filter, `tracing` syntax (e.g. `info`, `vigia=debug`).
+    pub log: String,
+    /// How long shutdown waits for in-flight work to drain.
+    pub shutdown_timeout: String,
+    pub ingest: IngestConfig,
+    pub workers: WorkersConfig,
+    pub rules: RulesConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    Full,
+    Os,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest request body (bytes); larger gets 413.
+    pub max_body_bytes: usize,
+    /// Most readings in one request; more gets 413.
+    pub max_batch_rows: usize,
+    /// How far in the future a timestamp may be.
+    pub max_future: String,
+    /// `auto`: unknown sensors are created on first reading; `required`: refused (422).
+    pub provisioning: Provisioning,
+    /// Readings waiting on the bus before ingest answers 503.
+    pub queue_capacity_readings: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Concurrent workers.
+    pub count: usize,
+    /// Readings per batch a worker takes from the bus.
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Window over which rates of change are measured.
+    pub rate_window: String,
+    /// Shortest span a rate is computed over (never between readings ms apart).
+    pub rate_min_interval: String,
+    /// How long a value must stay back in range before its alert resolves itself.
+    pub resolve_hold: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./vigia-data"),
+            store: "sqlite".into(),
+            bus: "memory".into(),
+            durability: DurabilityMode::Full,
+            demo: false,
+            bootstrap_token: None,
+            log: "info".into(),
+            shutdown_timeout: "30s".into(),
+            ingest: IngestConfig::default(),
+            workers: WorkersConfig::default(),
+            rules: RulesConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_batch_rows: 100_000,
+            max_future: "24h".into(),
+            provisioning: Provisioning::Auto,
+            queue_capacity_readings: 1_000_000,
+        }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            // More workers than cores: while one waits on the store's group commit, others
+            // evaluate, so commits carry several batches (measured by the store bench).
+            count: 4,
+            batch_size: 500,
+        }
+    }
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            rate_window: "60s".into(),
+            rate_min_interval: "4s".into(),
+            resolve_hold: "60s".into(),
+        }
+    }
+}
+
+/// Top-level keys, so unrelated `VIGIA_*` variables (`VIGIA_TOKEN` for the clients,
+/// `VIGIA_REQUIRE_SERVICES` for tests) are not mistaken for settings.
+const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "store",
+    "bus",
+    "durability",
+    "demo",
+    "bootstrap_token",
+    "log",
+    "shutdown_timeout",
+    "ingest",
+    "workers",
+    "rules",
+];
+
+/// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
+/// keys separated by `__` or `.`).
+fn is_setting(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    let top = key
+        .split("__")
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .next()
+        .unwrap_or("");
+    KEYS.contains(&top)
+}
+
+/// Command-line values that override every other source.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub demo: Option<bool>,
+}
+
+impl Config {
+    /// Loads and validates the configuration from every source.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        // A missing .env is normal; a malformed one is worth stopping for.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => bail!("could not read .env: {e}"),
+        }
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    bail!("config file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None if Path::new("vigia.toml").exists() => {
+                figment = figment.merge(Toml::file("vigia.toml"));
+            }
+            None => {}
+        }
+        figment = figment
+            .merge(
+                Env::prefixed("VIGIA_")
+                    .split("__")
+                    .filter(|key| is_setting(key.as_str())),
+            )
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything a user can get wrong, with a message saying what to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.store_path()?;
+        if self.bus != "memory" {
+            bail!(
+                "bus `{}` is not available in this build; use `memory` (embedded, durable)",
+                self.bus
+            );
+        }
+        for (name, value) in [
+            ("shutdown_timeout", &self.shutdown_timeout),
+            ("ingest.max_future", &self.ingest.max_future),
+            ("rules.rate_window", &self.rules.rate_window),
+            ("rules.rate_min_interval", &self.rules.rate_min_interval),
+            ("rules.resolve_hold", &self.rules.resolve_hold),
+        ] {
+            parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
+        }
+        if self.ingest.max_body_bytes < 1024 {
+            bail!("ingest.max_body_bytes must be at least 1024");
+        }
+        if self.ingest.max_batch_rows == 0 {
+            bail!("ingest.max_batch_rows must be at least 1");
+        }
+        if self.ingest.queue_capacity_readings < self.ingest.max_batch_rows as u64 {
+            bail!("ingest.queue_capacity_readings must be at least ingest.max_batch_rows");
+        }
+        if self.workers.count == 0 || self.workers.count > 64 {
+            bail!("workers.count must be between 1 and 64");
+        }
+        if self.workers.batch_size == 0 {
+            bail!("workers.batch_size must be at least 1");
+        }
+        if self.millis(&self.rules.rate_min_interval) > self.millis(&self.rules.rate_window) {
+            bail!("rules.rate_min_interval must not exceed rules.rate_window");
+        }
+        Ok(())
+    }
+
+    /// Where the SQLite store lives.
+    pub fn store_path(&self) -> anyhow::Result<PathBuf> {
+        match self.store.as_str() {
+            "sqlite" | "sqlite://" => Ok(self.data_dir.join("vigia.sqlite3")),
+            s if s.starts_with("sqlite://") => Ok(PathBuf::from(&s["sqlite://".len()..])),
+            other => {
+                let scheme = other.split("://").next().unwrap_or(other);
+                bail!(
+                    "store `{scheme}` is not available in this build; use `sqlite` (default) or `sqlite:///path/file.sqlite3`"
+                )
+            }
+        }
+    }
+
+    /// Where the embedded bus keeps its log.
+    pub fn bus_path(&self) -> PathBuf {
+        self.data_dir.join("bus.sqlite3")
+    }
+
+    /// A validated duration setting in milliseconds.
+    pub fn millis(&self, value: &str) -> i64 {
+        parse_duration_ms(value).unwrap_or(0)
+    }
+
+    pub fn duration(&self, value: &str) -> Duration {
+        Duration::from_millis(self.millis(value).max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+        assert_eq!(
+            Config::default().store_path().unwrap(),
+            PathBuf::from("./vigia-data/vigia.sqlite3")
+        );
+    }
+
+    type Change = Box<dyn Fn(&mut Config)>;
+
+    #[test]
+    fn bad_settings_say_what_to_change() {
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|c| c.store = "postgres://x".into()),
+                "store `postgres`",
+            ),
+            (Box::new(|c| c.bus = "kafka".into()), "bus `kafka`"),
+            (
+                Box::new(|c| c.rules.resolve_hold = "soon".into()),
+                "rules.resolve_hold",
+            ),
+            (Box::new(|c| c.workers.count = 0), "workers.count"),
+            (
+                Box::new(|c| c.rules.rate_min_interval = "2m".into()),
+                "rate_min_interval",
+            ),
+        ];
+        for (change, needle) in cases {
+            let mut c = Config::default();
+            change(&mut c);
+            let err = format!("{:#}", c.validate().unwrap_err());
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn only_setting_variables_are_read() {
+        for key in [
+            "BOOTSTRAP_TOKEN",
+            "bootstrap_token",
+            "INGEST__MAX_BODY_BYTES",
+            "ingest.max_body_bytes",
+            "LISTEN",
+        ] {
+            assert!(is_setting(key), "{key}");
+        }
+        for key in ["TOKEN", "REQUIRE_SERVICES", "LISTENER", "INGESTION__X"] {
+            assert!(!is_setting(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn sqlite_url_with_path() {
+        let c = Config {
+            store: "sqlite:///tmp/x.sqlite3".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.store_path().unwrap(), PathBuf::from("/tmp/x.sqlite3"));
+    }
+}

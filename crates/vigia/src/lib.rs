@@ -1,0 +1,7 @@
+//! The `vigia` binary's library half: configuration, `serve`, `keys` and the demo wiring, kept
+//! out of `main.rs` so integration tests can reach them.
+
+pub mod config;
+pub mod demo;
+pub mod keys;
+pub mod serve;

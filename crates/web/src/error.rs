@@ -1,0 +1,190 @@
+//! The one place where errors become HTTP responses: RFC 9457 problem details
+//! (`application/problem+json`).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use vigia_bus::BusError;
+use vigia_store::StoreError;
+
+/// An error body as every API route returns it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (stable; documented in the API guide).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong this time, for a person.
+    pub detail: String,
+    /// Fields that failed validation, with row indexes for batches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+    /// For batches: how many rows had errors (the list may be capped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_with_errors: Option<usize>,
+}
+
+/// One failing field.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemField {
+    /// Row index within a batch; absent for a single object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+/// Typed API error; handlers return `Result<_, ApiError>`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Boxed so `Result<_, ApiError>` stays small on the happy path.
+    pub problem: Box<Problem>,
+    pub retry_after_secs: Option<u64>,
+    pub www_authenticate: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            problem: Box::new(Problem {
+                kind: format!("https://vigia.dev/problems/{kind}"),
+                title: title.to_string(),
+                status: status.as_u16(),
+                detail: detail.into(),
+                errors: Vec::new(),
+                rows_with_errors: None,
+            }),
+            retry_after_secs: None,
+            www_authenticate: false,
+        }
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        );
+        e.www_authenticate = true;
+        e
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
+    }
+
+    pub fn invalid(detail: impl Into<String>, errors: Vec<ProblemField>) -> Self {
+        let mut e = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Validation failed",
+            detail,
+        );
+        e.problem.errors = errors;
+        e
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            detail,
+        )
+    }
+
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        );
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail,
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found("no such resource in this tenant"),
+            StoreError::Conflict(d) => ApiError::conflict(d),
+            StoreError::Unavailable(d) => ApiError::unavailable(format!("store: {d}"), 1),
+            StoreError::Internal(d) => {
+                tracing::error!(error = %d, "store error");
+                ApiError::internal("the store failed; see the server log")
+            }
+        }
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Full {
+                pending,
+                capacity,
+                retry_after,
+            } => ApiError::unavailable(
+                format!(
+                    "ingest queue is full ({pending} of {capacity} readings waiting); retry later"
+                ),
+                retry_after.as_secs().max(1),
+            ),
+            BusError::Closed => ApiError::unavailable("the server is shutting down", 5),
+            BusError::Unavailable(d) => ApiError::unavailable(format!("bus: {d}"), 1),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&*self.problem).unwrap_or_default();
+        let mut res = (self.status, body).into_response();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.www_authenticate {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigia\""),
+            );
+        }
+        res
+    }
+}

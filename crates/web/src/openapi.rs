@@ -1,0 +1,49 @@
+//! The OpenAPI document's frame: metadata, tags, security schemes and shared schemas.
+//! Paths are added by `routes::router()`, next to each handler.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{Problem, ProblemField};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Vigía API",
+        description = "Industrial telemetry: ingest readings, watch sensors, handle alerts. \
+Errors are `application/problem+json` (RFC 9457) with the failing fields and, for batches, row indexes.",
+    ),
+    modifiers(&Security),
+    components(schemas(Problem, ProblemField)),
+    tags(
+        (name = "readings", description = "Ingest"),
+        (name = "sensors", description = "Sensors and their series"),
+        (name = "alerts", description = "Alerts raised by the rules"),
+        (name = "live", description = "Live push of readings and alert changes"),
+        (name = "operations", description = "Health, readiness, metrics"),
+        (name = "page", description = "The web page"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// The complete document: the frame above plus every route's operation.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| crate::routes::router().split_for_parts().1)
+}
