@@ -348,6 +348,67 @@ async fn ack_and_resolve_by_api() {
     assert_eq!(problem["errors"][0]["field"], "state");
 }
 
+/// Removing a rule by PUT resolves its unresolved alert (no reading could any more);
+/// alerts of the rules that stay are left alone, and the change reaches the WebSocket.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_rule_resolves_its_alert() {
+    let server = TestServer::start(Options::default());
+    provision(&server, "CF-8").await;
+    let t = now_ms() - 60_000;
+    // -12 breaches the threshold; the 8 °C rise in 30 s breaches the rate.
+    let res = post_json(
+        &server.url("/api/v1/readings"),
+        &readings("CF-8", &[(t, -20.0), (t + 30_000, -12.0)]),
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    drained(&server).await;
+    let open = alerts(&server, "sensor=CF-8&state=open").await;
+    assert_eq!(count(&open, "CF-8", "threshold"), 1, "{open:?}");
+    assert_eq!(count(&open, "CF-8", "rate"), 1, "{open:?}");
+    let rate_id = open.iter().find(|a| a["kind"] == "rate").unwrap()["id"].clone();
+
+    let mut ws = ws_connect(&server).await;
+    let res = client()
+        .put(server.url("/api/v1/sensors/CF-8"))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "kind": "freezer",
+            "rules": [{"kind": "threshold", "max": -18, "severity": "critical"}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let view: Value = res.json().await.unwrap();
+    assert_eq!(view["open_alerts"], 1, "{view}");
+
+    let pushed = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            let Ok(event) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else {
+                continue;
+            };
+            if event["type"] == "alert" && event["change"] == "resolved" {
+                return event;
+            }
+        }
+        panic!("websocket closed");
+    })
+    .await
+    .expect("the resolution reached the WebSocket");
+    assert_eq!(pushed["alert"]["id"], rate_id);
+
+    let all = alerts(&server, "sensor=CF-8").await;
+    let rate = all.iter().find(|a| a["id"] == rate_id).unwrap();
+    assert_eq!(rate["state"], "resolved", "{rate}");
+    assert_eq!(rate["resolved_by"], "bootstrap (rule removed)");
+    let threshold = all.iter().find(|a| a["kind"] == "threshold").unwrap();
+    assert_eq!(
+        threshold["state"], "open",
+        "the kept rule's alert stays: {threshold}"
+    );
+}
+
 /// SSE carries the same events as the WebSocket.
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_streams_readings_and_alerts() {

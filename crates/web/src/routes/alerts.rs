@@ -166,19 +166,24 @@ async fn change_alert(
         AlertChange::Opened => return Err(ApiError::internal("alerts are opened by rules only")),
     }
     .map_err(not_found(id))?;
+    announce_change(state, change, &alert);
+    Ok(Json(alert))
+}
+
+/// After a change made by hand: a resolved alert's excursion is forgotten, so the next
+/// out-of-range reading opens a new alert; live subscribers hear of the change.
+pub(crate) fn announce_change(state: &AppState, change: AlertChange, alert: &Alert) {
     if change == AlertChange::Resolved {
-        // The next out-of-range reading is a new excursion with a new alert.
         state
             .pipeline
             .states
             .forget_excursion(alert.sensor_id, &alert.rule);
     }
     state.pipeline.live.publish(LiveEvent::Alert {
-        tenant,
+        tenant: alert.tenant,
         change,
         alert: Box::new(alert.clone()),
     });
-    Ok(Json(alert))
 }
 
 fn parse_id(text: &str) -> Result<AlertId, ApiError> {

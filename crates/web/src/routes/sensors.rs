@@ -8,11 +8,14 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use vigia_core::sensor::validate_sensor_key;
-use vigia_core::{parse_duration_ms, AlertState, Sensor, SensorSpec, Timestamp, DEFAULT_METRIC};
+use vigia_core::{
+    parse_duration_ms, AlertChange, AlertState, Sensor, SensorSpec, Timestamp, DEFAULT_METRIC,
+};
 use vigia_store::{AlertFilter, LatestReading, Point, ReadingQuery};
 
 use crate::error::{ApiError, Problem, ProblemField};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::routes::alerts::announce_change;
 use crate::{AppState, Caller};
 
 /// Default and largest number of points per series request.
@@ -101,6 +104,7 @@ pub async fn get_sensor(
 ///
 /// The whole writable state is replaced (PUT semantics). Rule names default to
 /// `<kind>-<severity>`; at most one alert per sensor and rule name is open at a time.
+/// Unresolved alerts of rules the update removes are resolved (by `<key> (rule removed)`).
 #[utoipa::path(
     put,
     path = "/api/v1/sensors/{key}",
@@ -150,6 +154,7 @@ pub async fn put_sensor(
         .put_sensor(caller.tenant, &key, &spec)
         .await?;
     state.pipeline.directory.insert(sensor.clone());
+    resolve_alerts_of_removed_rules(&state, &caller, &sensor).await?;
     let view = single_view(&state, &caller, sensor).await?;
     let status = if created {
         StatusCode::CREATED
@@ -157,6 +162,34 @@ pub async fn put_sensor(
         StatusCode::OK
     };
     Ok((status, Json(view)))
+}
+
+/// Resolves the sensor's unresolved alerts whose rule the update removed: no reading can
+/// resolve them any more, so left alone they would stay open for ever.
+async fn resolve_alerts_of_removed_rules(
+    state: &AppState,
+    caller: &Caller,
+    sensor: &Sensor,
+) -> Result<(), ApiError> {
+    let store = &state.pipeline.store;
+    for alert_state in [AlertState::Open, AlertState::Acked] {
+        let filter = AlertFilter {
+            state: Some(alert_state),
+            sensor: Some(sensor.key.clone()),
+            limit: usize::MAX,
+        };
+        for alert in store.alerts(caller.tenant, &filter).await? {
+            if sensor.rules.iter().any(|r| r.name == alert.rule) {
+                continue;
+            }
+            let by = format!("{} (rule removed)", caller.key_name);
+            let resolved = store
+                .resolve_alert(caller.tenant, alert.id, &by, Timestamp::now())
+                .await?;
+            announce_change(state, AlertChange::Resolved, &resolved);
+        }
+    }
+    Ok(())
 }
 
 /// Query of a reading series.
