@@ -41,6 +41,12 @@ impl SensorDirectory {
         self.get(tenant, key).is_some()
     }
 
+    /// Every sensor of every tenant.
+    pub fn all(&self) -> Vec<Arc<Sensor>> {
+        let map = self.by_key.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
     /// Adds or replaces a sensor (after provisioning or an update through the API).
     pub fn insert(&self, sensor: Sensor) -> Arc<Sensor> {
         let sensor = Arc::new(sensor);

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use vigia_bus::{Bus, BusError, Delivery};
-use vigia_core::{AlertChange, LiveEvent, Reading, Sensor, TenantId, Timestamp};
+use vigia_core::{
+    AlertChange, Condition, LiveEvent, Reading, Sensor, SensorId, TenantId, Timestamp,
+};
 use vigia_rules::{EngineConfig, Transition};
 use vigia_store::{AlertTransition, NewAlert, SensorReading, Store, StoreError, WriteBatch};
 
@@ -69,9 +71,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Builds the shared state and rebuilds rule state from the store: latest readings
-    /// (so the first rate after a restart has a reference) and unresolved alerts (so a
-    /// restart does not open a duplicate for an ongoing excursion).
+    /// Builds the shared state and rebuilds rule state from the store: the recent
+    /// readings of metrics that rate rules watch (so rate windows span the restart), the
+    /// latest readings (so older ones count as late) and unresolved alerts (so a restart
+    /// does not open a duplicate for an ongoing excursion).
     pub async fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
@@ -81,6 +84,7 @@ impl Pipeline {
         let directory = Arc::new(SensorDirectory::new());
         let sensors = directory.warm(store.as_ref()).await?;
         let states = Arc::new(RuleStates::new());
+        let replayed = replay_rate_windows(store.as_ref(), &directory, &states, &config).await?;
         let latest = store.all_latest_readings().await?;
         for l in &latest {
             states.with(l.sensor, |s| s.seed_latest(&l.metric, l.ts.0, l.value));
@@ -91,6 +95,7 @@ impl Pipeline {
         }
         info!(
             sensors,
+            replayed,
             latest = latest.len(),
             unresolved = unresolved.len(),
             "rule state rebuilt"
@@ -285,6 +290,52 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Readings replayed into rate windows at start, at most: the newest are kept, so a
+/// very busy plant rebuilds the most recent part of its windows and bounds start-up
+/// memory and time.
+const MAX_REPLAYED_READINGS: usize = 500_000;
+
+/// Feeds the readings of the last two rate windows (one for the window, one for the
+/// reading before it that anchors the baseline) of every metric a rate rule watches
+/// back into the rule state. Returns how many were replayed.
+async fn replay_rate_windows(
+    store: &dyn Store,
+    directory: &SensorDirectory,
+    states: &RuleStates,
+    config: &PipelineConfig,
+) -> Result<usize, StoreError> {
+    // Sensor → the metrics its rate rules watch (a sensor has few rules).
+    let mut watched: HashMap<SensorId, Vec<String>> = HashMap::new();
+    for sensor in directory.all() {
+        for rule in &sensor.rules {
+            if matches!(rule.condition, Condition::Rate { .. }) {
+                let metrics = watched.entry(sensor.id).or_default();
+                if !metrics.contains(&rule.metric) {
+                    metrics.push(rule.metric.clone());
+                }
+            }
+        }
+    }
+    let window = config.engine.rate_window_ms;
+    if watched.is_empty() || window <= 0 {
+        return Ok(0);
+    }
+    let since = Timestamp(Timestamp::now().0.saturating_sub(window.saturating_mul(2)));
+    let mut replayed = 0;
+    for r in store.recent_readings(since, MAX_REPLAYED_READINGS).await? {
+        if watched
+            .get(&r.sensor)
+            .is_some_and(|metrics| metrics.contains(&r.metric))
+        {
+            states.with(r.sensor, |s| {
+                s.replay(&config.engine, &r.metric, r.ts.0, r.value)
+            });
+            replayed += 1;
+        }
+    }
+    Ok(replayed)
 }
 
 fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> AlertTransition {

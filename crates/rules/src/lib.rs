@@ -150,6 +150,21 @@ impl SensorState {
         state.window.seed(ts, value);
     }
 
+    /// Feeds back a stored reading without judging it (rebuild after a restart), oldest
+    /// first, so the rate window spans the restart instead of starting empty. Readings
+    /// not newer than the last one are ignored, as are non-finite values.
+    pub fn replay(&mut self, cfg: &EngineConfig, metric: &str, ts: i64, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        let state = self.metric_entry(metric);
+        if state.last.is_some_and(|(last, _)| ts <= last) {
+            return;
+        }
+        state.window.observe(cfg, ts, value);
+        state.last = Some((ts, value));
+    }
+
     /// The newest reading of `metric` seen, as `(ts, value)`.
     pub fn latest(&self, metric: &str) -> Option<(i64, f64)> {
         self.metrics.get(metric).and_then(|m| m.last)

@@ -487,6 +487,46 @@ fn restart_rebuild_and_manual_resolve() {
     );
 }
 
+/// A slow rise that straddles a restart: with only the latest reading seeded, the
+/// window starts over and under-reads the trend; replaying the stored history keeps
+/// the whole window, so the rule sees the same rate as if nothing had restarted.
+#[test]
+fn replayed_history_keeps_the_rate_window_across_a_restart() {
+    let cfg = EngineConfig::default();
+    let rules = [rate("rise", 1.0, RateDirection::Rise)];
+    let history = [(5_000, -20.0), (30_000, -19.9), (55_000, -19.8)];
+
+    let mut uninterrupted = SensorState::new();
+    let mut history_then_live: Vec<(f64, f64)> = history
+        .iter()
+        .map(|&(ms, v)| (ms as f64 / 1000.0, v))
+        .collect();
+    history_then_live.push((60.0, -18.9));
+    assert_eq!(
+        run_on(&mut uninterrupted, &cfg, &rules, &history_then_live),
+        ["open rise @60"]
+    );
+
+    let mut seeded = SensorState::new();
+    let (ts, value) = history[2];
+    seeded.seed_latest("temperature", ts, value);
+    assert!(run_on(&mut seeded, &cfg, &rules, &[(60.0, -18.9)]).is_empty());
+
+    let mut replayed = SensorState::new();
+    for (ts, value) in history {
+        replayed.replay(&cfg, "temperature", ts, value);
+    }
+    // Older and non-finite readings are ignored; so is a seed that is not newer.
+    replayed.replay(&cfg, "temperature", 1_000, 50.0);
+    replayed.replay(&cfg, "temperature", 56_000, f64::NAN);
+    replayed.seed_latest("temperature", 55_000, -19.8);
+    assert_eq!(replayed.latest("temperature"), Some((55_000, -19.8)));
+    assert_eq!(
+        run_on(&mut replayed, &cfg, &rules, &[(60.0, -18.9)]),
+        ["open rise @60"]
+    );
+}
+
 #[test]
 fn state_of_removed_rules_is_dropped() {
     let cfg = EngineConfig::default();

@@ -28,8 +28,8 @@ pub use catalog::{
 };
 pub use readings::{
     batch_is_atomic, concurrent_batches_fail_alone, large_batches_count_exactly,
-    latest_only_moves_forward, readings_are_idempotent, series_limit_and_range,
-    series_step_buckets, tenant_isolation_of_readings,
+    latest_only_moves_forward, readings_are_idempotent, recent_readings_for_rebuild,
+    series_limit_and_range, series_step_buckets, tenant_isolation_of_readings,
 };
 
 /// Runs every check, each against a new store from `new_store`.
@@ -57,6 +57,7 @@ where
         batch_is_atomic,
         concurrent_batches_fail_alone,
         latest_only_moves_forward,
+        recent_readings_for_rebuild,
         series_limit_and_range,
         series_step_buckets,
         tenant_isolation_of_readings,

@@ -205,6 +205,14 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_readings(&self, tenant: TenantId) -> StoreResult<Vec<LatestReading>>;
     /// Newest reading per (sensor, metric) across tenants (for rebuilding rule state).
     async fn all_latest_readings(&self) -> StoreResult<Vec<LatestReading>>;
+    /// Readings with event time at or after `since`, across tenants, oldest first; when
+    /// there are more than `limit`, the newest `limit` of them (for rebuilding rate
+    /// windows after a restart).
+    async fn recent_readings(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<SensorReading>>;
 
     async fn alerts(&self, tenant: TenantId, filter: &AlertFilter) -> StoreResult<Vec<Alert>>;
     async fn get_alert(&self, tenant: TenantId, id: AlertId) -> StoreResult<Alert>;

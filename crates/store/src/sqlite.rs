@@ -66,8 +66,8 @@ use vigia_core::{
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    AlertFilter, Durability, LatestReading, Point, ReadingQuery, Store, StoreError, StoreResult,
-    WriteBatch, WriteOutcome,
+    AlertFilter, Durability, LatestReading, Point, ReadingQuery, SensorReading, Store, StoreError,
+    StoreResult, WriteBatch, WriteOutcome,
 };
 use error::writer_gone;
 use pool::ReadPool;
@@ -344,6 +344,16 @@ impl Store for SqliteStore {
 
     async fn all_latest_readings(&self) -> StoreResult<Vec<LatestReading>> {
         self.reads.run(|c| series::latest(c, None)).await
+    }
+
+    async fn recent_readings(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<SensorReading>> {
+        self.reads
+            .run(move |c| series::recent(c, since, limit))
+            .await
     }
 
     async fn alerts(&self, tenant: TenantId, filter: &AlertFilter) -> StoreResult<Vec<Alert>> {

@@ -54,6 +54,7 @@ conformance_tests!(
     batch_is_atomic,
     concurrent_batches_fail_alone,
     latest_only_moves_forward,
+    recent_readings_for_rebuild,
     series_limit_and_range,
     series_step_buckets,
     tenant_isolation_of_readings,

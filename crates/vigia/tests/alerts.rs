@@ -409,6 +409,49 @@ async fn removing_a_rule_resolves_its_alert() {
     );
 }
 
+/// A slow rise that straddles a restart still opens its rate alert: the rate window is
+/// rebuilt from stored readings. With only the last reading as reference, the rise
+/// over the 5 s since it (0.9 °C) would read 0.9/min, under the 1/min limit; over the
+/// whole window it reads 1.1/min.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_window_survives_a_restart() {
+    let mut server = TestServer::start(Options::default());
+    provision(&server, "CF-9").await;
+    let t = now_ms();
+    let res = post_json(
+        &server.url("/api/v1/readings"),
+        &readings(
+            "CF-9",
+            &[(t - 55_000, -20.0), (t - 30_000, -19.9), (t - 5_000, -19.8)],
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    drained(&server).await;
+    assert!(alerts(&server, "sensor=CF-9").await.is_empty());
+
+    server.restart();
+    let res = post_json(
+        &server.url("/api/v1/readings"),
+        &readings("CF-9", &[(t, -18.9)]),
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    drained(&server).await;
+    let open = alerts(&server, "sensor=CF-9&state=open").await;
+    assert_eq!(
+        count(&open, "CF-9", "rate"),
+        1,
+        "{open:?}\n{}",
+        server.log()
+    );
+    assert!(
+        server.log().contains("replayed=3"),
+        "the three stored readings were replayed:\n{}",
+        server.log()
+    );
+}
+
 /// SSE carries the same events as the WebSocket.
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_streams_readings_and_alerts() {

@@ -3,7 +3,8 @@
 use vigia_core::{Timestamp, DEFAULT_METRIC};
 
 use super::{
-    assert_conflict, assert_not_found, reading, readings_batch, setup, MISSING_SENSOR, T0,
+    assert_conflict, assert_not_found, provision, reading, readings_batch, setup, MISSING_SENSOR,
+    T0,
 };
 use crate::{LatestReading, Point, ReadingQuery, SensorReading, Store, WriteBatch};
 
@@ -255,6 +256,60 @@ pub async fn latest_only_moves_forward(store: &dyn Store) {
     assert_eq!(latest().await, vec![at(s1, 400, 4.0), at(s2, 50, 5.0)]);
     let everyone = store.all_latest_readings().await.expect("all latest");
     assert_eq!(everyone.len(), 2);
+}
+
+/// Recent readings span every tenant, come oldest first from `since` (inclusive) on,
+/// and `limit` keeps the newest.
+pub async fn recent_readings_for_rebuild(store: &dyn Store) {
+    let (_, sensors) = setup(store, &["CF-1"]).await;
+    let other = store
+        .create_tenant("other-plant", "Other plant")
+        .await
+        .expect("second tenant");
+    let theirs = provision(store, &other, &["CF-1"]).await;
+    let (mine, theirs) = (sensors[0].id, theirs[0].id);
+    let mut humidity = reading(theirs, 2500, 40.0);
+    humidity.metric = "humidity".into();
+    store
+        .write_batch(readings_batch(vec![
+            reading(mine, 3000, -19.0),
+            reading(mine, 0, -21.0),
+            reading(theirs, 1000, 4.0),
+            humidity.clone(),
+            reading(mine, 2000, -20.0),
+        ]))
+        .await
+        .expect("write");
+
+    let recent = store
+        .recent_readings(Timestamp(T0 + 1000), 100)
+        .await
+        .expect("recent");
+    assert_eq!(
+        recent,
+        vec![
+            reading(theirs, 1000, 4.0),
+            reading(mine, 2000, -20.0),
+            humidity.clone(),
+            reading(mine, 3000, -19.0),
+        ],
+        "since is inclusive, every tenant, oldest first"
+    );
+    let newest = store
+        .recent_readings(Timestamp(T0 + 1000), 2)
+        .await
+        .expect("recent, limited");
+    assert_eq!(newest, vec![humidity, reading(mine, 3000, -19.0)]);
+    assert!(store
+        .recent_readings(Timestamp(T0 + 3001), 100)
+        .await
+        .expect("nothing that recent")
+        .is_empty());
+    assert!(store
+        .recent_readings(Timestamp(T0), 0)
+        .await
+        .expect("limit 0")
+        .is_empty());
 }
 
 /// Ranges are inclusive, points come oldest first, `limit` keeps the oldest;

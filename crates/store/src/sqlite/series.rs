@@ -4,7 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use vigia_core::{SensorId, TenantId, Timestamp};
 
 use super::catalog;
-use crate::{LatestReading, Point, ReadingQuery, StoreError, StoreResult};
+use crate::{LatestReading, Point, ReadingQuery, SensorReading, StoreError, StoreResult};
 
 pub(crate) fn metric_id(conn: &Connection, name: &str) -> StoreResult<Option<i64>> {
     Ok(conn
@@ -88,4 +88,33 @@ pub(crate) fn latest(
             .collect::<Result<Vec<_>, _>>()?,
     };
     Ok(latest)
+}
+
+/// Every tenant's readings since `since`, oldest first, at most the newest `limit`.
+/// Walking the time-first key backwards from its end is one range scan, whatever the
+/// number of sensors.
+pub(crate) fn recent(
+    conn: &Connection,
+    since: Timestamp,
+    limit: usize,
+) -> StoreResult<Vec<SensorReading>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = conn
+        .prepare_cached(
+            "SELECT r.sensor_id, m.name, r.ts, r.value FROM readings r
+             JOIN metrics m ON m.id = r.metric_id
+             WHERE r.ts >= ?1
+             ORDER BY r.ts DESC, r.sensor_id DESC, r.metric_id DESC LIMIT ?2",
+        )?
+        .query_map(params![since.0, limit], |r| {
+            Ok(SensorReading {
+                sensor: SensorId(r.get(0)?),
+                metric: r.get(1)?,
+                ts: Timestamp(r.get(2)?),
+                value: r.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.reverse();
+    Ok(rows)
 }
