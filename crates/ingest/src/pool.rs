@@ -7,8 +7,8 @@
 //! before the ack means redelivery, which the store absorbs (idempotent readings,
 //! unique open alert per sensor and rule).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -17,7 +17,7 @@ use vigia_bus::{Bus, BusError, Delivery};
 use vigia_core::{
     AlertChange, Condition, LiveEvent, Reading, Sensor, SensorId, TenantId, Timestamp,
 };
-use vigia_rules::{EngineConfig, Transition};
+use vigia_rules::{EngineConfig, SensorState, Transition};
 use vigia_store::{AlertTransition, NewAlert, SensorReading, Store, StoreError, WriteBatch};
 
 use crate::metrics as m;
@@ -68,6 +68,10 @@ pub struct Pipeline {
     pub states: Arc<RuleStates>,
     pub live: LiveHub,
     pub config: PipelineConfig,
+    /// Sensors whose readings were judged but whose commit failed: their in-memory state
+    /// ran ahead of the store (an alert "opened" that was never written). They are
+    /// re-read from the store before the next batch, so the redelivery opens it for real.
+    stale: Mutex<HashSet<SensorId>>,
 }
 
 impl Pipeline {
@@ -84,20 +88,13 @@ impl Pipeline {
         let directory = Arc::new(SensorDirectory::new());
         let sensors = directory.warm(store.as_ref()).await?;
         let states = Arc::new(RuleStates::new());
-        let replayed = replay_rate_windows(store.as_ref(), &directory, &states, &config).await?;
-        let latest = store.all_latest_readings().await?;
-        for l in &latest {
-            states.with(l.sensor, |s| s.seed_latest(&l.metric, l.ts.0, l.value));
-        }
-        let unresolved = store.unresolved_alerts().await?;
-        for alert in &unresolved {
-            states.with(alert.sensor_id, |s| s.mark_open(&alert.rule));
-        }
+        let rebuilt =
+            rebuild_rule_states(store.as_ref(), &directory, &states, &config, None).await?;
         info!(
             sensors,
-            replayed,
-            latest = latest.len(),
-            unresolved = unresolved.len(),
+            replayed = rebuilt.replayed,
+            latest = rebuilt.latest,
+            unresolved = rebuilt.unresolved,
             "rule state rebuilt"
         );
         Ok(Arc::new(Self {
@@ -107,6 +104,7 @@ impl Pipeline {
             states,
             live,
             config,
+            stale: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -159,6 +157,7 @@ impl Pipeline {
 
     /// Processes one set of deliveries end to end (everything but the ack).
     pub async fn process(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        self.resync_stale_states().await?;
         let mut by_tenant: HashMap<TenantId, Vec<&Reading>> = HashMap::new();
         let mut oldest_received = i64::MAX;
         for d in deliveries {
@@ -170,10 +169,12 @@ impl Pipeline {
         }
 
         let mut batch = WriteBatch::default();
+        let mut judged = Vec::new();
         let mut live_readings: Vec<(TenantId, Vec<Reading>)> = Vec::new();
         let want_live = !self.live.is_idle();
         for (tenant, readings) in by_tenant {
-            self.evaluate_tenant(tenant, &readings, &mut batch).await?;
+            self.evaluate_tenant(tenant, &readings, &mut batch, &mut judged)
+                .await?;
             if want_live {
                 live_readings.push((tenant, readings.into_iter().cloned().collect()));
             }
@@ -181,7 +182,13 @@ impl Pipeline {
 
         let total = batch.readings.len();
         let started = Instant::now();
-        let outcome = self.store.write_batch(batch).await?;
+        let outcome = match self.store.write_batch(batch).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.mark_stale(judged);
+                return Err(e);
+            }
+        };
         metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::WORKER_BATCH_READINGS).record(total as f64);
         metrics::counter!(m::STORE_READINGS_WRITTEN).increment(outcome.readings_written as u64);
@@ -222,12 +229,55 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Resolves sensors, sorts by event time and runs the rules for one tenant's readings.
+    /// Forgets the state of sensors whose judged readings did not reach the store, and
+    /// queues them for a re-read from the store (see the `stale` field).
+    fn mark_stale(&self, sensors: Vec<SensorId>) {
+        for &sensor in &sensors {
+            self.states.remove(sensor);
+        }
+        lock(&self.stale).extend(sensors);
+    }
+
+    /// Rebuilds the state of stale sensors from the store; on failure they stay stale
+    /// and the batch is not processed (it goes back to the bus).
+    async fn resync_stale_states(&self) -> Result<(), StoreError> {
+        let stale = std::mem::take(&mut *lock(&self.stale));
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let rebuilt = rebuild_rule_states(
+            self.store.as_ref(),
+            &self.directory,
+            &self.states,
+            &self.config,
+            Some(&stale),
+        )
+        .await;
+        match rebuilt {
+            Ok(rebuilt) => {
+                info!(
+                    sensors = stale.len(),
+                    replayed = rebuilt.replayed,
+                    unresolved = rebuilt.unresolved,
+                    "rule state re-read from the store after a failed commit"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.stale).extend(stale);
+                Err(e)
+            }
+        }
+    }
+
+    /// Resolves sensors, sorts by event time and runs the rules for one tenant's readings;
+    /// `judged` gets every sensor whose rule state moved.
     async fn evaluate_tenant(
         &self,
         tenant: TenantId,
         readings: &[&Reading],
         batch: &mut WriteBatch,
+        judged: &mut Vec<SensorId>,
     ) -> Result<(), StoreError> {
         let mut keys: Vec<&str> = readings.iter().map(|r| r.sensor.as_str()).collect();
         keys.sort_unstable();
@@ -258,6 +308,7 @@ impl Pipeline {
                 .map_or(ordered.len(), |n| i + n);
             let group = &ordered[i..end];
             if !sensor.rules.is_empty() {
+                judged.push(sensor.id);
                 transitions.clear();
                 self.states.with(sensor.id, |state| {
                     for (_, r) in group {
@@ -292,23 +343,49 @@ impl Pipeline {
     }
 }
 
-/// Readings replayed into rate windows at start, at most: the newest are kept, so a
-/// very busy plant rebuilds the most recent part of its windows and bounds start-up
-/// memory and time.
+/// Readings replayed into rate windows, at most: the newest are kept, so a very busy
+/// plant rebuilds the most recent part of its windows and bounds start-up memory and time.
 const MAX_REPLAYED_READINGS: usize = 500_000;
 
-/// Feeds the readings of the last two rate windows (one for the window, one for the
-/// reading before it that anchors the baseline) of every metric a rate rule watches
-/// back into the rule state. Returns how many were replayed.
-async fn replay_rate_windows(
+/// What a rebuild of rule state read back.
+struct Rebuilt {
+    replayed: usize,
+    latest: usize,
+    unresolved: usize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The set stays consistent whatever panicked while holding it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Rebuilds rule state from the store, which is the truth: the readings of the last two
+/// rate windows (one for the window, one for the reading before it that anchors the
+/// baseline) of every metric a rate rule watches, then the latest reading of every
+/// metric (so older ones count as late), then the unresolved alerts (so an ongoing
+/// excursion does not open a duplicate). `only` limits it to some sensors, whose
+/// previous state is replaced whole.
+async fn rebuild_rule_states(
     store: &dyn Store,
     directory: &SensorDirectory,
     states: &RuleStates,
     config: &PipelineConfig,
-) -> Result<usize, StoreError> {
+    only: Option<&HashSet<SensorId>>,
+) -> Result<Rebuilt, StoreError> {
+    let wanted = |sensor: SensorId| only.is_none_or(|set| set.contains(&sensor));
+    let mut fresh: HashMap<SensorId, SensorState> = HashMap::new();
+    let mut rebuilt = Rebuilt {
+        replayed: 0,
+        latest: 0,
+        unresolved: 0,
+    };
+
     // Sensor → the metrics its rate rules watch (a sensor has few rules).
     let mut watched: HashMap<SensorId, Vec<String>> = HashMap::new();
     for sensor in directory.all() {
+        if !wanted(sensor.id) {
+            continue;
+        }
         for rule in &sensor.rules {
             if matches!(rule.condition, Condition::Rate { .. }) {
                 let metrics = watched.entry(sensor.id).or_default();
@@ -319,23 +396,53 @@ async fn replay_rate_windows(
         }
     }
     let window = config.engine.rate_window_ms;
-    if watched.is_empty() || window <= 0 {
-        return Ok(0);
-    }
-    let since = Timestamp(Timestamp::now().0.saturating_sub(window.saturating_mul(2)));
-    let mut replayed = 0;
-    for r in store.recent_readings(since, MAX_REPLAYED_READINGS).await? {
-        if watched
-            .get(&r.sensor)
-            .is_some_and(|metrics| metrics.contains(&r.metric))
-        {
-            states.with(r.sensor, |s| {
-                s.replay(&config.engine, &r.metric, r.ts.0, r.value)
-            });
-            replayed += 1;
+    if !watched.is_empty() && window > 0 {
+        let since = Timestamp(Timestamp::now().0.saturating_sub(window.saturating_mul(2)));
+        for r in store.recent_readings(since, MAX_REPLAYED_READINGS).await? {
+            if watched
+                .get(&r.sensor)
+                .is_some_and(|metrics| metrics.contains(&r.metric))
+            {
+                fresh.entry(r.sensor).or_default().replay(
+                    &config.engine,
+                    &r.metric,
+                    r.ts.0,
+                    r.value,
+                );
+                rebuilt.replayed += 1;
+            }
         }
     }
-    Ok(replayed)
+    for l in store.all_latest_readings().await? {
+        if wanted(l.sensor) {
+            fresh
+                .entry(l.sensor)
+                .or_default()
+                .seed_latest(&l.metric, l.ts.0, l.value);
+            rebuilt.latest += 1;
+        }
+    }
+    for alert in store.unresolved_alerts().await? {
+        if wanted(alert.sensor_id) {
+            fresh
+                .entry(alert.sensor_id)
+                .or_default()
+                .mark_open(&alert.rule);
+            rebuilt.unresolved += 1;
+        }
+    }
+
+    if let Some(only) = only {
+        for &sensor in only {
+            if !fresh.contains_key(&sensor) {
+                states.remove(sensor);
+            }
+        }
+    }
+    for (sensor, state) in fresh {
+        states.replace(sensor, state);
+    }
+    Ok(rebuilt)
 }
 
 fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> AlertTransition {

@@ -41,6 +41,18 @@ impl RuleStates {
         f(shard.entry(sensor).or_default())
     }
 
+    /// Puts `state` in place of whatever the sensor had (rebuild from the store).
+    pub fn replace(&self, sensor: SensorId, state: SensorState) {
+        let mut shard = self.shard(sensor).lock().unwrap_or_else(|e| e.into_inner());
+        shard.insert(sensor, state);
+    }
+
+    /// Forgets everything about the sensor; its next reading starts from an empty state.
+    pub fn remove(&self, sensor: SensorId) {
+        let mut shard = self.shard(sensor).lock().unwrap_or_else(|e| e.into_inner());
+        shard.remove(&sensor);
+    }
+
     /// An operator resolved an alert by hand: the next excursion opens a new one.
     pub fn forget_excursion(&self, sensor: SensorId, rule: &str) {
         self.with(sensor, |state| state.forget_excursion(rule));
