@@ -74,7 +74,10 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
     blocker.execute_batch("ROLLBACK").unwrap();
 
     // The bus hands the batch back; this time both alerts open, from the same readings.
-    pipeline.process(std::slice::from_ref(&breach)).await.unwrap();
+    pipeline
+        .process(std::slice::from_ref(&breach))
+        .await
+        .unwrap();
     let open = |store: Arc<dyn Store>| async move {
         let filter = AlertFilter {
             state: Some(AlertState::Open),
