@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use vigia_core::IngestBatch;
 
 pub mod embedded;
+pub mod metrics;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

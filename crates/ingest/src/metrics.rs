@@ -1,5 +1,5 @@
 //! Names of the metrics this crate records, in one place so dashboards, the benchmark
-//! and the docs agree on them.
+//! and the docs agree on them; `describe` also covers the bus's (`vigia_bus::metrics`).
 
 /// Counter: readings accepted by ingest (answered 202).
 pub const INGEST_READINGS: &str = "vigia_ingest_readings_total";
@@ -68,6 +68,16 @@ pub fn describe() {
         INGEST_TO_COMMIT_SECONDS,
         Unit::Seconds,
         "Time from ingest's 202 to the store commit of a batch."
+    );
+    describe_histogram!(
+        vigia_bus::metrics::BUS_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time one group commit of the embedded bus took (inserts, settled acks, fsync)."
+    );
+    describe_histogram!(
+        vigia_bus::metrics::BUS_GROUP_PUBLISHES,
+        Unit::Count,
+        "Publishes made durable by one group commit of the embedded bus."
     );
     for name in [
         INGEST_READINGS,

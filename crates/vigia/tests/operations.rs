@@ -50,6 +50,8 @@ async fn health_readiness_and_metrics() {
         "vigia_worker_batch_readings_bucket",
         "vigia_store_commit_seconds_bucket",
         "vigia_ingest_to_commit_seconds_bucket",
+        "vigia_bus_commit_seconds_bucket",
+        "vigia_bus_group_publishes_bucket",
         r#"vigia_alerts_opened_total{severity="warning",kind="threshold"} 1"#,
         r#"vigia_http_requests_total{route="/api/v1/readings",status="202"} 1"#,
         r#"vigia_http_requests_total{route="/api/v1/sensors",status="401"} 1"#,

@@ -31,8 +31,8 @@ impl Metrics {
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
                     &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        5.0, 10.0,
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     ],
                 )
                 .and_then(|b| {
@@ -41,6 +41,12 @@ impl Metrics {
                         &[
                             1.0, 10.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 20000.0,
                         ],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Suffix("_publishes".into()),
+                        &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0],
                     )
                 })
                 .expect("bucket lists are non-empty constants")

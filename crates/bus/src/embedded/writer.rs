@@ -16,6 +16,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::{lock, log, Shared};
+use crate::metrics::{BUS_COMMIT_SECONDS, BUS_GROUP_PUBLISHES};
 use crate::BusError;
 
 /// How long acks wait for a publish group to ride along with before committing alone.
@@ -196,6 +197,10 @@ impl Writer {
         self.last_commit = started.elapsed();
         match written {
             Ok(()) => {
+                metrics::histogram!(BUS_COMMIT_SECONDS).record(self.last_commit.as_secs_f64());
+                if !group.is_empty() {
+                    metrics::histogram!(BUS_GROUP_PUBLISHES).record(group.len() as f64);
+                }
                 self.acks.clear();
                 self.quarantined.clear();
                 self.flush_at = None;
