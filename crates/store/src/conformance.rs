@@ -32,6 +32,39 @@ pub use readings::{
     series_limit_and_range, series_step_buckets, tenant_isolation_of_readings,
 };
 
+/// Calls the macro `$callback` with the name of every check, so a backend's test file
+/// can make one test per invariant from the same list [`run_all`] uses (a second list
+/// would drift). Usage: `vigia_store::for_each_store_check!(my_test_macro);`.
+#[macro_export]
+macro_rules! for_each_store_check {
+    ($callback:ident) => {
+        $callback!(
+            ping,
+            tenants,
+            api_keys_by_hash,
+            put_sensor_creates_then_updates,
+            provision_sensors_is_idempotent_and_ordered,
+            tenant_isolation_of_sensors,
+            readings_are_idempotent,
+            large_batches_count_exactly,
+            batch_is_atomic,
+            concurrent_batches_fail_alone,
+            latest_only_moves_forward,
+            recent_readings_for_rebuild,
+            series_limit_and_range,
+            series_step_buckets,
+            tenant_isolation_of_readings,
+            one_open_alert_per_rule_in_one_batch,
+            one_open_alert_per_rule_across_concurrent_batches,
+            auto_resolve_then_reopen_creates_new_alert,
+            ack_and_resolve_semantics,
+            alert_listing_filters,
+            batch_rejects_alert_for_sensor_of_other_tenant,
+            tenant_isolation_of_alerts,
+        );
+    };
+}
+
 /// Runs every check, each against a new store from `new_store`.
 pub async fn run_all<F, Fut, S>(new_store: F)
 where
@@ -45,30 +78,7 @@ where
             $check(&new_store().await).await;
         )*};
     }
-    run!(
-        ping,
-        tenants,
-        api_keys_by_hash,
-        put_sensor_creates_then_updates,
-        provision_sensors_is_idempotent_and_ordered,
-        tenant_isolation_of_sensors,
-        readings_are_idempotent,
-        large_batches_count_exactly,
-        batch_is_atomic,
-        concurrent_batches_fail_alone,
-        latest_only_moves_forward,
-        recent_readings_for_rebuild,
-        series_limit_and_range,
-        series_step_buckets,
-        tenant_isolation_of_readings,
-        one_open_alert_per_rule_in_one_batch,
-        one_open_alert_per_rule_across_concurrent_batches,
-        auto_resolve_then_reopen_creates_new_alert,
-        ack_and_resolve_semantics,
-        alert_listing_filters,
-        batch_rejects_alert_for_sensor_of_other_tenant,
-        tenant_isolation_of_alerts,
-    );
+    for_each_store_check!(run);
 }
 
 /// An instant well inside the range every backend handles.

@@ -42,30 +42,7 @@ macro_rules! conformance_tests {
     )*};
 }
 
-conformance_tests!(
-    ping,
-    tenants,
-    api_keys_by_hash,
-    put_sensor_creates_then_updates,
-    provision_sensors_is_idempotent_and_ordered,
-    tenant_isolation_of_sensors,
-    readings_are_idempotent,
-    large_batches_count_exactly,
-    batch_is_atomic,
-    concurrent_batches_fail_alone,
-    latest_only_moves_forward,
-    recent_readings_for_rebuild,
-    series_limit_and_range,
-    series_step_buckets,
-    tenant_isolation_of_readings,
-    one_open_alert_per_rule_in_one_batch,
-    one_open_alert_per_rule_across_concurrent_batches,
-    auto_resolve_then_reopen_creates_new_alert,
-    ack_and_resolve_semantics,
-    alert_listing_filters,
-    batch_rejects_alert_for_sensor_of_other_tenant,
-    tenant_isolation_of_alerts,
-);
+vigia_store::for_each_store_check!(conformance_tests);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_all_passes_with_full_durability() {
