@@ -172,24 +172,30 @@ impl Pipeline {
         let mut judged = Vec::new();
         let mut live_readings: Vec<(TenantId, Vec<Reading>)> = Vec::new();
         let want_live = !self.live.is_idle();
-        for (tenant, readings) in by_tenant {
-            self.evaluate_tenant(tenant, &readings, &mut batch, &mut judged)
-                .await?;
-            if want_live {
-                live_readings.push((tenant, readings.into_iter().cloned().collect()));
+        let total = by_tenant.values().map(Vec::len).sum::<usize>();
+        // Any failure once some sensor has been judged (a later tenant's provisioning, or
+        // the commit) leaves that sensor's state ahead of the store.
+        let committed: Result<_, StoreError> = async {
+            for (tenant, readings) in by_tenant {
+                self.evaluate_tenant(tenant, &readings, &mut batch, &mut judged)
+                    .await?;
+                if want_live {
+                    live_readings.push((tenant, readings.into_iter().cloned().collect()));
+                }
             }
+            let started = Instant::now();
+            let outcome = self.store.write_batch(batch).await?;
+            Ok((outcome, started.elapsed()))
         }
-
-        let total = batch.readings.len();
-        let started = Instant::now();
-        let outcome = match self.store.write_batch(batch).await {
-            Ok(outcome) => outcome,
+        .await;
+        let (outcome, commit_time) = match committed {
+            Ok(done) => done,
             Err(e) => {
                 self.mark_stale(judged);
                 return Err(e);
             }
         };
-        metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::STORE_COMMIT_SECONDS).record(commit_time.as_secs_f64());
         metrics::histogram!(m::WORKER_BATCH_READINGS).record(total as f64);
         metrics::counter!(m::STORE_READINGS_WRITTEN).increment(outcome.readings_written as u64);
         if oldest_received != i64::MAX {
