@@ -58,15 +58,7 @@ pub enum BusError {
     Unavailable(String),
 }
 
-/// How durable a publish is before it returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// fsync before answering: survives power loss.
-    #[default]
-    Full,
-    /// Written to the OS: survives `kill -9`, not power loss.
-    Os,
-}
+pub use vigia_core::Durability;
 
 /// The durable, bounded queue between ingest (publishers) and the worker pool
 /// (receivers); see the crate documentation for the contract.

@@ -5,6 +5,7 @@
 //! Everything here is cheap to construct in tests.
 
 pub mod alert;
+pub mod durability;
 pub mod event;
 pub mod ids;
 pub mod reading;
@@ -13,6 +14,7 @@ pub mod sensor;
 pub mod time;
 
 pub use alert::{Alert, AlertChange, AlertState};
+pub use durability::Durability;
 pub use event::LiveEvent;
 pub use ids::{AlertId, ApiKeyId, SensorId, TenantId};
 pub use reading::{IngestBatch, Reading, DEFAULT_METRIC};

@@ -43,15 +43,7 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// How durable a commit is before it returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// fsync on every commit: survives power loss.
-    #[default]
-    Full,
-    /// Hand the commit to the OS: survives `kill -9` of the process, not power loss.
-    Os,
-}
+pub use vigia_core::Durability;
 
 /// A reading whose sensor has been resolved to its id.
 #[derive(Debug, Clone, PartialEq)]

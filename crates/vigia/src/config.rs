@@ -13,7 +13,7 @@ use anyhow::bail;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use vigia_core::parse_duration_ms;
+use vigia_core::{parse_duration_ms, Durability};
 use vigia_ingest::Provisioning;
 
 /// Every setting, with defaults that need no file.
@@ -30,7 +30,7 @@ pub struct Config {
     pub bus: String,
     /// `full`: fsync before answering 202 (survives power loss); `os`: survives
     /// `kill -9` of the process but not power loss, and is faster.
-    pub durability: DurabilityMode,
+    pub durability: Durability,
     /// Provision the seed-000 chambers and run the simulator against this server.
     pub demo: bool,
     /// First-start admin key of the default tenant (`VIGIA_BOOTSTRAP_TOKEN`).
@@ -42,13 +42,6 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub workers: WorkersConfig,
     pub rules: RulesConfig,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DurabilityMode {
-    Full,
-    Os,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,7 +86,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./vigia-data"),
             store: "sqlite".into(),
             bus: "memory".into(),
-            durability: DurabilityMode::Full,
+            durability: Durability::Full,
             demo: false,
             bootstrap_token: None,
             log: "info".into(),

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use vigia_core::{ApiKeyId, Tenant};
 use vigia_store::{SqliteStore, SqliteStoreOptions, Store, StoreError};
 
-use crate::config::{Config, DurabilityMode, Overrides};
+use crate::config::{Config, Overrides};
 
 /// Slug of the tenant every installation has; its keys are issued without creating it.
 pub const DEFAULT_TENANT: &str = "default";
@@ -113,10 +113,7 @@ pub async fn create_in_configured_store(
         );
     }
     let store = SqliteStore::open(SqliteStoreOptions {
-        durability: match config.durability {
-            DurabilityMode::Full => vigia_store::Durability::Full,
-            DurabilityMode::Os => vigia_store::Durability::Os,
-        },
+        durability: config.durability,
         // A handful of statements: no need for the server's read pool or cache.
         read_connections: 1,
         cache_mib: 2,

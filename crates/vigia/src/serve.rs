@@ -17,7 +17,7 @@ use vigia_rules::EngineConfig;
 use vigia_store::{SqliteStore, SqliteStoreOptions, Store};
 use vigia_web::{telemetry::Metrics, AppState, Bootstrap, IngestLimits};
 
-use crate::config::{Config, DurabilityMode};
+use crate::config::Config;
 use crate::demo;
 
 /// Runs the server until SIGTERM or Ctrl-C, then drains.
@@ -130,10 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 async fn open_backends(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
     let store_path = config.store_path()?;
     let store = SqliteStore::open(SqliteStoreOptions {
-        durability: match config.durability {
-            DurabilityMode::Full => vigia_store::Durability::Full,
-            DurabilityMode::Os => vigia_store::Durability::Os,
-        },
+        durability: config.durability,
         // Measured with `vigia bench ingest --spawn --mode batched`: 8 MiB commits as fast
         // as 16 (readings append at the right edge of the time-first key, so few pages are
         // hot) and cut peak RSS from 100–104 MB to 82–87 MB.
@@ -144,10 +141,7 @@ async fn open_backends(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<d
     .with_context(|| format!("could not open the store at {}", store_path.display()))?;
     let bus_path = config.bus_path();
     let bus = EmbeddedBus::open(EmbeddedBusOptions {
-        durability: match config.durability {
-            DurabilityMode::Full => vigia_bus::Durability::Full,
-            DurabilityMode::Os => vigia_bus::Durability::Os,
-        },
+        durability: config.durability,
         capacity_readings: config.ingest.queue_capacity_readings,
         // Waiting payloads past this are read back from the bus file (hot in the OS page
         // cache) instead of being held in process memory.
