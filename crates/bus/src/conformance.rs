@@ -293,7 +293,7 @@ pub async fn unacked_redelivered_after_reopen<H: BusHarness>(h: &H) -> CheckResu
     let got = receive_count(&bus, 6, 1000).await?;
     let acked: Vec<Delivery> = got
         .into_iter()
-        .filter(|d| tag_of(&d.batch) % 2 == 0)
+        .filter(|d| tag_of(&d.batch).is_multiple_of(2))
         .collect();
     ack(&bus, &acked).await?;
     let bus = h.reopen(bus).await;

@@ -33,3 +33,20 @@ impl LiveEvent {
         }
     }
 }
+
+/// A control message between processes: what one process changed that others cache.
+/// Carried by the fan-out (in process now; Redis pub/sub or NATS subjects when roles run
+/// in several processes), applied by each process's handlers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// A sensor was created or its spec replaced: directories refresh it.
+    SensorChanged(Arc<crate::Sensor>),
+    /// An alert was resolved by hand (or because its rule was removed): the worker forgets
+    /// the excursion, so the next out-of-range reading opens a new alert.
+    ExcursionForgotten {
+        sensor: crate::SensorId,
+        rule: String,
+    },
+    /// An API key was revoked: authentication caches drop it at once.
+    KeyRevoked { hash: [u8; 32] },
+}

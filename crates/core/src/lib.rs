@@ -9,15 +9,17 @@ pub mod durability;
 pub mod event;
 pub mod ids;
 pub mod reading;
+pub mod role;
 pub mod rule;
 pub mod sensor;
 pub mod time;
 
 pub use alert::{Alert, AlertChange, AlertState};
 pub use durability::Durability;
-pub use event::LiveEvent;
+pub use event::{Control, LiveEvent};
 pub use ids::{AlertId, ApiKeyId, SensorId, TenantId};
 pub use reading::{IngestBatch, Reading, DEFAULT_METRIC};
+pub use role::{Permission, Role};
 pub use rule::{Condition, RateDirection, Rule, RuleKind, Severity};
 pub use sensor::{Sensor, SensorKind, SensorSpec};
 pub use time::{parse_duration_ms, Timestamp};
@@ -55,4 +57,15 @@ pub struct ApiKeyRecord {
     pub id: ApiKeyId,
     pub tenant: TenantId,
     pub name: String,
+    pub role: Role,
+}
+
+/// An API key as listed to an admin: never the key, never its hash.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct ApiKeyInfo {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub role: Role,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
 }

@@ -1,6 +1,6 @@
 //! The in-process directory of provisioned sensors, shared by ingest (which may refuse
-//! unknown sensors), the workers (which need each sensor's id and rules) and the API
-//! (which updates it when a sensor is changed).
+//! unknown sensors) and the workers (which need each sensor's id and rules). Changes made
+//! through the API reach it as `Control::SensorChanged` over the fan-out.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -22,7 +22,7 @@ impl SensorDirectory {
 
     /// Loads every sensor of every tenant from the store.
     pub async fn warm(&self, store: &dyn Store) -> StoreResult<usize> {
-        let sensors = store.all_sensors().await?;
+        let sensors = store.catalog().all_sensors().await?;
         let count = sensors.len();
         for sensor in sensors {
             self.insert(sensor);
@@ -47,9 +47,9 @@ impl SensorDirectory {
         map.values().cloned().collect()
     }
 
-    /// Adds or replaces a sensor (after provisioning or an update through the API).
-    pub fn insert(&self, sensor: Sensor) -> Arc<Sensor> {
-        let sensor = Arc::new(sensor);
+    /// Adds or replaces a sensor (after provisioning, or a `SensorChanged` control message).
+    pub fn insert(&self, sensor: impl Into<Arc<Sensor>>) -> Arc<Sensor> {
+        let sensor: Arc<Sensor> = sensor.into();
         let mut map = self.by_key.write().unwrap_or_else(|e| e.into_inner());
         map.insert((sensor.tenant, sensor.key.clone()), sensor.clone());
         sensor
@@ -74,7 +74,7 @@ impl SensorDirectory {
             }
         }
         if !missing.is_empty() {
-            for sensor in store.provision_sensors(tenant, &missing).await? {
+            for sensor in store.catalog().provision_sensors(tenant, &missing).await? {
                 self.insert(sensor);
             }
         }

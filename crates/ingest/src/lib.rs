@@ -6,12 +6,10 @@
 
 pub mod decode;
 pub mod directory;
-pub mod live;
 pub mod metrics;
 pub mod pool;
 pub mod states;
 
 pub use directory::SensorDirectory;
-pub use live::LiveHub;
 pub use pool::{Pipeline, PipelineConfig, Provisioning};
 pub use states::RuleStates;

@@ -15,13 +15,15 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use vigia_bus::{Bus, BusError, Delivery};
 use vigia_core::{
-    AlertChange, Condition, LiveEvent, Reading, Sensor, SensorId, TenantId, Timestamp,
+    AlertChange, Condition, Control, LiveEvent, Reading, Sensor, SensorId, TenantId, Timestamp,
 };
 use vigia_rules::{EngineConfig, SensorState, Transition};
 use vigia_store::{AlertTransition, NewAlert, SensorReading, Store, StoreError, WriteBatch};
 
+use vigia_fanout::Fanout;
+
 use crate::metrics as m;
-use crate::{LiveHub, RuleStates, SensorDirectory};
+use crate::{RuleStates, SensorDirectory};
 
 /// What happens to a reading from a sensor nobody provisioned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -60,14 +62,16 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Everything the workers and the API share about processing readings.
+/// The worker pool's shared state: what its workers need to judge and commit readings.
+/// Other roles never reach into it; they change what it caches through control messages
+/// on the fan-out, which it subscribes to when built.
 pub struct Pipeline {
-    pub store: Arc<dyn Store>,
-    pub bus: Arc<dyn Bus>,
-    pub directory: Arc<SensorDirectory>,
-    pub states: Arc<RuleStates>,
-    pub live: LiveHub,
-    pub config: PipelineConfig,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    directory: Arc<SensorDirectory>,
+    states: Arc<RuleStates>,
+    fanout: Arc<dyn Fanout>,
+    config: PipelineConfig,
     /// Sensors whose readings were judged but whose commit failed: their in-memory state
     /// ran ahead of the store (an alert "opened" that was never written). They are
     /// re-read from the store before the next batch, so the redelivery opens it for real.
@@ -79,14 +83,16 @@ impl Pipeline {
     /// readings of metrics that rate rules watch (so rate windows span the restart), the
     /// latest readings (so older ones count as late) and unresolved alerts (so a restart
     /// does not open a duplicate for an ongoing excursion).
+    /// `directory` is this process's sensor directory (warmed and kept current by the
+    /// caller, shared with ingest); control messages for rule state are subscribed here.
     pub async fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
-        live: LiveHub,
+        fanout: Arc<dyn Fanout>,
+        directory: Arc<SensorDirectory>,
         config: PipelineConfig,
     ) -> Result<Arc<Self>, StoreError> {
-        let directory = Arc::new(SensorDirectory::new());
-        let sensors = directory.warm(store.as_ref()).await?;
+        let sensors = directory.all().len();
         let states = Arc::new(RuleStates::new());
         let rebuilt =
             rebuild_rule_states(store.as_ref(), &directory, &states, &config, None).await?;
@@ -97,15 +103,26 @@ impl Pipeline {
             unresolved = rebuilt.unresolved,
             "rule state rebuilt"
         );
+        let forget = states.clone();
+        fanout.on_control(Arc::new(move |message: &Control| {
+            if let Control::ExcursionForgotten { sensor, rule } = message {
+                forget.forget_excursion(*sensor, rule);
+            }
+        }));
         Ok(Arc::new(Self {
             store,
             bus,
             directory,
             states,
-            live,
+            fanout,
             config,
             stale: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// The per-sensor rule state (for tests that look inside the pool).
+    pub fn states(&self) -> &RuleStates {
+        &self.states
     }
 
     /// Starts the workers; they run until the bus is closed and drained.
@@ -171,7 +188,7 @@ impl Pipeline {
         let mut batch = WriteBatch::default();
         let mut judged = Vec::new();
         let mut live_readings: Vec<(TenantId, Vec<Reading>)> = Vec::new();
-        let want_live = !self.live.is_idle();
+        let want_live = !self.fanout.live_is_idle();
         let total = by_tenant.values().map(Vec::len).sum::<usize>();
         // Any failure once some sensor has been judged (a later tenant's provisioning, or
         // the commit) leaves that sensor's state ahead of the store.
@@ -204,7 +221,7 @@ impl Pipeline {
         }
 
         for (tenant, readings) in live_readings {
-            self.live.publish(LiveEvent::Readings {
+            self.fanout.publish_live(LiveEvent::Readings {
                 tenant,
                 readings: Arc::new(readings),
             });
@@ -226,7 +243,7 @@ impl Pipeline {
                 }
                 AlertChange::Acked => {}
             }
-            self.live.publish(LiveEvent::Alert {
+            self.fanout.publish_live(LiveEvent::Alert {
                 tenant: alert.tenant,
                 change,
                 alert: Box::new(alert),
@@ -404,7 +421,11 @@ async fn rebuild_rule_states(
     let window = config.engine.rate_window_ms;
     if !watched.is_empty() && window > 0 {
         let since = Timestamp(Timestamp::now().0.saturating_sub(window.saturating_mul(2)));
-        for r in store.recent_readings(since, MAX_REPLAYED_READINGS).await? {
+        for r in store
+            .readings()
+            .recent(since, MAX_REPLAYED_READINGS)
+            .await?
+        {
             if watched
                 .get(&r.sensor)
                 .is_some_and(|metrics| metrics.contains(&r.metric))
@@ -419,7 +440,7 @@ async fn rebuild_rule_states(
             }
         }
     }
-    for l in store.all_latest_readings().await? {
+    for l in store.readings().all_latest().await? {
         if wanted(l.sensor) {
             fresh
                 .entry(l.sensor)
@@ -428,7 +449,7 @@ async fn rebuild_rule_states(
             rebuilt.latest += 1;
         }
     }
-    for alert in store.unresolved_alerts().await? {
+    for alert in store.alerts().unresolved().await? {
         if wanted(alert.sensor_id) {
             fresh
                 .entry(alert.sensor_id)

@@ -9,8 +9,10 @@ use vigia_bus::{Delivery, DeliveryId, EmbeddedBus, EmbeddedBusOptions};
 use vigia_core::{
     AlertState, IngestBatch, RateDirection, Reading, Rule, SensorSpec, Severity, Timestamp,
 };
-use vigia_ingest::{LiveHub, Pipeline, PipelineConfig};
-use vigia_store::{AlertFilter, SqliteStore, SqliteStoreOptions, Store};
+use vigia_fanout::InProcessFanout;
+use vigia_ingest::{Pipeline, PipelineConfig, SensorDirectory};
+use vigia_store::sqlite::{SqliteStore, SqliteStoreOptions};
+use vigia_store::{AlertFilter, Store};
 
 fn delivery(id: u64, tenant: vigia_core::TenantId, points: &[(i64, f64)]) -> Delivery {
     Delivery {
@@ -41,7 +43,7 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
     })
     .await
     .unwrap();
-    let tenant = store.default_tenant().await.unwrap().id;
+    let tenant = store.catalog().default_tenant().await.unwrap().id;
     let mut spec = SensorSpec {
         rules: vec![
             Rule::threshold(Severity::Critical, None, Some(-18.0)),
@@ -50,12 +52,20 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
         ..SensorSpec::default()
     };
     spec.normalise().unwrap();
-    store.put_sensor(tenant, "CF-1", &spec).await.unwrap();
+    store
+        .catalog()
+        .put_sensor(tenant, "CF-1", &spec, "test", Timestamp::now())
+        .await
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let directory = Arc::new(SensorDirectory::new());
+    directory.warm(store.as_ref()).await.unwrap();
     let bus = EmbeddedBus::open(EmbeddedBusOptions::new(dir.path().join("bus.sqlite3"))).unwrap();
     let pipeline = Pipeline::new(
-        Arc::new(store),
+        store.clone(),
         Arc::new(bus),
-        LiveHub::new(16),
+        Arc::new(InProcessFanout::new(16)),
+        directory,
         PipelineConfig::default(),
     )
     .await
@@ -85,7 +95,8 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
             limit: 100,
         };
         let mut rules: Vec<String> = store
-            .alerts(tenant, &filter)
+            .alerts()
+            .list(tenant, &filter)
             .await
             .unwrap()
             .into_iter()
@@ -95,7 +106,7 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
         rules
     };
     assert_eq!(
-        open(pipeline.store.clone()).await,
+        open(store.clone()).await,
         ["rate-warning", "threshold-critical"],
         "the redelivered breach opens its alerts"
     );
@@ -104,7 +115,7 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
     let more = delivery(3, tenant, &[(t + 45_000, -11.0)]);
     pipeline.process(&[more]).await.unwrap();
     assert_eq!(
-        open(pipeline.store.clone()).await,
+        open(store.clone()).await,
         ["rate-warning", "threshold-critical"]
     );
 }

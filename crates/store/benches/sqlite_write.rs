@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use vigia_core::{SensorId, Timestamp, DEFAULT_METRIC};
-use vigia_store::{Durability, SensorReading, SqliteStore, SqliteStoreOptions, Store, WriteBatch};
+use vigia_store::sqlite::{SqliteStore, SqliteStoreOptions};
+use vigia_store::{Durability, SensorReading, Store, WriteBatch};
 
 const BATCH: usize = 500;
 const T0: i64 = 1_700_000_000_000;
@@ -106,9 +107,10 @@ async fn store_run(durability: Durability, sensors: usize, callers: usize, total
     })
     .await
     .expect("open store");
-    let tenant = store.default_tenant().await.expect("tenant");
+    let tenant = store.catalog().default_tenant().await.expect("tenant");
     let keys: Vec<String> = (0..sensors).map(|i| format!("S-{i}")).collect();
     let ids: Vec<SensorId> = store
+        .catalog()
         .provision_sensors(tenant.id, &keys)
         .await
         .expect("provision")

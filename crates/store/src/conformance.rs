@@ -1,13 +1,17 @@
-//! The conformance suite every [`Store`] backend must pass, so backends cannot drift
-//! apart. Enabled by the `conformance` feature.
+//! The conformance suites every [`Store`] backend must pass, one per port, so backends
+//! cannot drift apart. Enabled by the `conformance` feature.
 //!
 //! Each check is a plain `async fn(&dyn Store)` that panics with a message naming the
-//! broken invariant; each expects a FRESH, empty store. [`run_all`] runs every check,
-//! each on its own new store. A backend's test file can instead call the checks one by
-//! one to get one test per invariant.
+//! broken invariant; each expects a FRESH, empty store. A port's checks are listed once,
+//! in its `for_each_*_check!` macro; [`for_each_store_check!`] lists them all, and
+//! [`run_all`] runs every check, each on its own new store. A backend's test file makes
+//! one test per check from the same lists (a second list would drift). A new port adds
+//! its module, its macro, and one line to `for_each_store_check!`.
 
 mod alerts;
+mod audit;
 mod catalog;
+mod leases;
 mod readings;
 
 use std::future::Future;
@@ -20,48 +24,101 @@ pub use alerts::{
     ack_and_resolve_semantics, alert_listing_filters, auto_resolve_then_reopen_creates_new_alert,
     batch_rejects_alert_for_sensor_of_other_tenant,
     one_open_alert_per_rule_across_concurrent_batches, one_open_alert_per_rule_in_one_batch,
-    tenant_isolation_of_alerts,
+    tenant_isolation_of_alerts, unresolved_counts_per_sensor,
 };
+pub use audit::audit_aggregates_per_minute;
 pub use catalog::{
-    api_keys_by_hash, ping, provision_sensors_is_idempotent_and_ordered,
-    put_sensor_creates_then_updates, tenant_isolation_of_sensors, tenants,
+    api_key_roles_listing_and_revocation, api_keys_by_hash, ping,
+    provision_sensors_is_idempotent_and_ordered, put_sensor_creates_then_updates,
+    put_sensor_resolves_alerts_of_removed_rules, tenant_isolation_of_sensors, tenants,
 };
+pub use leases::leases_one_holder_at_a_time;
 pub use readings::{
     batch_is_atomic, concurrent_batches_fail_alone, large_batches_count_exactly,
-    latest_only_moves_forward, readings_are_idempotent, recent_readings_for_rebuild,
-    series_limit_and_range, series_step_buckets, tenant_isolation_of_readings,
+    latest_of_one_sensor, latest_only_moves_forward, readings_are_idempotent,
+    recent_readings_for_rebuild, series_limit_and_range, series_step_buckets,
+    tenant_isolation_of_readings,
 };
 
-/// Calls the macro `$callback` with the name of every check, so a backend's test file
-/// can make one test per invariant from the same list [`run_all`] uses (a second list
-/// would drift). Usage: `vigia_store::for_each_store_check!(my_test_macro);`.
+/// The catalog port's checks (tenants, keys, sensors).
 #[macro_export]
-macro_rules! for_each_store_check {
+macro_rules! for_each_catalog_check {
     ($callback:ident) => {
         $callback!(
             ping,
             tenants,
             api_keys_by_hash,
+            api_key_roles_listing_and_revocation,
             put_sensor_creates_then_updates,
+            put_sensor_resolves_alerts_of_removed_rules,
             provision_sensors_is_idempotent_and_ordered,
             tenant_isolation_of_sensors,
+        );
+    };
+}
+
+/// The readings port's checks, with the unit of work's atomicity.
+#[macro_export]
+macro_rules! for_each_reading_check {
+    ($callback:ident) => {
+        $callback!(
             readings_are_idempotent,
             large_batches_count_exactly,
             batch_is_atomic,
             concurrent_batches_fail_alone,
             latest_only_moves_forward,
+            latest_of_one_sensor,
             recent_readings_for_rebuild,
             series_limit_and_range,
             series_step_buckets,
             tenant_isolation_of_readings,
+        );
+    };
+}
+
+/// The alerts port's checks.
+#[macro_export]
+macro_rules! for_each_alert_check {
+    ($callback:ident) => {
+        $callback!(
             one_open_alert_per_rule_in_one_batch,
             one_open_alert_per_rule_across_concurrent_batches,
             auto_resolve_then_reopen_creates_new_alert,
             ack_and_resolve_semantics,
             alert_listing_filters,
+            unresolved_counts_per_sensor,
             batch_rejects_alert_for_sensor_of_other_tenant,
             tenant_isolation_of_alerts,
         );
+    };
+}
+
+/// The audit port's checks.
+#[macro_export]
+macro_rules! for_each_audit_check {
+    ($callback:ident) => {
+        $callback!(audit_aggregates_per_minute);
+    };
+}
+
+/// The leases port's checks.
+#[macro_export]
+macro_rules! for_each_lease_check {
+    ($callback:ident) => {
+        $callback!(leases_one_holder_at_a_time);
+    };
+}
+
+/// Calls `$callback` once per port with that port's checks, so a backend's test file can
+/// make one test per check: `vigia_store::for_each_store_check!(my_test_macro);`.
+#[macro_export]
+macro_rules! for_each_store_check {
+    ($callback:ident) => {
+        $crate::for_each_catalog_check!($callback);
+        $crate::for_each_reading_check!($callback);
+        $crate::for_each_alert_check!($callback);
+        $crate::for_each_audit_check!($callback);
+        $crate::for_each_lease_check!($callback);
     };
 }
 
@@ -86,7 +143,11 @@ const T0: i64 = 1_700_000_000_000;
 
 /// The default tenant and `keys` provisioned in it.
 async fn setup(store: &dyn Store, keys: &[&str]) -> (Tenant, Vec<Sensor>) {
-    let tenant = store.default_tenant().await.expect("default tenant");
+    let tenant = store
+        .catalog()
+        .default_tenant()
+        .await
+        .expect("default tenant");
     let sensors = provision(store, &tenant, keys).await;
     (tenant, sensors)
 }
@@ -94,6 +155,7 @@ async fn setup(store: &dyn Store, keys: &[&str]) -> (Tenant, Vec<Sensor>) {
 async fn provision(store: &dyn Store, tenant: &Tenant, keys: &[&str]) -> Vec<Sensor> {
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     store
+        .catalog()
         .provision_sensors(tenant.id, &keys)
         .await
         .expect("provision sensors")
@@ -113,6 +175,16 @@ fn readings_batch(readings: Vec<SensorReading>) -> WriteBatch {
     WriteBatch {
         readings,
         alerts: Vec::new(),
+    }
+}
+
+/// A new admin key of `tenant` with this name and hash.
+fn api_key(tenant: vigia_core::TenantId, name: &str, hash: [u8; 32]) -> crate::NewApiKey {
+    crate::NewApiKey {
+        tenant,
+        name: name.to_string(),
+        role: vigia_core::Role::Admin,
+        hash,
     }
 }
 

@@ -44,6 +44,7 @@
 //! queued, then closes the connection; later calls fail with `Unavailable`.
 
 mod alerts;
+mod audit;
 mod batch;
 mod catalog;
 mod error;
@@ -60,14 +61,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use vigia_core::{
-    Alert, AlertId, ApiKeyId, ApiKeyRecord, Sensor, SensorSpec, Tenant, TenantId, Timestamp,
+    Alert, AlertId, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Sensor, SensorId, SensorSpec, Tenant,
+    TenantId, Timestamp,
 };
 
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    AlertFilter, Durability, LatestReading, Point, ReadingQuery, SensorReading, Store, StoreError,
-    StoreResult, WriteBatch, WriteOutcome,
+    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
+    LatestReading, LeaseRepo, NewApiKey, OpenContext, Point, ReadingQuery, ReadingRepo, SensorPut,
+    SensorReading, Store, StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
 };
 use error::writer_gone;
 use pool::ReadPool;
@@ -206,6 +209,34 @@ impl Drop for WriterThread {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn catalog(&self) -> &dyn CatalogRepo {
+        self
+    }
+    fn readings(&self) -> &dyn ReadingRepo {
+        self
+    }
+    fn alerts(&self) -> &dyn AlertRepo {
+        self
+    }
+    fn audit(&self) -> &dyn AuditRepo {
+        self
+    }
+    fn leases(&self) -> &dyn LeaseRepo {
+        self
+    }
+
+    async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
+        if batch.readings.is_empty() && batch.alerts.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Write(batch, reply))
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         if self.jobs.is_closed() {
             return Err(writer_gone());
@@ -215,6 +246,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn close(&self) {
+        SqliteStore::close(self).await
+    }
+}
+
+#[async_trait]
+impl CatalogRepo for SqliteStore {
     async fn default_tenant(&self) -> StoreResult<Tenant> {
         self.write(|w| w.transaction(|tx| catalog::default_tenant(tx, Timestamp::now())))
             .await
@@ -239,22 +277,31 @@ impl Store for SqliteStore {
         self.reads.run(catalog::count_api_keys).await
     }
 
-    async fn insert_api_key(
-        &self,
-        tenant: TenantId,
-        name: &str,
-        hash: [u8; 32],
-    ) -> StoreResult<ApiKeyId> {
-        let name = name.to_string();
-        self.write(move |w| {
-            w.transaction(|tx| catalog::insert_api_key(tx, tenant, &name, &hash, Timestamp::now()))
-        })
-        .await
+    async fn insert_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKeyInfo> {
+        let key = key.clone();
+        self.write(move |w| w.transaction(|tx| catalog::insert_api_key(tx, &key, Timestamp::now())))
+            .await
     }
 
     async fn find_api_key(&self, hash: [u8; 32]) -> StoreResult<Option<ApiKeyRecord>> {
         self.reads
             .run(move |c| catalog::find_api_key(c, &hash))
+            .await
+    }
+
+    async fn list_api_keys(&self, tenant: TenantId) -> StoreResult<Vec<ApiKeyInfo>> {
+        self.reads
+            .run(move |c| catalog::list_api_keys(c, tenant))
+            .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: Timestamp,
+    ) -> StoreResult<[u8; 32]> {
+        self.write(move |w| w.transaction(|tx| catalog::revoke_api_key(tx, tenant, id, at)))
             .await
     }
 
@@ -280,13 +327,22 @@ impl Store for SqliteStore {
         tenant: TenantId,
         key: &str,
         spec: &SensorSpec,
-    ) -> StoreResult<(Sensor, bool)> {
-        let (key, spec) = (key.to_string(), spec.clone());
+        resolved_by: &str,
+        at: Timestamp,
+    ) -> StoreResult<SensorPut> {
+        let (key, spec, by) = (key.to_string(), spec.clone(), resolved_by.to_string());
         self.write(move |w| {
-            let (sensor, created) =
-                w.transaction(|tx| catalog::put_sensor(tx, tenant, &key, &spec, Timestamp::now()))?;
-            w.remember_sensor(&sensor);
-            Ok((sensor, created))
+            let put = w.transaction(|tx| {
+                let (sensor, created) = catalog::put_sensor(tx, tenant, &key, &spec, at)?;
+                let resolved = alerts::resolve_removed_rules(tx, &sensor, &by, at)?;
+                Ok(SensorPut {
+                    sensor,
+                    created,
+                    resolved,
+                })
+            })?;
+            w.remember_sensor(&put.sensor);
+            Ok(put)
         })
         .await
     }
@@ -311,20 +367,11 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
-        if batch.readings.is_empty() && batch.alerts.is_empty() {
-            return Ok(WriteOutcome::default());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Write(batch, reply))
-            .await
-            .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
-    }
-
-    async fn readings(
+#[async_trait]
+impl ReadingRepo for SqliteStore {
+    async fn series(
         &self,
         tenant: TenantId,
         sensor_key: &str,
@@ -336,38 +383,41 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn latest_readings(&self, tenant: TenantId) -> StoreResult<Vec<LatestReading>> {
+    async fn latest(
+        &self,
+        tenant: TenantId,
+        sensor: Option<SensorId>,
+    ) -> StoreResult<Vec<LatestReading>> {
         self.reads
-            .run(move |c| series::latest(c, Some(tenant)))
+            .run(move |c| series::latest(c, Some(tenant), sensor))
             .await
     }
 
-    async fn all_latest_readings(&self) -> StoreResult<Vec<LatestReading>> {
-        self.reads.run(|c| series::latest(c, None)).await
+    async fn all_latest(&self) -> StoreResult<Vec<LatestReading>> {
+        self.reads.run(|c| series::latest(c, None, None)).await
     }
 
-    async fn recent_readings(
-        &self,
-        since: Timestamp,
-        limit: usize,
-    ) -> StoreResult<Vec<SensorReading>> {
+    async fn recent(&self, since: Timestamp, limit: usize) -> StoreResult<Vec<SensorReading>> {
         self.reads
             .run(move |c| series::recent(c, since, limit))
             .await
     }
+}
 
-    async fn alerts(&self, tenant: TenantId, filter: &AlertFilter) -> StoreResult<Vec<Alert>> {
+#[async_trait]
+impl AlertRepo for SqliteStore {
+    async fn list(&self, tenant: TenantId, filter: &AlertFilter) -> StoreResult<Vec<Alert>> {
         let filter = filter.clone();
         self.reads
             .run(move |c| alerts::list(c, tenant, &filter))
             .await
     }
 
-    async fn get_alert(&self, tenant: TenantId, id: AlertId) -> StoreResult<Alert> {
+    async fn get(&self, tenant: TenantId, id: AlertId) -> StoreResult<Alert> {
         self.reads.run(move |c| alerts::get(c, tenant, id)).await
     }
 
-    async fn ack_alert(
+    async fn ack(
         &self,
         tenant: TenantId,
         id: AlertId,
@@ -379,7 +429,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn resolve_alert(
+    async fn resolve(
         &self,
         tenant: TenantId,
         id: AlertId,
@@ -391,7 +441,110 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn unresolved_alerts(&self) -> StoreResult<Vec<Alert>> {
+    async fn unresolved(&self) -> StoreResult<Vec<Alert>> {
         self.reads.run(alerts::unresolved).await
+    }
+
+    async fn unresolved_counts(
+        &self,
+        tenant: TenantId,
+        sensor: Option<SensorId>,
+    ) -> StoreResult<Vec<(SensorId, u64)>> {
+        self.reads
+            .run(move |c| alerts::unresolved_counts(c, tenant, sensor))
+            .await
+    }
+}
+
+#[async_trait]
+impl AuditRepo for SqliteStore {
+    async fn record(&self, events: &[(AuditEvent, u64)], at: Timestamp) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        self.write(move |w| w.transaction(|tx| audit::record(tx, &events, at)))
+            .await
+    }
+
+    async fn list(&self, tenant: Option<TenantId>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        self.reads.run(move |c| audit::list(c, tenant, limit)).await
+    }
+}
+
+#[async_trait]
+impl LeaseRepo for SqliteStore {
+    async fn try_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |w| {
+            w.transaction(|tx| audit::try_acquire_lease(tx, &name, &holder, ttl, now))
+        })
+        .await
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |w| w.transaction(|tx| audit::release_lease(tx, &name, &holder)))
+            .await
+    }
+}
+
+/// Opens `sqlite` URLs: `sqlite` (the file `vigia.sqlite3` in the data dir) or
+/// `sqlite:///path/to/file.sqlite3`.
+pub(crate) struct SqliteFactory;
+
+impl SqliteFactory {
+    fn path(url: &str, ctx: &OpenContext) -> StoreResult<PathBuf> {
+        match url {
+            "sqlite" | "sqlite://" => Ok(ctx.data_dir.join("vigia.sqlite3")),
+            s if s.starts_with("sqlite://") => Ok(PathBuf::from(&s["sqlite://".len()..])),
+            other => Err(StoreError::Config(format!(
+                "store URL `{other}` is not a SQLite URL; use `sqlite` or `sqlite:///path/file.sqlite3`"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl StoreFactory for SqliteFactory {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["sqlite"]
+    }
+
+    fn usage(&self) -> &'static str {
+        "`sqlite` (embedded, in the data dir; the default) or `sqlite:///path/file.sqlite3`"
+    }
+
+    fn validate(&self, url: &str, ctx: &OpenContext) -> StoreResult<()> {
+        Self::path(url, ctx).map(|_| ())
+    }
+
+    async fn open(&self, url: &str, ctx: &OpenContext) -> StoreResult<Arc<dyn Store>> {
+        let path = Self::path(url, ctx)?;
+        if ctx.must_exist && !path.is_file() {
+            return Err(StoreError::Config(format!(
+                "no store at {}",
+                path.display()
+            )));
+        }
+        let store = SqliteStore::open(SqliteStoreOptions {
+            durability: ctx.durability,
+            cache_mib: ctx.cache_mib,
+            ..SqliteStoreOptions::new(path.clone())
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Unavailable(m) | StoreError::Internal(m) => StoreError::Unavailable(
+                format!("could not open the store at {}: {m}", path.display()),
+            ),
+            other => other,
+        })?;
+        Ok(Arc::new(store))
     }
 }

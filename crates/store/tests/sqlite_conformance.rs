@@ -8,10 +8,8 @@ use tempfile::TempDir;
 use vigia_core::{SensorId, Timestamp, DEFAULT_METRIC};
 use vigia_store::conformance;
 use vigia_store::sqlite::SCHEMA_VERSION;
-use vigia_store::{
-    Durability, ReadingQuery, SensorReading, SqliteStore, SqliteStoreOptions, Store, StoreError,
-    WriteBatch,
-};
+use vigia_store::sqlite::{SqliteStore, SqliteStoreOptions};
+use vigia_store::{Durability, ReadingQuery, SensorReading, Store, StoreError, WriteBatch};
 
 /// A store in its own temporary directory; the directory lives as long as the store.
 struct TempStore {
@@ -80,8 +78,9 @@ async fn data_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tenant, sensor) = {
         let store = SqliteStore::open(options(&dir)).await.expect("open");
-        let tenant = store.default_tenant().await.expect("tenant");
+        let tenant = store.catalog().default_tenant().await.expect("tenant");
         let sensor = store
+            .catalog()
             .provision_sensors(tenant.id, &["CF-1".into()])
             .await
             .expect("sensor");
@@ -116,13 +115,21 @@ async fn data_survives_reopen() {
         (tenant, sensor[0].clone())
     };
     let store = SqliteStore::open(options(&dir)).await.expect("reopen");
-    assert_eq!(store.default_tenant().await.expect("tenant"), tenant);
     assert_eq!(
-        store.get_sensor(tenant.id, "CF-1").await.expect("get"),
+        store.catalog().default_tenant().await.expect("tenant"),
+        tenant
+    );
+    assert_eq!(
+        store
+            .catalog()
+            .get_sensor(tenant.id, "CF-1")
+            .await
+            .expect("get"),
         Some(sensor.clone())
     );
     let series = store
-        .readings(tenant.id, "CF-1", &everything())
+        .readings()
+        .series(tenant.id, "CF-1", &everything())
         .await
         .expect("series");
     assert_eq!(series.len(), 100);
@@ -146,8 +153,9 @@ async fn data_survives_reopen() {
 async fn drop_finishes_queued_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(options(&dir)).await.expect("open"));
-    let tenant = store.default_tenant().await.expect("tenant");
+    let tenant = store.catalog().default_tenant().await.expect("tenant");
     let sensor = store
+        .catalog()
         .provision_sensors(tenant.id, &["CF-1".into()])
         .await
         .expect("sensor")[0]
@@ -178,7 +186,8 @@ async fn drop_finishes_queued_writes() {
     drop(store); // joins the writer thread
     let store = SqliteStore::open(options(&dir)).await.expect("reopen");
     let series = store
-        .readings(tenant.id, "CF-1", &everything())
+        .readings()
+        .series(tenant.id, "CF-1", &everything())
         .await
         .expect("series");
     assert_eq!(series.len(), 1000);
@@ -244,8 +253,9 @@ async fn refuses_an_unopenable_path() {
 async fn concurrent_readers_during_writes() {
     let t = fresh().await;
     let store = Arc::new(t.store);
-    let tenant = store.default_tenant().await.expect("tenant");
+    let tenant = store.catalog().default_tenant().await.expect("tenant");
     let sensor = store
+        .catalog()
         .provision_sensors(tenant.id, &["CF-1".into()])
         .await
         .expect("sensor")[0]
@@ -273,7 +283,8 @@ async fn concurrent_readers_during_writes() {
                 let mut reads = 0;
                 loop {
                     let series = store
-                        .readings(tenant, "CF-1", &everything())
+                        .readings()
+                        .series(tenant, "CF-1", &everything())
                         .await
                         .expect("read");
                     // Whole batches only: a reader never sees half a commit.
@@ -293,7 +304,11 @@ async fn concurrent_readers_during_writes() {
     for r in readers {
         assert!(r.await.expect("reader") >= 1);
     }
-    let latest = store.latest_readings(tenant.id).await.expect("latest");
+    let latest = store
+        .readings()
+        .latest(tenant.id, None)
+        .await
+        .expect("latest");
     assert_eq!(latest.len(), 1);
     assert_eq!((latest[0].ts, latest[0].value), (Timestamp(19_999), 199.0));
 }

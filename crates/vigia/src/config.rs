@@ -24,7 +24,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the embedded store, bus and bootstrap token live.
     pub data_dir: PathBuf,
-    /// Store URL: `sqlite` (in the data dir) or `sqlite:///path/to/file.sqlite3`.
+    /// Store URL: `sqlite` (in the data dir), `sqlite:///path/to/file.sqlite3`, or
+    /// `volatile://` (in memory, lost on exit).
     pub store: String,
     /// Bus URL: `memory` (embedded, durable; file in the data dir).
     pub bus: String,
@@ -39,9 +40,28 @@ pub struct Config {
     pub log: String,
     /// How long shutdown waits for in-flight work to drain.
     pub shutdown_timeout: String,
+    /// Roles of this process, comma separated (`ingest,worker,api,scheduler`), or `all`.
+    pub roles: String,
     pub ingest: IngestConfig,
     pub workers: WorkersConfig,
     pub rules: RulesConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Failed authentications one client address may make per second (and in a burst)
+    /// before its requests get 429 until the budget refills.
+    pub max_failures_per_second: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            max_failures_per_second: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,9 +111,11 @@ impl Default for Config {
             bootstrap_token: None,
             log: "info".into(),
             shutdown_timeout: "30s".into(),
+            roles: "all".into(),
             ingest: IngestConfig::default(),
             workers: WorkersConfig::default(),
             rules: RulesConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -143,9 +165,11 @@ const KEYS: &[&str] = &[
     "bootstrap_token",
     "log",
     "shutdown_timeout",
+    "roles",
     "ingest",
     "workers",
     "rules",
+    "auth",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -175,6 +199,8 @@ pub struct Overrides {
     pub bus: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demo: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<String>,
 }
 
 impl Config {
@@ -215,7 +241,13 @@ impl Config {
 
     /// Checks everything a user can get wrong, with a message saying what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.store_path()?;
+        vigia_store::StoreRegistry::builtin()
+            .validate(&self.store, &self.store_context())
+            .map_err(|e| anyhow::anyhow!("setting `store`: {e}"))?;
+        crate::roles::parse(&self.roles).map_err(|e| anyhow::anyhow!("setting `roles`: {e}"))?;
+        if self.auth.max_failures_per_second == 0 {
+            bail!("auth.max_failures_per_second must be at least 1");
+        }
         if self.bus != "memory" {
             bail!(
                 "bus `{}` is not available in this build; use `memory` (embedded, durable)",
@@ -252,17 +284,11 @@ impl Config {
         Ok(())
     }
 
-    /// Where the SQLite store lives.
-    pub fn store_path(&self) -> anyhow::Result<PathBuf> {
-        match self.store.as_str() {
-            "sqlite" | "sqlite://" => Ok(self.data_dir.join("vigia.sqlite3")),
-            s if s.starts_with("sqlite://") => Ok(PathBuf::from(&s["sqlite://".len()..])),
-            other => {
-                let scheme = other.split("://").next().unwrap_or(other);
-                bail!(
-                    "store `{scheme}` is not available in this build; use `sqlite` (default) or `sqlite:///path/file.sqlite3`"
-                )
-            }
+    /// What the store registry needs besides the URL.
+    pub fn store_context(&self) -> vigia_store::OpenContext {
+        vigia_store::OpenContext {
+            durability: self.durability,
+            ..vigia_store::OpenContext::new(&self.data_dir)
         }
     }
 
@@ -288,10 +314,6 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();
-        assert_eq!(
-            Config::default().store_path().unwrap(),
-            PathBuf::from("./vigia-data/vigia.sqlite3")
-        );
     }
 
     type Change = Box<dyn Fn(&mut Config)>;
@@ -301,7 +323,15 @@ mod tests {
         let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|c| c.store = "postgres://x".into()),
-                "store `postgres`",
+                "store `postgres` is not available in this build; supported: `sqlite`",
+            ),
+            (
+                Box::new(|c| c.roles = "ingest,cook".into()),
+                "unknown role `cook`",
+            ),
+            (
+                Box::new(|c| c.auth.max_failures_per_second = 0),
+                "auth.max_failures_per_second",
             ),
             (Box::new(|c| c.bus = "kafka".into()), "bus `kafka`"),
             (
@@ -339,11 +369,13 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_url_with_path() {
-        let c = Config {
-            store: "sqlite:///tmp/x.sqlite3".into(),
-            ..Config::default()
-        };
-        assert_eq!(c.store_path().unwrap(), PathBuf::from("/tmp/x.sqlite3"));
+    fn store_urls_are_checked_by_the_registry() {
+        for url in ["sqlite", "sqlite:///tmp/x.sqlite3", "volatile://"] {
+            let c = Config {
+                store: url.into(),
+                ..Config::default()
+            };
+            c.validate().unwrap_or_else(|e| panic!("{url}: {e:#}"));
+        }
     }
 }

@@ -3,9 +3,10 @@
 
 use tokio::sync::watch;
 use tracing::{info, warn};
+use vigia_core::Role;
 use vigia_core::{SensorSpec, TenantId};
-use vigia_store::Store;
-use vigia_web::Bootstrap;
+use vigia_services::{generate_key, hash_key, Bootstrap};
+use vigia_store::{NewApiKey, Store};
 
 use crate::config::Config;
 use crate::serve::read_token_file;
@@ -13,13 +14,16 @@ use crate::serve::read_token_file;
 /// Creates CF-1, CF-2 and REF-3 unless they exist (an operator's later changes stay).
 pub async fn provision(store: &dyn Store, tenant: TenantId) -> anyhow::Result<()> {
     for (key, body) in vigia_traffic::simulate::seed_000_sensors() {
-        if store.get_sensor(tenant, &key).await?.is_some() {
+        if store.catalog().get_sensor(tenant, &key).await?.is_some() {
             continue;
         }
         let mut spec: SensorSpec = serde_json::from_value(body)?;
         spec.normalise()
             .map_err(|e| anyhow::anyhow!("demo sensor {key} is invalid: {e:?}"))?;
-        store.put_sensor(tenant, &key, &spec).await?;
+        store
+            .catalog()
+            .put_sensor(tenant, &key, &spec, "demo", vigia_core::Timestamp::now())
+            .await?;
         info!(sensor = %key, "demo sensor provisioned");
     }
     Ok(())
@@ -38,7 +42,8 @@ pub async fn simulator_token(
     }
     if let Some(token) = &config.bootstrap_token {
         if store
-            .find_api_key(vigia_web::hash_key(token))
+            .catalog()
+            .find_api_key(hash_key(token))
             .await?
             .is_some()
         {
@@ -47,16 +52,24 @@ pub async fn simulator_token(
     }
     if let Some(token) = read_token_file(&config.data_dir) {
         if store
-            .find_api_key(vigia_web::hash_key(&token))
+            .catalog()
+            .find_api_key(hash_key(&token))
             .await?
             .is_some()
         {
             return Ok(token);
         }
     }
-    let key = vigia_web::generate_key();
+    let key = generate_key();
     store
-        .insert_api_key(tenant, "demo-simulator", vigia_web::hash_key(&key))
+        .catalog()
+        .insert_api_key(&NewApiKey {
+            tenant,
+            name: "demo-simulator".into(),
+            // It only posts readings.
+            role: Role::Device,
+            hash: hash_key(&key),
+        })
         .await?;
     Ok(key)
 }

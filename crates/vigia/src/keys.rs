@@ -6,23 +6,23 @@
 //! waiting out the other's locks. A server finds a new key on its first use, since it
 //! caches only keys it has already verified.
 //!
-//! There is no `vigia keys list`: the store offers no way to enumerate keys, and keys are
-//! never stored in a form that could be shown again anyway.
+//! Listing and revoking keys is the admin API's job (`GET`/`DELETE /api/v1/keys`): keys
+//! are never stored in a form that could be shown again.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use vigia_core::{ApiKeyId, Tenant};
-use vigia_store::{SqliteStore, SqliteStoreOptions, Store, StoreError};
+use anyhow::Context;
+use vigia_core::{ApiKeyId, Role, Tenant};
+use vigia_services::{generate_key, hash_key};
+use vigia_store::{NewApiKey, OpenContext, Store, StoreError};
 
 use crate::config::{Config, Overrides};
 
 /// Slug of the tenant every installation has; its keys are issued without creating it.
 pub const DEFAULT_TENANT: &str = "default";
 
-/// Longest tenant slug and key name accepted.
+/// Longest tenant slug accepted.
 const MAX_SLUG_LEN: usize = 64;
-const MAX_KEY_NAME_LEN: usize = 64;
 
 /// `vigia keys …` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -40,7 +40,7 @@ pub struct CreateArgs {
     /// Data directory of the server [default: ./vigia-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Store URL: `sqlite` or `sqlite:///path/file.sqlite3`.
+    /// Store URL (as for `vigia serve --store`).
     #[arg(long)]
     pub store: Option<String>,
     /// Tenant slug: 1–64 characters of a–z, 0–9 and `-`; `default` is the default tenant.
@@ -49,6 +49,10 @@ pub struct CreateArgs {
     /// Name of the key, recorded as who acknowledged or resolved an alert.
     #[arg(long, default_value = "admin")]
     pub name: String,
+    /// What the key may do: admin, operator (alerts and sensors), viewer (reads) or device
+    /// (posts readings only).
+    #[arg(long, default_value = "admin")]
+    pub role: Role,
 }
 
 /// A key just issued. `key` exists nowhere else: the store holds only its hash.
@@ -62,6 +66,7 @@ pub struct IssuedKey {
     pub id: ApiKeyId,
     /// The key's name.
     pub name: String,
+    pub role: Role,
     /// The key itself, to hand to its user once.
     pub key: String,
 }
@@ -79,14 +84,15 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
                 ..Overrides::default()
             };
             let config = Config::load(args.config.as_deref(), &overrides)?;
-            let issued = create_in_configured_store(&config, &args.tenant, &args.name).await?;
+            let issued =
+                create_in_configured_store(&config, &args.tenant, &args.name, args.role).await?;
             let tenant = &issued.tenant.slug;
             if issued.tenant_created {
                 eprintln!("Created tenant `{tenant}`.");
             }
             eprintln!(
-                "Created API key `{}` (id {}) of tenant `{tenant}`. It is shown once, below; store it now.",
-                issued.name, issued.id
+                "Created {} API key `{}` (id {}) of tenant `{tenant}`. It is shown once, below; store it now.",
+                issued.role, issued.name, issued.id
             );
             println!("{}", issued.key);
             Ok(())
@@ -103,25 +109,25 @@ pub async fn create_in_configured_store(
     config: &Config,
     tenant: &str,
     key_name: &str,
+    role: Role,
 ) -> anyhow::Result<IssuedKey> {
-    let path = config.store_path()?;
-    if !path.is_file() {
-        bail!(
-            "no store at {}: start `vigia serve` on it once first (it creates the store and the \
-             default tenant's first key), or pass the --data-dir / --store the server uses",
-            path.display()
-        );
-    }
-    let store = SqliteStore::open(SqliteStoreOptions {
+    let ctx = OpenContext {
         durability: config.durability,
-        // A handful of statements: no need for the server's read pool or cache.
-        read_connections: 1,
+        // A handful of statements: no need for the server's cache.
         cache_mib: 2,
-        ..SqliteStoreOptions::new(path.clone())
-    })
-    .await
-    .with_context(|| format!("could not open the store at {}", path.display()))?;
-    let issued = create_key(&store, tenant, key_name).await;
+        must_exist: true,
+        ..OpenContext::new(&config.data_dir)
+    };
+    let store = vigia_store::open(&config.store, &ctx)
+        .await
+        .map_err(|e| match e {
+            StoreError::Config(why) if why.starts_with("no store at") => anyhow::anyhow!(
+                "{why}: start `vigia serve` on it once first (it creates the store and the \
+                 default tenant's first key), or pass the --data-dir / --store the server uses"
+            ),
+            other => anyhow::Error::new(other).context("could not open the store"),
+        })?;
+    let issued = create_key(store.as_ref(), tenant, key_name, role).await;
     store.close().await;
     issued
 }
@@ -132,18 +138,20 @@ pub async fn create_key(
     store: &dyn Store,
     tenant: &str,
     key_name: &str,
+    role: Role,
 ) -> anyhow::Result<IssuedKey> {
     check_input(tenant, key_name)?;
+    let catalog = store.catalog();
     let (tenant, tenant_created) = if tenant == DEFAULT_TENANT {
-        (store.default_tenant().await?, false)
+        (catalog.default_tenant().await?, false)
     } else {
-        match store.tenant_by_slug(tenant).await? {
+        match catalog.tenant_by_slug(tenant).await? {
             Some(existing) => (existing, false),
-            None => match store.create_tenant(tenant, tenant).await {
+            None => match catalog.create_tenant(tenant, tenant).await {
                 Ok(t) => (t, true),
                 // Created by someone else in between: use theirs.
                 Err(StoreError::Conflict(_)) => (
-                    store.tenant_by_slug(tenant).await?.with_context(|| {
+                    catalog.tenant_by_slug(tenant).await?.with_context(|| {
                         format!("tenant `{tenant}` vanished while being created")
                     })?,
                     false,
@@ -152,16 +160,22 @@ pub async fn create_key(
             },
         }
     };
-    let key = vigia_web::generate_key();
-    let id = store
-        .insert_api_key(tenant.id, key_name, vigia_web::hash_key(&key))
+    let key = generate_key();
+    let info = catalog
+        .insert_api_key(&NewApiKey {
+            tenant: tenant.id,
+            name: key_name.to_string(),
+            role,
+            hash: hash_key(&key),
+        })
         .await
         .with_context(|| format!("could not store the new key of tenant `{}`", tenant.slug))?;
     Ok(IssuedKey {
         tenant,
         tenant_created,
-        id,
+        id: info.id,
         name: key_name.to_string(),
+        role,
         key,
     })
 }
@@ -192,17 +206,13 @@ pub fn validate_slug(slug: &str) -> Result<(), &'static str> {
 }
 
 /// A key name is shown in alerts (`acked_by`), so it must be short, visible text.
-pub fn validate_key_name(name: &str) -> Result<(), &'static str> {
-    if name.trim().is_empty() {
-        return Err("it is empty");
-    }
-    if name.chars().count() > MAX_KEY_NAME_LEN {
-        return Err("it is longer than 64 characters");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("it contains control characters");
-    }
-    Ok(())
+pub fn validate_key_name(name: &str) -> Result<(), String> {
+    vigia_services::keys::validate_key_name(name).map_err(|e| match e {
+        vigia_services::ServiceError::Invalid { errors, .. } if !errors.is_empty() => {
+            errors[0].message.clone()
+        }
+        other => other.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -253,8 +263,8 @@ mod tests {
         }
     }
 
-    async fn open(dir: &tempfile::TempDir) -> SqliteStore {
-        SqliteStore::open(SqliteStoreOptions::new(dir.path().join("s.sqlite3")))
+    async fn open(dir: &tempfile::TempDir) -> std::sync::Arc<dyn Store> {
+        vigia_store::open("sqlite", &OpenContext::new(dir.path()))
             .await
             .expect("open store")
     }
@@ -263,30 +273,33 @@ mod tests {
     async fn new_tenant_gets_a_key_the_store_resolves_to_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(&dir).await;
-        let issued = create_key(&store, "acme", "ops").await.expect("create");
+        let issued = create_key(store.as_ref(), "acme", "ops", Role::Operator)
+            .await
+            .expect("create");
         assert!(issued.tenant_created);
         assert_eq!(issued.tenant.slug, "acme");
         assert!(issued.key.starts_with("vg_"), "{}", issued.key);
         let found = store
-            .find_api_key(vigia_web::hash_key(&issued.key))
+            .catalog()
+            .find_api_key(hash_key(&issued.key))
             .await
             .expect("find")
             .expect("the key is stored");
         assert_eq!(
-            (found.id, found.tenant, found.name.as_str()),
-            (issued.id, issued.tenant.id, "ops")
+            (found.id, found.tenant, found.name.as_str(), found.role),
+            (issued.id, issued.tenant.id, "ops", Role::Operator)
         );
         assert_ne!(
             issued.tenant.id,
-            store.default_tenant().await.expect("default").id
+            store.catalog().default_tenant().await.expect("default").id
         );
 
-        let again = create_key(&store, "acme", "ops-2")
+        let again = create_key(store.as_ref(), "acme", "ops-2", Role::Admin)
             .await
             .expect("second key");
         assert!(!again.tenant_created);
         assert_eq!(again.tenant, issued.tenant);
-        assert_eq!(store.count_api_keys().await.expect("count"), 2);
+        assert_eq!(store.catalog().count_api_keys().await.expect("count"), 2);
         store.close().await;
     }
 
@@ -294,13 +307,17 @@ mod tests {
     async fn default_tenant_takes_any_number_of_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(&dir).await;
-        let default = store.default_tenant().await.expect("default");
-        let a = create_key(&store, "default", "a").await.expect("first");
-        let b = create_key(&store, "default", "b").await.expect("second");
+        let default = store.catalog().default_tenant().await.expect("default");
+        let a = create_key(store.as_ref(), "default", "a", Role::Admin)
+            .await
+            .expect("first");
+        let b = create_key(store.as_ref(), "default", "b", Role::Admin)
+            .await
+            .expect("second");
         assert!(!a.tenant_created && !b.tenant_created);
         assert_eq!((a.tenant.id, b.tenant.id), (default.id, default.id));
         assert_ne!(a.key, b.key);
-        assert_eq!(store.count_api_keys().await.expect("count"), 2);
+        assert_eq!(store.catalog().count_api_keys().await.expect("count"), 2);
         store.close().await;
     }
 
@@ -312,13 +329,15 @@ mod tests {
             ("Bad Slug", "admin", "invalid tenant slug `Bad Slug`"),
             ("acme", "", "invalid key name"),
         ] {
-            let err = create_key(&store, tenant, name).await.unwrap_err();
+            let err = create_key(store.as_ref(), tenant, name, Role::Admin)
+                .await
+                .unwrap_err();
             assert!(format!("{err:#}").contains(needle), "{err:#}");
         }
-        assert_eq!(store.count_api_keys().await.expect("count"), 0);
+        assert_eq!(store.catalog().count_api_keys().await.expect("count"), 0);
         // `acme` was not created by the refused call: creating it now succeeds.
         assert!(
-            create_key(&store, "acme", "admin")
+            create_key(store.as_ref(), "acme", "admin", Role::Admin)
                 .await
                 .expect("create")
                 .tenant_created
@@ -333,7 +352,7 @@ mod tests {
             data_dir: dir.path().join("typo"),
             ..Config::default()
         };
-        let err = create_in_configured_store(&config, "acme", "admin")
+        let err = create_in_configured_store(&config, "acme", "admin", Role::Admin)
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains("no store at"), "{err:#}");

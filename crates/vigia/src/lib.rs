@@ -4,4 +4,5 @@
 pub mod config;
 pub mod demo;
 pub mod keys;
+pub mod roles;
 pub mod serve;

@@ -60,7 +60,7 @@ struct ServeArgs {
     /// Data directory [default: ./vigia-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Store URL: `sqlite` or `sqlite:///path/file.sqlite3`.
+    /// Store URL: `sqlite` (default), `sqlite:///path/file.sqlite3` or `volatile://`.
     #[arg(long)]
     store: Option<String>,
     /// Bus: `memory` (embedded, durable).
@@ -69,6 +69,9 @@ struct ServeArgs {
     /// Provision the seed-000 cold rooms and simulate them.
     #[arg(long)]
     demo: bool,
+    /// Roles of this process, comma separated: ingest, worker, api, scheduler [default: all].
+    #[arg(long)]
+    roles: Option<String>,
 }
 
 /// `mi_option_purge_delay` in mimalloc v2's `mi_option_e` (the -sys crate names only
@@ -110,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 store: args.store,
                 bus: args.bus,
                 demo: args.demo.then_some(true),
+                roles: args.roles,
             };
             let config = Config::load(args.config.as_deref(), &overrides)?;
             init_logging(&config.log);

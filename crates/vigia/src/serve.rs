@@ -1,7 +1,8 @@
-//! `vigia serve`: wires store, bus, worker pool and HTTP app together, runs them, and
-//! shuts them down in order (stop accepting → end live streams → drain the bus → close
-//! the store).
+//! `vigia serve`: opens the backends by URL, starts what the process's roles need
+//! (`crate::roles`), serves HTTP, and shuts down in order (stop accepting → end live
+//! streams → drain the bus → close the store).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,51 +12,127 @@ use axum::serve::ListenerExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use vigia_bus::{Bus, EmbeddedBus, EmbeddedBusOptions};
+use vigia_core::Control;
+use vigia_fanout::{Fanout, InProcessFanout};
 use vigia_ingest::decode::DecodeLimits;
-use vigia_ingest::{LiveHub, Pipeline, PipelineConfig};
+use vigia_ingest::{Pipeline, PipelineConfig, SensorDirectory};
 use vigia_rules::EngineConfig;
-use vigia_store::{SqliteStore, SqliteStoreOptions, Store};
-use vigia_web::{telemetry::Metrics, AppState, Bootstrap, IngestLimits};
+use vigia_services::{
+    AlertService, AuditTrail, Authenticator, Bootstrap, IngestLimits, IngestService, KeyService,
+    SensorService,
+};
+use vigia_web::{telemetry::Metrics, AppState, FailedAuthLimiter, LiveHub, Surfaces};
 
 use crate::config::Config;
 use crate::demo;
+use crate::roles::{self, Roles};
+
+/// Live events a subscriber may fall behind before it is told it lagged.
+const LIVE_CAPACITY: usize = 1024;
 
 /// Runs the server until SIGTERM or Ctrl-C, then drains.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let roles = roles::parse(&config.roles).map_err(|e| anyhow::anyhow!("roles: {e}"))?;
+    if config.demo && !(roles.has("ingest") && roles.has("worker") && roles.has("api")) {
+        anyhow::bail!(
+            "--demo needs the ingest, worker and api roles (it posts to itself and shows the page)"
+        );
+    }
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "could not create the data dir {}",
             config.data_dir.display()
         )
     })?;
-    let (store, bus) = open_backends(&config).await?;
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    let store = vigia_store::open(&config.store, &config.store_context())
+        .await
+        .context("could not open the store")?;
+    let bus = if roles.use_bus() {
+        Some(open_bus(&config)?)
+    } else {
+        None
+    };
     let metrics = Metrics::install();
 
-    let bootstrap = vigia_web::bootstrap(
+    let bootstrap = vigia_services::bootstrap(
         store.as_ref(),
         &config.data_dir,
         config.bootstrap_token.as_deref(),
     )
     .await
     .context("bootstrap failed")?;
-    let tenant = store.default_tenant().await?.id;
+    let tenant = store.catalog().default_tenant().await?.id;
     if config.demo {
         demo::provision(store.as_ref(), tenant).await?;
     }
 
-    let live = LiveHub::new(1024);
-    let pipeline = Pipeline::new(
-        store.clone(),
-        bus.clone(),
-        live.clone(),
-        pipeline_config(&config),
-    )
-    .await
-    .context("could not rebuild rule state from the store")?;
-    let mut workers = pipeline.spawn_workers();
+    let fanout: Arc<dyn Fanout> = Arc::new(InProcessFanout::new(LIVE_CAPACITY));
+    let directory = Arc::new(SensorDirectory::new());
+    let sensors = directory
+        .warm(store.as_ref())
+        .await
+        .context("could not load the sensors")?;
+    let dir = directory.clone();
+    fanout.on_control(Arc::new(move |message: &Control| {
+        if let Control::SensorChanged(sensor) = message {
+            dir.insert(sensor.clone());
+        }
+    }));
 
-    let state = AppState::new(pipeline.clone(), ingest_limits(&config), metrics);
-    let app = vigia_web::app(state);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = None;
+    if roles.has("worker") {
+        let bus = bus.clone().context("the worker role has no bus")?;
+        let pipeline = Pipeline::new(
+            store.clone(),
+            bus,
+            fanout.clone(),
+            directory.clone(),
+            pipeline_config(&config),
+        )
+        .await
+        .context("could not rebuild rule state from the store")?;
+        workers = Some(pipeline.spawn_workers());
+    }
+    let ingest = match (&bus, roles.has("ingest")) {
+        (Some(bus), true) => Some(Arc::new(IngestService::new(
+            bus.clone(),
+            directory.clone(),
+            config.ingest.provisioning,
+            ingest_limits(&config),
+        ))),
+        _ => None,
+    };
+
+    let audit = AuditTrail::new(store.clone());
+    let audit_flusher = audit.spawn_flusher(Duration::from_secs(1), stop_rx.clone());
+    let live = LiveHub::new(fanout.clone());
+    let state = AppState {
+        ingest,
+        sensors: Arc::new(SensorService::new(store.clone(), fanout.clone())),
+        alerts: Arc::new(AlertService::new(store.clone(), fanout.clone())),
+        keys: Arc::new(KeyService::new(
+            store.clone(),
+            fanout.clone(),
+            audit.clone(),
+        )),
+        auth: Authenticator::new(store.clone(), fanout.as_ref()),
+        audit,
+        failed_auth: Arc::new(FailedAuthLimiter::new(
+            std::num::NonZeroU32::new(config.auth.max_failures_per_second)
+                .context("auth.max_failures_per_second must be at least 1")?,
+        )),
+        live: live.clone(),
+        store: store.clone(),
+        bus: bus.clone(),
+        metrics,
+    };
+    let surfaces = Surfaces {
+        ingest: roles.has("ingest"),
+        api: roles.has("api"),
+    };
+    let app = vigia_web::app(state, surfaces);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -73,9 +150,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let base = format!("http://{addr}");
     // Tests and scripts read this exact line to find the port.
     println!("Vigía listening on {base}");
-    announce_key(&bootstrap, &config, &base);
+    info!(roles = %roles.describe(), sensors, "serving");
+    announce_key(&bootstrap, &config, &base, &roles);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let simulator = if config.demo {
         let token = demo::simulator_token(store.as_ref(), tenant, &config, &bootstrap).await?;
         println!("Demo: CF-1, CF-2 (freezers, ≤ -18 °C) and REF-3 (fridge, 0–5 °C) every 5 s");
@@ -90,55 +167,76 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let closing_live = live.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            info!("shutdown requested: finishing in-flight requests");
-            closing_live.close();
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .context("HTTP server failed")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        info!("shutdown requested: finishing in-flight requests");
+        closing_live.close();
+        let _ = stop_tx.send(true);
+    })
+    .await
+    .context("HTTP server failed")?;
 
     if let Some(sim) = simulator {
         let _ = sim.await;
     }
-    info!(depth = bus.depth(), "draining the bus");
-    bus.close();
-    let timeout = config.duration(&config.shutdown_timeout);
-    let drained = tokio::time::timeout(timeout, async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await;
-    match drained {
-        Ok(()) => info!("workers drained"),
-        Err(_) => {
-            warn!(
-                depth = bus.depth(),
-                "shutdown timeout: leaving the rest on the durable bus for the next start"
-            );
-            workers.abort_all();
+    let _ = audit_flusher.await;
+    if let Some(bus) = &bus {
+        info!(depth = bus.depth(), "draining the bus");
+        bus.close();
+    }
+    if let Some(mut workers) = workers {
+        let timeout = config.duration(&config.shutdown_timeout);
+        let drained = tokio::time::timeout(timeout, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        match drained {
+            Ok(()) => info!("workers drained"),
+            Err(_) => {
+                warn!(
+                    depth = bus.as_ref().map_or(0, |b| b.depth()),
+                    "shutdown timeout: leaving the rest on the durable bus for the next start"
+                );
+                workers.abort_all();
+            }
         }
     }
-    drop(pipeline);
     drop(bus);
-    drop(store);
+    store.close().await;
     info!("stopped");
     Ok(())
 }
 
-async fn open_backends(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
-    let store_path = config.store_path()?;
-    let store = SqliteStore::open(SqliteStoreOptions {
-        durability: config.durability,
-        // Measured with `vigia bench ingest --spawn --mode batched`: 8 MiB commits as fast
-        // as 16 (readings append at the right edge of the time-first key, so few pages are
-        // hot) and cut peak RSS from 100–104 MB to 82–87 MB.
-        cache_mib: 8,
-        ..SqliteStoreOptions::new(store_path.clone())
-    })
-    .await
-    .with_context(|| format!("could not open the store at {}", store_path.display()))?;
+/// Refuses a second `vigia serve` on the same data dir: its embedded store, bus and
+/// bootstrap token belong to one process (processes of a scaled-out deployment each get
+/// their own data dir). The OS drops the lock when the process ends, even on `kill -9`.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("could not open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `vigia serve` is running on the data dir {}: one process per data dir \
+             (the embedded store and bus are not shared between processes); stop it, or give \
+             this process its own --data-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("could not lock {}", path.display()))
+        }
+    }
+}
+
+fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     let bus_path = config.bus_path();
     let bus = EmbeddedBus::open(EmbeddedBusOptions {
         durability: config.durability,
@@ -155,7 +253,7 @@ async fn open_backends(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<d
             "replaying readings left on the bus by the last run"
         );
     }
-    Ok((Arc::new(store), Arc::new(bus)))
+    Ok(Arc::new(bus))
 }
 
 fn pipeline_config(config: &Config) -> PipelineConfig {
@@ -182,7 +280,10 @@ fn ingest_limits(config: &Config) -> IngestLimits {
     }
 }
 
-fn announce_key(bootstrap: &Bootstrap, config: &Config, base: &str) {
+fn announce_key(bootstrap: &Bootstrap, config: &Config, base: &str, roles: &Roles) {
+    if !roles.has("api") {
+        return;
+    }
     match bootstrap {
         Bootstrap::Generated { key, file } => {
             println!("Created the admin API key of the default tenant (shown once):");

@@ -17,6 +17,9 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/alerts/{id}"),
     ("post", "/api/v1/alerts/{id}/ack"),
     ("post", "/api/v1/alerts/{id}/resolve"),
+    ("post", "/api/v1/keys"),
+    ("get", "/api/v1/keys"),
+    ("delete", "/api/v1/keys/{id}"),
     ("get", "/api/v1/ws"),
     ("get", "/api/v1/events"),
     ("get", "/healthz"),
@@ -75,6 +78,18 @@ async fn document_lists_exactly_the_contract_routes_with_their_errors() {
             assert!(
                 responses.contains_key("401"),
                 "{method} {path}: 401 undocumented"
+            );
+            assert!(
+                responses.contains_key("403"),
+                "{method} {path}: 403 undocumented (every API route is role-checked)"
+            );
+            let permission = op["x-vigia-permission"].as_str();
+            assert!(
+                matches!(
+                    permission,
+                    Some("ingest" | "read" | "operate" | "administer")
+                ),
+                "{method} {path}: x-vigia-permission is {permission:?}"
             );
         }
         for (code, response) in responses {

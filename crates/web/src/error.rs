@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use vigia_bus::BusError;
+use vigia_ingest::decode::DecodeError;
+use vigia_services::{IngestError, ServiceError};
 use vigia_store::StoreError;
 
 /// An error body as every API route returns it.
@@ -100,6 +102,10 @@ impl ApiError {
         e
     }
 
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
     }
@@ -140,7 +146,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("no such resource in this tenant"),
             StoreError::Conflict(d) => ApiError::conflict(d),
             StoreError::Unavailable(d) => ApiError::unavailable(format!("store: {d}"), 1),
-            StoreError::Internal(d) => {
+            StoreError::Config(d) | StoreError::Internal(d) => {
                 tracing::error!(error = %d, "store error");
                 ApiError::internal("the store failed; see the server log")
             }
@@ -186,5 +192,108 @@ impl IntoResponse for ApiError {
             );
         }
         res
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound(d) => ApiError::not_found(d),
+            ServiceError::Invalid { detail, errors } => ApiError::invalid(
+                detail,
+                errors
+                    .into_iter()
+                    .map(|e| ProblemField {
+                        row: None,
+                        field: e.field,
+                        message: e.message,
+                    })
+                    .collect(),
+            ),
+            ServiceError::Conflict(d) => ApiError::conflict(d),
+            e @ ServiceError::Forbidden { .. } => ApiError::forbidden(e.to_string()),
+            ServiceError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Decode(e) => decode_error(e),
+            IngestError::Unprovisioned { rows, total } => {
+                let single = rows.len() == 1 && rows[0].0.is_none();
+                let errors = rows
+                    .into_iter()
+                    .map(|(row, sensor)| ProblemField {
+                        row,
+                        field: "sensor".into(),
+                        message: format!(
+                            "sensor `{sensor}` is not provisioned (this server requires PUT /api/v1/sensors/{{key}} first)"
+                        ),
+                    })
+                    .collect();
+                let mut err = ApiError::invalid(
+                    "readings of unprovisioned sensors; nothing was stored",
+                    errors,
+                );
+                if !single {
+                    err.problem.rows_with_errors = Some(total);
+                }
+                err
+            }
+            IngestError::Bus(e) => e.into(),
+            IngestError::Service(e) => e.into(),
+        }
+    }
+}
+
+/// A decoder's verdict as a problem: 400 malformed, 422 invalid rows, 413 too many.
+fn decode_error(e: DecodeError) -> ApiError {
+    match e {
+        DecodeError::Malformed {
+            message,
+            line,
+            column,
+        } => ApiError::bad_request(format!(
+            "malformed JSON at line {line}, column {column}: {message}"
+        )),
+        DecodeError::Invalid {
+            errors,
+            rows_with_errors,
+        } => {
+            let is_batch = errors.iter().any(|e| e.row.is_some());
+            let detail = if is_batch {
+                format!("{rows_with_errors} row(s) are invalid; nothing from this batch was stored")
+            } else {
+                "the reading is invalid; nothing was stored".to_string()
+            };
+            let mut err = ApiError::invalid(
+                detail,
+                errors
+                    .into_iter()
+                    .map(|e| ProblemField {
+                        row: e.row,
+                        field: e.field,
+                        message: e.message,
+                    })
+                    .collect(),
+            );
+            if is_batch {
+                err.problem.rows_with_errors = Some(rows_with_errors);
+            }
+            err
+        }
+        DecodeError::TooManyRows { rows, max } => ApiError::too_large(format!(
+            "the batch has {rows} readings; at most {max} are accepted per request"
+        )),
+        DecodeError::Empty => ApiError::invalid(
+            "the batch is empty",
+            vec![ProblemField {
+                row: None,
+                field: "body".into(),
+                message: "send at least one reading".into(),
+            }],
+        ),
     }
 }

@@ -1,59 +1,79 @@
 //! Vigía's HTTP face: the API under `/api/v1`, authentication, the OpenAPI document,
 //! live push (WebSocket and SSE), operations endpoints and the web page.
 //!
-//! Handlers are thin: parse, authorise, call the pipeline or the store, map the result.
-//! Every route is declared once, through `utoipa_axum::routes!`, which registers the
-//! handler AND its OpenAPI operation together, so the document cannot miss a route.
+//! Handlers are thin: parse, call one service method (`vigia-services`, which also checks
+//! the caller's role), map the answer. Every route is declared once, through
+//! `utoipa_axum::routes!`, which registers the handler AND its OpenAPI operation together,
+//! so the document cannot miss a route.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod live_hub;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod telemetry;
 
 use std::sync::Arc;
 
 use axum::Router;
-use vigia_ingest::decode::DecodeLimits;
-use vigia_ingest::Pipeline;
+use vigia_bus::Bus;
+use vigia_services::{
+    AlertService, AuditTrail, Authenticator, IngestService, KeyService, SensorService,
+};
+use vigia_store::Store;
 
-pub use auth::{bootstrap, generate_key, hash_key, Authenticator, Bootstrap, Caller};
+pub use auth::{presented_key, Caller};
 pub use error::{ApiError, Problem};
+pub use live_hub::LiveHub;
+pub use ratelimit::FailedAuthLimiter;
 
-/// Limits applied to `POST /api/v1/readings`.
-#[derive(Debug, Clone)]
-pub struct IngestLimits {
-    /// Largest request body accepted; larger ones get 413.
-    pub max_body_bytes: usize,
-    pub decode: DecodeLimits,
-}
-
-/// Shared state of every handler.
+/// Shared state of every handler: the services, and what operations endpoints check.
 #[derive(Clone)]
 pub struct AppState {
-    pub pipeline: Arc<Pipeline>,
+    /// Present when this process has the `ingest` role.
+    pub ingest: Option<Arc<IngestService>>,
+    pub sensors: Arc<SensorService>,
+    pub alerts: Arc<AlertService>,
+    pub keys: Arc<KeyService>,
     pub auth: Arc<Authenticator>,
-    pub limits: Arc<IngestLimits>,
+    pub audit: Arc<AuditTrail>,
+    pub failed_auth: Arc<FailedAuthLimiter>,
+    pub live: LiveHub,
+    /// Checked by `/readyz`.
+    pub store: Arc<dyn Store>,
+    /// Checked by `/readyz` and measured for `/metrics` when this process uses the bus.
+    pub bus: Option<Arc<dyn Bus>>,
     pub metrics: telemetry::Metrics,
 }
 
-impl AppState {
-    pub fn new(pipeline: Arc<Pipeline>, limits: IngestLimits, metrics: telemetry::Metrics) -> Self {
-        Self {
-            auth: Arc::new(Authenticator::new(pipeline.store.clone())),
-            pipeline,
-            limits: Arc::new(limits),
-            metrics,
-        }
-    }
+/// Which groups of routes a process serves besides the operations endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Surfaces {
+    /// `POST /api/v1/readings` (role `ingest`).
+    pub ingest: bool,
+    /// Reads, alert and sensor actions, keys, jobs, live push and the page (role `api`).
+    pub api: bool,
 }
 
-/// The whole application: API, docs, live push, operations and the page.
-pub fn app(state: AppState) -> Router {
-    let (router, _api) = routes::router().split_for_parts();
+impl Surfaces {
+    pub const ALL: Surfaces = Surfaces {
+        ingest: true,
+        api: true,
+    };
+}
+
+/// The application for the given surfaces: API, docs, live push, operations and the page.
+pub fn app(state: AppState, surfaces: Surfaces) -> Router {
+    let (router, _api) = routes::router_for(surfaces).split_for_parts();
+    let limiter = state.failed_auth.clone();
     router
         .fallback(routes::ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            ratelimit::limit_failed_auth,
+        ))
         .layer(axum::middleware::from_fn(telemetry::count_requests))
         .with_state(state)
 }

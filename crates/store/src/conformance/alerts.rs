@@ -39,7 +39,11 @@ fn alerts_batch(alerts: Vec<AlertTransition>) -> WriteBatch {
 }
 
 async fn unresolved_for(store: &dyn Store, sensor: SensorId, rule: &str) -> Vec<Alert> {
-    let all = store.unresolved_alerts().await.expect("unresolved alerts");
+    let all = store
+        .alerts()
+        .unresolved()
+        .await
+        .expect("unresolved alerts");
     all.into_iter()
         .filter(|a| a.sensor_id == sensor && a.rule == rule)
         .collect()
@@ -89,14 +93,15 @@ pub async fn one_open_alert_per_rule_in_one_batch(store: &dyn Store) {
     assert_eq!(alert.opened_at, Timestamp(T0));
     assert_eq!((alert.acked_at, alert.resolved_at), (None, None));
     assert_eq!(
-        store.get_alert(tenant.id, alert.id).await.expect("get"),
+        store.alerts().get(tenant.id, alert.id).await.expect("get"),
         *alert
     );
     assert_eq!(unresolved_for(store, s, "high").await.len(), 1);
 
     // An acked alert still blocks a new one.
     store
-        .ack_alert(tenant.id, alert.id, "ana", Timestamp(T0 + 10))
+        .alerts()
+        .ack(tenant.id, alert.id, "ana", Timestamp(T0 + 10))
         .await
         .expect("ack");
     let again = store
@@ -167,7 +172,8 @@ pub async fn auto_resolve_then_reopen_creates_new_alert(store: &dyn Store) {
     assert_ne!(reopened.id, first.id, "re-opening creates a new alert");
     assert_eq!(reopened.opened_at, Timestamp(T0 + 200));
     let stored = store
-        .get_alert(tenant.id, first.id)
+        .alerts()
+        .get(tenant.id, first.id)
         .await
         .expect("get first");
     assert_eq!(
@@ -192,7 +198,8 @@ pub async fn ack_and_resolve_semantics(store: &dyn Store) {
     let (a, b) = (outcome.alerts[0].1.id, outcome.alerts[1].1.id);
 
     let acked = store
-        .ack_alert(tenant.id, a, "ana", Timestamp(T0 + 10))
+        .alerts()
+        .ack(tenant.id, a, "ana", Timestamp(T0 + 10))
         .await
         .expect("ack");
     assert_eq!(acked.state, AlertState::Acked);
@@ -201,13 +208,15 @@ pub async fn ack_and_resolve_semantics(store: &dyn Store) {
         (Some("ana"), Some(Timestamp(T0 + 10)))
     );
     let again = store
-        .ack_alert(tenant.id, a, "luis", Timestamp(T0 + 20))
+        .alerts()
+        .ack(tenant.id, a, "luis", Timestamp(T0 + 20))
         .await
         .expect("ack again");
     assert_eq!(again, acked, "acking an acked alert returns it unchanged");
 
     let resolved = store
-        .resolve_alert(tenant.id, a, "luis", Timestamp(T0 + 30))
+        .alerts()
+        .resolve(tenant.id, a, "luis", Timestamp(T0 + 30))
         .await
         .expect("resolve acked");
     assert_eq!(resolved.state, AlertState::Resolved);
@@ -221,7 +230,8 @@ pub async fn ack_and_resolve_semantics(store: &dyn Store) {
         "ack details kept"
     );
     let again = store
-        .resolve_alert(tenant.id, a, "eva", Timestamp(T0 + 40))
+        .alerts()
+        .resolve(tenant.id, a, "eva", Timestamp(T0 + 40))
         .await
         .expect("resolve again");
     assert_eq!(
@@ -230,13 +240,15 @@ pub async fn ack_and_resolve_semantics(store: &dyn Store) {
     );
     assert_conflict(
         store
-            .ack_alert(tenant.id, a, "eva", Timestamp(T0 + 50))
+            .alerts()
+            .ack(tenant.id, a, "eva", Timestamp(T0 + 50))
             .await,
         "ack of resolved",
     );
 
     let direct = store
-        .resolve_alert(tenant.id, b, "eva", Timestamp(T0 + 60))
+        .alerts()
+        .resolve(tenant.id, b, "eva", Timestamp(T0 + 60))
         .await
         .expect("resolve open");
     assert_eq!(
@@ -246,23 +258,26 @@ pub async fn ack_and_resolve_semantics(store: &dyn Store) {
 
     let missing = AlertId(i64::MAX - 5);
     assert_not_found(
-        store.get_alert(tenant.id, missing).await,
+        store.alerts().get(tenant.id, missing).await,
         "get unknown alert",
     );
     assert_not_found(
         store
-            .ack_alert(tenant.id, missing, "x", Timestamp(T0))
+            .alerts()
+            .ack(tenant.id, missing, "x", Timestamp(T0))
             .await,
         "ack unknown",
     );
     assert_not_found(
         store
-            .resolve_alert(tenant.id, missing, "x", Timestamp(T0))
+            .alerts()
+            .resolve(tenant.id, missing, "x", Timestamp(T0))
             .await,
         "resolve unknown",
     );
     assert!(store
-        .unresolved_alerts()
+        .alerts()
+        .unresolved()
         .await
         .expect("unresolved")
         .is_empty());
@@ -283,11 +298,13 @@ pub async fn alert_listing_filters(store: &dyn Store) {
         .expect("open");
     let ids: Vec<AlertId> = outcome.alerts.iter().map(|(_, a)| a.id).collect();
     store
-        .ack_alert(t, ids[1], "ana", Timestamp(T0 + 5))
+        .alerts()
+        .ack(t, ids[1], "ana", Timestamp(T0 + 5))
         .await
         .expect("ack");
     store
-        .resolve_alert(t, ids[2], "ana", Timestamp(T0 + 6))
+        .alerts()
+        .resolve(t, ids[2], "ana", Timestamp(T0 + 6))
         .await
         .expect("resolve");
 
@@ -312,7 +329,8 @@ pub async fn alert_listing_filters(store: &dyn Store) {
     ];
     for (filter, want) in cases {
         let got: Vec<AlertId> = store
-            .alerts(t, &filter)
+            .alerts()
+            .list(t, &filter)
             .await
             .expect("list")
             .into_iter()
@@ -321,7 +339,8 @@ pub async fn alert_listing_filters(store: &dyn Store) {
         assert_eq!(got, want, "{filter:?}");
     }
     let unresolved: Vec<AlertId> = store
-        .unresolved_alerts()
+        .alerts()
+        .unresolved()
         .await
         .expect("unresolved")
         .into_iter()
@@ -334,7 +353,11 @@ pub async fn alert_listing_filters(store: &dyn Store) {
 /// fails with `Conflict` and writes nothing, readings included.
 pub async fn batch_rejects_alert_for_sensor_of_other_tenant(store: &dyn Store) {
     let (a, a_sensors) = setup(store, &["CF-1"]).await;
-    let b = store.create_tenant("b", "B").await.expect("tenant b");
+    let b = store
+        .catalog()
+        .create_tenant("b", "B")
+        .await
+        .expect("tenant b");
     let s = a_sensors[0].id;
     let cases = [
         ("Open for another tenant", open(b.id, s, "high", 0)),
@@ -352,7 +375,8 @@ pub async fn batch_rejects_alert_for_sensor_of_other_tenant(store: &dyn Store) {
         assert_conflict(store.write_batch(batch).await, what);
         assert!(
             store
-                .unresolved_alerts()
+                .alerts()
+                .unresolved()
                 .await
                 .expect("unresolved")
                 .is_empty(),
@@ -360,7 +384,8 @@ pub async fn batch_rejects_alert_for_sensor_of_other_tenant(store: &dyn Store) {
         );
         assert!(
             store
-                .latest_readings(a.id)
+                .readings()
+                .latest(a.id, None)
                 .await
                 .expect("latest")
                 .is_empty(),
@@ -372,7 +397,11 @@ pub async fn batch_rejects_alert_for_sensor_of_other_tenant(store: &dyn Store) {
 /// One tenant's alerts are invisible and untouchable from another.
 pub async fn tenant_isolation_of_alerts(store: &dyn Store) {
     let (a, sensors) = setup(store, &["CF-1"]).await;
-    let b = store.create_tenant("b", "B").await.expect("tenant b");
+    let b = store
+        .catalog()
+        .create_tenant("b", "B")
+        .await
+        .expect("tenant b");
     let outcome = store
         .write_batch(alerts_batch(vec![open(a.id, sensors[0].id, "high", 0)]))
         .await
@@ -384,22 +413,24 @@ pub async fn tenant_isolation_of_alerts(store: &dyn Store) {
         limit: 100,
     };
     assert!(store
-        .alerts(b.id, &everything)
+        .alerts()
+        .list(b.id, &everything)
         .await
         .expect("b's alerts")
         .is_empty());
-    assert_not_found(store.get_alert(b.id, id).await, "get from b");
+    assert_not_found(store.alerts().get(b.id, id).await, "get from b");
     assert_not_found(
-        store.ack_alert(b.id, id, "mallory", Timestamp(T0)).await,
+        store.alerts().ack(b.id, id, "mallory", Timestamp(T0)).await,
         "ack from b",
     );
     assert_not_found(
         store
-            .resolve_alert(b.id, id, "mallory", Timestamp(T0))
+            .alerts()
+            .resolve(b.id, id, "mallory", Timestamp(T0))
             .await,
         "resolve from b",
     );
-    let alert = store.get_alert(a.id, id).await.expect("get from a");
+    let alert = store.alerts().get(a.id, id).await.expect("get from a");
     assert_eq!(
         alert.state,
         AlertState::Open,
@@ -407,10 +438,74 @@ pub async fn tenant_isolation_of_alerts(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .alerts(a.id, &everything)
+            .alerts()
+            .list(a.id, &everything)
             .await
             .expect("a's alerts")
             .len(),
         1
+    );
+}
+
+/// Unresolved counts per sensor are exact (open plus acked, never resolved), tenant
+/// scoped, and can be asked for one sensor.
+pub async fn unresolved_counts_per_sensor(store: &dyn Store) {
+    let (tenant, sensors) = setup(store, &["A", "B", "C"]).await;
+    let (a, b, c) = (sensors[0].id, sensors[1].id, sensors[2].id);
+    let mut transitions = Vec::new();
+    for i in 0..30 {
+        transitions.push(open(tenant.id, a, &format!("r{i}"), i));
+    }
+    transitions.push(open(tenant.id, b, "high", 0));
+    transitions.push(open(tenant.id, c, "high", 0));
+    transitions.push(resolve(tenant.id, c, "high", 10));
+    let outcome = store
+        .write_batch(alerts_batch(transitions))
+        .await
+        .expect("write");
+    let first_of_a = outcome.alerts[0].1.id;
+    store
+        .alerts()
+        .ack(tenant.id, first_of_a, "ops", Timestamp(T0 + 20))
+        .await
+        .expect("ack");
+
+    let mut counts = store
+        .alerts()
+        .unresolved_counts(tenant.id, None)
+        .await
+        .expect("counts");
+    counts.sort();
+    assert_eq!(counts, [(a, 30), (b, 1)], "acked counts, resolved does not");
+    assert_eq!(
+        store
+            .alerts()
+            .unresolved_counts(tenant.id, Some(b))
+            .await
+            .expect("counts of B"),
+        [(b, 1)]
+    );
+    let other = store
+        .catalog()
+        .create_tenant("other", "Other")
+        .await
+        .expect("tenant");
+    assert!(
+        store
+            .alerts()
+            .unresolved_counts(other.id, None)
+            .await
+            .expect("counts")
+            .is_empty(),
+        "another tenant sees no counts"
+    );
+    assert!(
+        store
+            .alerts()
+            .unresolved_counts(other.id, Some(a))
+            .await
+            .expect("counts")
+            .is_empty(),
+        "nor a count of this tenant's sensor"
     );
 }

@@ -1,6 +1,6 @@
 //! Conformance checks for readings, their atomicity and the latest values.
 
-use vigia_core::{Timestamp, DEFAULT_METRIC};
+use vigia_core::{SensorId, Timestamp, DEFAULT_METRIC};
 
 use super::{
     assert_conflict, assert_not_found, provision, reading, readings_batch, setup, MISSING_SENSOR,
@@ -56,7 +56,8 @@ pub async fn readings_are_idempotent(store: &dyn Store) {
     assert_eq!(outcome.readings_written, 1, "only the new reading counts");
 
     let series = store
-        .readings(tenant.id, "CF-1", &all_of(DEFAULT_METRIC))
+        .readings()
+        .series(tenant.id, "CF-1", &all_of(DEFAULT_METRIC))
         .await
         .expect("series");
     assert_eq!(
@@ -75,7 +76,8 @@ pub async fn readings_are_idempotent(store: &dyn Store) {
         .expect("humidity");
     assert_eq!(outcome.readings_written, 1);
     let series = store
-        .readings(tenant.id, "CF-1", &all_of("humidity"))
+        .readings()
+        .series(tenant.id, "CF-1", &all_of("humidity"))
         .await
         .expect("humidity series");
     assert_eq!(series, points(&[(0, 70.0)]));
@@ -117,7 +119,8 @@ pub async fn large_batches_count_exactly(store: &dyn Store) {
         .expect("overlapping batch");
     assert_eq!(outcome.readings_written, 450);
     let series = store
-        .readings(tenant.id, "CF-2", &all_of(DEFAULT_METRIC))
+        .readings()
+        .series(tenant.id, "CF-2", &all_of(DEFAULT_METRIC))
         .await
         .expect("series");
     assert_eq!(series.len(), 450);
@@ -128,7 +131,11 @@ pub async fn large_batches_count_exactly(store: &dyn Store) {
             .all(|(n, p)| p.ts == Timestamp(T0 + n as i64 * 1000) && p.value == (n * 3 + 1) as f64),
         "every CF-2 point in order with its first value"
     );
-    let latest = store.latest_readings(tenant.id).await.expect("latest");
+    let latest = store
+        .readings()
+        .latest(tenant.id, None)
+        .await
+        .expect("latest");
     assert_eq!(latest.len(), 3);
     assert!(
         latest.iter().all(|l| l.ts == Timestamp(T0 + 449_000)),
@@ -150,7 +157,8 @@ pub async fn batch_is_atomic(store: &dyn Store) {
         let batch = readings_batch(vec![reading(s, 0, -20.0), bad, reading(s, 1000, -19.0)]);
         assert_conflict(store.write_batch(batch).await, what);
         let series = store
-            .readings(tenant.id, "CF-1", &all_of(DEFAULT_METRIC))
+            .readings()
+            .series(tenant.id, "CF-1", &all_of(DEFAULT_METRIC))
             .await
             .expect("series");
         assert!(
@@ -159,7 +167,8 @@ pub async fn batch_is_atomic(store: &dyn Store) {
         );
         assert!(
             store
-                .latest_readings(tenant.id)
+                .readings()
+                .latest(tenant.id, None)
                 .await
                 .expect("latest")
                 .is_empty(),
@@ -197,7 +206,8 @@ pub async fn concurrent_batches_fail_alone(store: &dyn Store) {
     assert_conflict(b, "bad batch among good ones");
     assert_eq!(c.expect("second good batch").readings_written, 2);
     let series = store
-        .readings(tenant.id, "CF-1", &all_of(DEFAULT_METRIC))
+        .readings()
+        .series(tenant.id, "CF-1", &all_of(DEFAULT_METRIC))
         .await
         .expect("series");
     assert_eq!(series, points(&[(0, 1.0), (1, 2.0), (10, 1.0), (11, 2.0)]));
@@ -209,7 +219,11 @@ pub async fn latest_only_moves_forward(store: &dyn Store) {
     let (tenant, sensors) = setup(store, &["CF-1", "CF-2"]).await;
     let (s1, s2) = (sensors[0].id, sensors[1].id);
     let latest = || async {
-        let mut l = store.latest_readings(tenant.id).await.expect("latest");
+        let mut l = store
+            .readings()
+            .latest(tenant.id, None)
+            .await
+            .expect("latest");
         l.sort_by(|a, b| (a.sensor, &a.metric).cmp(&(b.sensor, &b.metric)));
         l
     };
@@ -236,7 +250,8 @@ pub async fn latest_only_moves_forward(store: &dyn Store) {
         .expect("late");
     assert_eq!(latest().await[0], at(s1, 300, 3.0));
     let series = store
-        .readings(tenant.id, "CF-1", &all_of(DEFAULT_METRIC))
+        .readings()
+        .series(tenant.id, "CF-1", &all_of(DEFAULT_METRIC))
         .await
         .expect("series");
     assert_eq!(series.len(), 3, "the late reading is stored");
@@ -254,7 +269,7 @@ pub async fn latest_only_moves_forward(store: &dyn Store) {
         .await
         .expect("newer");
     assert_eq!(latest().await, vec![at(s1, 400, 4.0), at(s2, 50, 5.0)]);
-    let everyone = store.all_latest_readings().await.expect("all latest");
+    let everyone = store.readings().all_latest().await.expect("all latest");
     assert_eq!(everyone.len(), 2);
 }
 
@@ -263,6 +278,7 @@ pub async fn latest_only_moves_forward(store: &dyn Store) {
 pub async fn recent_readings_for_rebuild(store: &dyn Store) {
     let (_, sensors) = setup(store, &["CF-1"]).await;
     let other = store
+        .catalog()
         .create_tenant("other-plant", "Other plant")
         .await
         .expect("second tenant");
@@ -282,7 +298,8 @@ pub async fn recent_readings_for_rebuild(store: &dyn Store) {
         .expect("write");
 
     let recent = store
-        .recent_readings(Timestamp(T0 + 1000), 100)
+        .readings()
+        .recent(Timestamp(T0 + 1000), 100)
         .await
         .expect("recent");
     assert_eq!(
@@ -296,17 +313,20 @@ pub async fn recent_readings_for_rebuild(store: &dyn Store) {
         "since is inclusive, every tenant, oldest first"
     );
     let newest = store
-        .recent_readings(Timestamp(T0 + 1000), 2)
+        .readings()
+        .recent(Timestamp(T0 + 1000), 2)
         .await
         .expect("recent, limited");
     assert_eq!(newest, vec![humidity, reading(mine, 3000, -19.0)]);
     assert!(store
-        .recent_readings(Timestamp(T0 + 3001), 100)
+        .readings()
+        .recent(Timestamp(T0 + 3001), 100)
         .await
         .expect("nothing that recent")
         .is_empty());
     assert!(store
-        .recent_readings(Timestamp(T0), 0)
+        .readings()
+        .recent(Timestamp(T0), 0)
         .await
         .expect("limit 0")
         .is_empty());
@@ -346,7 +366,8 @@ pub async fn series_limit_and_range(store: &dyn Store) {
     ];
     for &(from, to, limit, want) in cases {
         let got = store
-            .readings(tenant.id, "CF-1", &query(from, to, limit))
+            .readings()
+            .series(tenant.id, "CF-1", &query(from, to, limit))
             .await
             .expect("series");
         assert_eq!(got, points(want), "from {from} to {to} limit {limit}");
@@ -356,13 +377,15 @@ pub async fn series_limit_and_range(store: &dyn Store) {
         ..query(0, 9000, 100)
     };
     assert!(store
-        .readings(tenant.id, "CF-1", &unknown_metric)
+        .readings()
+        .series(tenant.id, "CF-1", &unknown_metric)
         .await
         .expect("unknown metric")
         .is_empty());
     assert_not_found(
         store
-            .readings(tenant.id, "NOPE", &query(0, 9000, 100))
+            .readings()
+            .series(tenant.id, "NOPE", &query(0, 9000, 100))
             .await,
         "unknown sensor",
     );
@@ -402,7 +425,8 @@ pub async fn series_step_buckets(store: &dyn Store) {
         value,
     };
     let got = store
-        .readings(tenant.id, "CF-1", &query(100, 10_000))
+        .readings()
+        .series(tenant.id, "CF-1", &query(100, 10_000))
         .await
         .expect("10 s buckets");
     assert_eq!(
@@ -416,7 +440,8 @@ pub async fn series_step_buckets(store: &dyn Store) {
         ]
     );
     let got = store
-        .readings(tenant.id, "CF-1", &query(2, 10_000))
+        .readings()
+        .series(tenant.id, "CF-1", &query(2, 10_000))
         .await
         .expect("limited");
     assert_eq!(
@@ -425,7 +450,8 @@ pub async fn series_step_buckets(store: &dyn Store) {
         "limit counts buckets"
     );
     let got = store
-        .readings(tenant.id, "CF-1", &query(100, 60_000))
+        .readings()
+        .series(tenant.id, "CF-1", &query(100, 60_000))
         .await
         .expect("1 min buckets");
     // T0 = 1_700_000_000_000 is 20 s past a whole minute.
@@ -441,23 +467,32 @@ pub async fn series_step_buckets(store: &dyn Store) {
 /// Another tenant cannot read a sensor's series or latest values.
 pub async fn tenant_isolation_of_readings(store: &dyn Store) {
     let (a, sensors) = setup(store, &["CF-1"]).await;
-    let b = store.create_tenant("b", "B").await.expect("tenant b");
+    let b = store
+        .catalog()
+        .create_tenant("b", "B")
+        .await
+        .expect("tenant b");
     store
         .write_batch(readings_batch(vec![reading(sensors[0].id, 0, -20.0)]))
         .await
         .expect("write");
     assert_not_found(
-        store.readings(b.id, "CF-1", &all_of(DEFAULT_METRIC)).await,
+        store
+            .readings()
+            .series(b.id, "CF-1", &all_of(DEFAULT_METRIC))
+            .await,
         "series from b",
     );
     assert!(store
-        .latest_readings(b.id)
+        .readings()
+        .latest(b.id, None)
         .await
         .expect("latest of b")
         .is_empty());
     assert_eq!(
         store
-            .latest_readings(a.id)
+            .readings()
+            .latest(a.id, None)
             .await
             .expect("latest of a")
             .len(),
@@ -467,8 +502,54 @@ pub async fn tenant_isolation_of_readings(store: &dyn Store) {
     // b's own CF-1 is a different sensor with its own (empty) series.
     super::provision(store, &b, &["CF-1"]).await;
     assert!(store
-        .readings(b.id, "CF-1", &all_of(DEFAULT_METRIC))
+        .readings()
+        .series(b.id, "CF-1", &all_of(DEFAULT_METRIC))
         .await
         .expect("b series")
         .is_empty());
+}
+
+/// `latest` of one sensor gives that sensor's metrics only, and nothing for a sensor of
+/// another tenant.
+pub async fn latest_of_one_sensor(store: &dyn Store) {
+    let (tenant, sensors) = setup(store, &["A", "B"]).await;
+    let (a, b) = (sensors[0].id, sensors[1].id);
+    let mut humidity = reading(a, 0, 55.0);
+    humidity.metric = "humidity".into();
+    store
+        .write_batch(readings_batch(vec![
+            reading(a, 0, 1.0),
+            humidity,
+            reading(b, 0, 2.0),
+        ]))
+        .await
+        .expect("write");
+    let latest = store
+        .readings()
+        .latest(tenant.id, Some(a))
+        .await
+        .expect("latest of A");
+    let got: Vec<(SensorId, &str)> = latest
+        .iter()
+        .map(|l| (l.sensor, l.metric.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [(a, "humidity"), (a, "temperature")],
+        "A's metrics only, by name"
+    );
+    let other = store
+        .catalog()
+        .create_tenant("other", "Other")
+        .await
+        .expect("tenant");
+    assert!(
+        store
+            .readings()
+            .latest(other.id, Some(a))
+            .await
+            .expect("latest")
+            .is_empty(),
+        "another tenant cannot read A's latest values"
+    );
 }

@@ -177,3 +177,55 @@ pub(crate) fn resolve(
     .execute(params![id.0, at.0, by])?;
     get(conn, tenant, id)
 }
+
+/// Resolves, as `by`, the sensor's unresolved alerts whose rule is not in `rules`. Call
+/// inside the transaction that changed the rules.
+pub(crate) fn resolve_removed_rules(
+    conn: &Connection,
+    sensor: &vigia_core::Sensor,
+    by: &str,
+    at: Timestamp,
+) -> StoreResult<Vec<Alert>> {
+    let sql = format!(
+        "{ALERT_SELECT} WHERE a.sensor_id = ?1 AND a.state IN ('open', 'acked') ORDER BY a.id"
+    );
+    let unresolved = conn
+        .prepare_cached(&sql)?
+        .query_map([sensor.id.0], alert_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut resolved = Vec::new();
+    for alert in unresolved {
+        if sensor.rules.iter().any(|r| r.name == alert.rule) {
+            continue;
+        }
+        resolved.push(resolve(conn, sensor.tenant, alert.id, by, at)?);
+    }
+    Ok(resolved)
+}
+
+/// Open plus acked alerts per sensor of the tenant (or of one of its sensors).
+pub(crate) fn unresolved_counts(
+    conn: &Connection,
+    tenant: TenantId,
+    sensor: Option<SensorId>,
+) -> StoreResult<Vec<(SensorId, u64)>> {
+    let row = |r: &Row<'_>| Ok((SensorId(r.get(0)?), r.get::<_, i64>(1)?.max(0) as u64));
+    let counts = match sensor {
+        Some(sensor) => conn
+            .prepare_cached(
+                "SELECT sensor_id, count(*) FROM alerts
+                 WHERE tenant_id = ?1 AND sensor_id = ?2 AND state IN ('open', 'acked')
+                 GROUP BY sensor_id",
+            )?
+            .query_map(params![tenant.0, sensor.0], row)?
+            .collect::<Result<Vec<_>, _>>()?,
+        None => conn
+            .prepare_cached(
+                "SELECT sensor_id, count(*) FROM alerts
+                 WHERE tenant_id = ?1 AND state IN ('open', 'acked') GROUP BY sensor_id",
+            )?
+            .query_map([tenant.0], row)?
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(counts)
+}

@@ -6,11 +6,11 @@
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use vigia_core::{
-    ApiKeyId, ApiKeyRecord, Rule, Sensor, SensorId, SensorKind, SensorSpec, Tenant, TenantId,
-    Timestamp,
+    ApiKeyId, ApiKeyInfo, ApiKeyRecord, Role, Rule, Sensor, SensorId, SensorKind, SensorSpec,
+    Tenant, TenantId, Timestamp,
 };
 
-use crate::{StoreError, StoreResult};
+use crate::{NewApiKey, StoreError, StoreResult};
 
 /// Slug of the tenant that exists on every installation.
 const DEFAULT_TENANT_SLUG: &str = "default";
@@ -80,21 +80,32 @@ pub(crate) fn count_api_keys(conn: &Connection) -> StoreResult<u64> {
 
 pub(crate) fn insert_api_key(
     conn: &Connection,
-    tenant: TenantId,
-    name: &str,
-    hash: &[u8; 32],
+    key: &NewApiKey,
     now: Timestamp,
-) -> StoreResult<ApiKeyId> {
-    require_tenant(conn, tenant)?;
+) -> StoreResult<ApiKeyInfo> {
+    require_tenant(conn, key.tenant)?;
     let id = conn
         .prepare_cached(
-            "INSERT INTO api_keys (tenant_id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO api_keys (tenant_id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (hash) DO NOTHING RETURNING id",
         )?
-        .query_row(params![tenant.0, name, &hash[..], now.0], |r| r.get(0))
+        .query_row(
+            params![key.tenant.0, key.name, key.role.as_str(), &key.hash[..], now.0],
+            |r| r.get(0),
+        )
         .optional()?
         .ok_or_else(|| StoreError::Conflict("an API key with this hash already exists".into()))?;
-    Ok(ApiKeyId(id))
+    Ok(ApiKeyInfo {
+        id: ApiKeyId(id),
+        name: key.name.clone(),
+        role: key.role,
+        created_at: now,
+    })
+}
+
+fn role_column(row: &Row<'_>, index: usize) -> rusqlite::Result<Role> {
+    let role: String = row.get(index)?;
+    role.parse().map_err(|e: String| bad_column(index, e))
 }
 
 pub(crate) fn find_api_key(
@@ -102,15 +113,52 @@ pub(crate) fn find_api_key(
     hash: &[u8; 32],
 ) -> StoreResult<Option<ApiKeyRecord>> {
     Ok(conn
-        .prepare_cached("SELECT id, tenant_id, name FROM api_keys WHERE hash = ?1")?
+        .prepare_cached(
+            "SELECT id, tenant_id, name, role FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+        )?
         .query_row([&hash[..]], |r| {
             Ok(ApiKeyRecord {
                 id: ApiKeyId(r.get(0)?),
                 tenant: TenantId(r.get(1)?),
                 name: r.get(2)?,
+                role: role_column(r, 3)?,
             })
         })
         .optional()?)
+}
+
+pub(crate) fn list_api_keys(conn: &Connection, tenant: TenantId) -> StoreResult<Vec<ApiKeyInfo>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, role, created_at FROM api_keys
+         WHERE tenant_id = ?1 AND revoked_at IS NULL ORDER BY id",
+    )?;
+    let rows = stmt.query_map([tenant.0], |r| {
+        Ok(ApiKeyInfo {
+            id: ApiKeyId(r.get(0)?),
+            name: r.get(1)?,
+            role: role_column(r, 2)?,
+            created_at: Timestamp(r.get(3)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn revoke_api_key(
+    conn: &Connection,
+    tenant: TenantId,
+    id: ApiKeyId,
+    at: Timestamp,
+) -> StoreResult<[u8; 32]> {
+    let hash: Vec<u8> = conn
+        .prepare_cached(
+            "UPDATE api_keys SET revoked_at = ?3
+             WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL RETURNING hash",
+        )?
+        .query_row(params![id.0, tenant.0, at.0], |r| r.get(0))
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    hash.try_into()
+        .map_err(|_| StoreError::Internal("a stored key hash is not 32 bytes".into()))
 }
 
 const SENSOR_COLUMNS: &str =

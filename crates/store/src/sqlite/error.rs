@@ -37,6 +37,7 @@ pub(crate) fn duplicate(e: &StoreError) -> StoreError {
         StoreError::NotFound => StoreError::NotFound,
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Config(m) => StoreError::Config(m.clone()),
         StoreError::Internal(m) => StoreError::Internal(m.clone()),
     }
 }
@@ -69,6 +70,7 @@ mod tests {
                 StoreError::Conflict(_) => "conflict",
                 StoreError::Internal(_) => "internal",
                 StoreError::NotFound => "not found",
+                StoreError::Config(_) => "config",
             };
             assert_eq!(got, want, "code {code}");
         }

@@ -9,7 +9,10 @@ use crate::{Durability, StoreError, StoreResult};
 
 /// The migrations, in order; migration `i` (0-based) brings the schema to version `i + 1`.
 /// A new migration is a new file appended here, never an edit of a shipped one.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_key_roles_audit_leases.sql"),
+];
 
 /// The schema version this build creates and understands (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

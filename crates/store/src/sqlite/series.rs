@@ -60,10 +60,12 @@ pub(crate) fn readings(
     Ok(points)
 }
 
-/// Latest value per (sensor, metric), of one tenant or of all.
+/// Latest value per (sensor, metric): of one tenant (and optionally one of its sensors)
+/// or of all.
 pub(crate) fn latest(
     conn: &Connection,
     tenant: Option<TenantId>,
+    sensor: Option<SensorId>,
 ) -> StoreResult<Vec<LatestReading>> {
     let row = |r: &rusqlite::Row<'_>| {
         Ok(LatestReading {
@@ -75,14 +77,20 @@ pub(crate) fn latest(
     };
     const SELECT: &str = "SELECT l.sensor_id, m.name, l.ts, l.value FROM latest_readings l
         JOIN metrics m ON m.id = l.metric_id JOIN sensors s ON s.id = l.sensor_id";
-    let latest = match tenant {
-        Some(tenant) => conn
+    let latest = match (tenant, sensor) {
+        (Some(tenant), Some(sensor)) => conn
+            .prepare_cached(&format!(
+                "{SELECT} WHERE s.tenant_id = ?1 AND l.sensor_id = ?2 ORDER BY m.name"
+            ))?
+            .query_map(params![tenant.0, sensor.0], row)?
+            .collect::<Result<Vec<_>, _>>()?,
+        (Some(tenant), None) => conn
             .prepare_cached(&format!(
                 "{SELECT} WHERE s.tenant_id = ?1 ORDER BY l.sensor_id, m.name"
             ))?
             .query_map([tenant.0], row)?
             .collect::<Result<Vec<_>, _>>()?,
-        None => conn
+        (None, _) => conn
             .prepare_cached(&format!("{SELECT} ORDER BY l.sensor_id, m.name"))?
             .query_map([], row)?
             .collect::<Result<Vec<_>, _>>()?,

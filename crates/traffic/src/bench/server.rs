@@ -49,8 +49,9 @@ pub struct SpawnArgs {
     /// With --spawn: keep the temporary data dir and server log afterwards.
     #[arg(long, requires = "spawn")]
     pub keep_data: bool,
-    /// With --spawn: the server binary to start (default: this executable).
-    #[arg(long, requires = "spawn", value_name = "PATH")]
+    /// With --spawn: the server binary to start (default: this executable), e.g. the
+    /// previous build, to compare two builds in the same run.
+    #[arg(long, alias = "binary", requires = "spawn", value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
 }
 

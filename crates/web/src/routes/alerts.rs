@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use vigia_core::{Alert, AlertChange, AlertId, AlertState, LiveEvent, Timestamp};
+use vigia_core::{Alert, AlertId, AlertState};
 use vigia_store::AlertFilter;
 
 use crate::error::{ApiError, Problem, ProblemField};
@@ -36,8 +36,10 @@ pub struct AlertParams {
         (status = 200, description = "Alerts, newest first", body = Vec<Alert>),
         (status = 400, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("read")))
 )]
 pub async fn list_alerts(
     State(state): State<AppState>,
@@ -68,9 +70,7 @@ pub async fn list_alerts(
         sensor: params.sensor,
         limit,
     };
-    Ok(Json(
-        state.pipeline.store.alerts(caller.tenant, &filter).await?,
-    ))
+    Ok(Json(state.alerts.list(&caller, &filter).await?))
 }
 
 /// Get one alert.
@@ -83,9 +83,11 @@ pub async fn list_alerts(
         (status = 200, description = "The alert", body = Alert),
         (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such alert in this tenant", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("read")))
 )]
 pub async fn get_alert(
     State(state): State<AppState>,
@@ -93,14 +95,7 @@ pub async fn get_alert(
     Path(id): Path<String>,
 ) -> Result<Json<Alert>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(
-        state
-            .pipeline
-            .store
-            .get_alert(caller.tenant, id)
-            .await
-            .map_err(not_found(id))?,
-    ))
+    Ok(Json(state.alerts.get(&caller, id).await?))
 }
 
 /// Acknowledge an alert: someone is on it. It stays an open incident (no duplicate
@@ -114,17 +109,20 @@ pub async fn get_alert(
         (status = 200, description = "The acknowledged alert", body = Alert),
         (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such alert in this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The alert is already resolved", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("operate")))
 )]
 pub async fn ack_alert(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Alert>, ApiError> {
-    change_alert(&state, &caller, &id, AlertChange::Acked).await
+    let id = parse_id(&id)?;
+    Ok(Json(state.alerts.ack(&caller, id).await?))
 }
 
 /// Resolve an alert by hand. If the sensor is still out of range, the next reading
@@ -138,52 +136,19 @@ pub async fn ack_alert(
         (status = 200, description = "The resolved alert", body = Alert),
         (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such alert in this tenant", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("operate")))
 )]
 pub async fn resolve_alert(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Alert>, ApiError> {
-    change_alert(&state, &caller, &id, AlertChange::Resolved).await
-}
-
-/// Acks or resolves an alert of the caller's tenant and tells live subscribers.
-async fn change_alert(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    change: AlertChange,
-) -> Result<Json<Alert>, ApiError> {
-    let id = parse_id(id)?;
-    let store = &state.pipeline.store;
-    let (tenant, by, now) = (caller.tenant, caller.key_name.as_str(), Timestamp::now());
-    let alert = match change {
-        AlertChange::Acked => store.ack_alert(tenant, id, by, now).await,
-        AlertChange::Resolved => store.resolve_alert(tenant, id, by, now).await,
-        AlertChange::Opened => return Err(ApiError::internal("alerts are opened by rules only")),
-    }
-    .map_err(not_found(id))?;
-    announce_change(state, change, &alert);
-    Ok(Json(alert))
-}
-
-/// After a change made by hand: a resolved alert's excursion is forgotten, so the next
-/// out-of-range reading opens a new alert; live subscribers hear of the change.
-pub(crate) fn announce_change(state: &AppState, change: AlertChange, alert: &Alert) {
-    if change == AlertChange::Resolved {
-        state
-            .pipeline
-            .states
-            .forget_excursion(alert.sensor_id, &alert.rule);
-    }
-    state.pipeline.live.publish(LiveEvent::Alert {
-        tenant: alert.tenant,
-        change,
-        alert: Box::new(alert.clone()),
-    });
+    let id = parse_id(&id)?;
+    Ok(Json(state.alerts.resolve(&caller, id).await?))
 }
 
 fn parse_id(text: &str) -> Result<AlertId, ApiError> {
@@ -196,13 +161,4 @@ fn parse_id(text: &str) -> Result<AlertId, ApiError> {
         });
         e
     })
-}
-
-fn not_found(id: AlertId) -> impl Fn(vigia_store::StoreError) -> ApiError {
-    move |e| match e {
-        vigia_store::StoreError::NotFound => {
-            ApiError::not_found(format!("no alert {id} in this tenant"))
-        }
-        other => other.into(),
-    }
 }

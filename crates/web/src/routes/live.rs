@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::Stream;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use vigia_core::{LiveEvent, TenantId};
+use vigia_core::{LiveEvent, Permission, TenantId};
 
 use crate::auth::presented_key;
 use crate::error::{ApiError, Problem};
@@ -45,7 +45,9 @@ impl FromRequestParts<AppState> for LiveCaller {
                     "missing API key: send `Authorization: Bearer <key>` or `?access_token=<key>`",
                 )),
             };
-        Ok(LiveCaller(state.auth.verify(&key).await?))
+        let caller = crate::auth::verify(parts, state, &key).await?;
+        caller.require(Permission::Read)?;
+        Ok(LiveCaller(caller))
     }
 }
 
@@ -77,8 +79,10 @@ fn lagged(missed: u64) -> String {
         (status = 101, description = "Switching to WebSocket"),
         (status = 400, description = "Not a WebSocket upgrade request", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role cannot read", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("read")))
 )]
 pub async fn websocket(
     State(state): State<AppState>,
@@ -97,8 +101,8 @@ pub async fn websocket(
 
 async fn serve_socket(socket: WebSocket, state: AppState, tenant: TenantId) {
     let (mut tx, mut rx) = socket.split();
-    let mut events = state.pipeline.live.subscribe();
-    let mut closing = state.pipeline.live.closing();
+    let mut events = state.live.subscribe();
+    let mut closing = state.live.closing();
     let mut ping = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
@@ -143,16 +147,18 @@ async fn serve_socket(socket: WebSocket, state: AppState, tenant: TenantId) {
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role cannot read", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("read")))
 )]
 pub async fn events(
     State(state): State<AppState>,
     LiveCaller(caller): LiveCaller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let tenant = caller.tenant;
-    let events = state.pipeline.live.subscribe();
-    let mut closing = state.pipeline.live.closing();
+    let events = state.live.subscribe();
+    let mut closing = state.live.closing();
     let stream = futures_util::stream::unfold(events, move |mut events| async move {
         loop {
             match events.recv().await {

@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource. `router()` is the single list of routes.
 
 pub mod alerts;
+pub mod keys;
 pub mod live;
 pub mod ops;
 pub mod page;
@@ -12,25 +13,38 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::openapi::ApiDoc;
-use crate::AppState;
+use crate::{AppState, Surfaces};
 
 /// Every route of the application with its OpenAPI operation.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(readings::post_readings))
-        .routes(routes!(sensors::list_sensors))
-        .routes(routes!(sensors::get_sensor, sensors::put_sensor))
-        .routes(routes!(sensors::sensor_readings))
-        .routes(routes!(alerts::list_alerts))
-        .routes(routes!(alerts::get_alert))
-        .routes(routes!(alerts::ack_alert))
-        .routes(routes!(alerts::resolve_alert))
-        .routes(routes!(live::websocket))
-        .routes(routes!(live::events))
+    router_for(Surfaces::ALL)
+}
+
+/// The routes of the given surfaces, plus the operations endpoints every process serves.
+pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
-        .routes(routes!(ops::openapi_json))
-        .routes(routes!(page::index))
-        .routes(routes!(page::asset))
+        .routes(routes!(ops::openapi_json));
+    if surfaces.ingest {
+        router = router.routes(routes!(readings::post_readings));
+    }
+    if surfaces.api {
+        router = router
+            .routes(routes!(sensors::list_sensors))
+            .routes(routes!(sensors::get_sensor, sensors::put_sensor))
+            .routes(routes!(sensors::sensor_readings))
+            .routes(routes!(alerts::list_alerts))
+            .routes(routes!(alerts::get_alert))
+            .routes(routes!(alerts::ack_alert))
+            .routes(routes!(alerts::resolve_alert))
+            .routes(routes!(keys::create_key, keys::list_keys))
+            .routes(routes!(keys::revoke_key))
+            .routes(routes!(live::websocket))
+            .routes(routes!(live::events))
+            .routes(routes!(page::index))
+            .routes(routes!(page::asset));
+    }
+    router
 }

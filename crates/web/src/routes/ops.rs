@@ -30,17 +30,15 @@ pub async fn healthz() -> &'static str {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state
-        .pipeline
         .store
         .ping()
         .await
         .map_err(|e| ApiError::unavailable(format!("store not ready: {e}"), 1))?;
-    state
-        .pipeline
-        .bus
-        .ping()
-        .await
-        .map_err(|e| ApiError::unavailable(format!("bus not ready: {e}"), 1))?;
+    if let Some(bus) = &state.bus {
+        bus.ping()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("bus not ready: {e}"), 1))?;
+    }
     Ok("ready")
 }
 
@@ -52,7 +50,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    metrics::gauge!(vigia_ingest::metrics::BUS_DEPTH).set(state.pipeline.bus.depth() as f64);
+    if let Some(bus) = &state.bus {
+        metrics::gauge!(vigia_ingest::metrics::BUS_DEPTH).set(bus.depth() as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

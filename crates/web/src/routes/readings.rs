@@ -1,4 +1,5 @@
-//! `POST /api/v1/readings`: validate, make durable on the bus, answer 202.
+//! `POST /api/v1/readings`: read the body within its limit, hand it to the ingest
+//! service (decode, provisioning policy, durable publish), answer 202.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -8,15 +9,9 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use utoipa::ToSchema;
-use vigia_core::{IngestBatch, Reading, Timestamp};
-use vigia_ingest::decode::{decode_readings, DecodeError};
-use vigia_ingest::{metrics as m, Provisioning};
 
-use crate::error::{ApiError, Problem, ProblemField};
+use crate::error::{ApiError, Problem};
 use crate::{AppState, Caller};
-
-/// Bodies larger than this are decoded off the async runtime.
-const INLINE_DECODE_LIMIT: usize = 256 * 1024;
 
 /// One reading as a device sends it.
 #[derive(ToSchema, serde::Deserialize)]
@@ -62,12 +57,14 @@ pub struct Accepted {
         (status = 202, description = "Durable and queued", body = Accepted),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role cannot post readings", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or batch over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Schema or value errors, with row indexes", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Queue full or shutting down; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("ingest")))
 )]
 pub async fn post_readings(
     State(state): State<AppState>,
@@ -75,35 +72,14 @@ pub async fn post_readings(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    check_content_type(&headers)?;
-    let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
-
-    let now = Timestamp::now();
-    let decode_limits = state.limits.decode.clone();
-    let decoded = if bytes.len() <= INLINE_DECODE_LIMIT {
-        decode_readings(&bytes, now, &decode_limits)
-    } else {
-        tokio::task::spawn_blocking(move || decode_readings(&bytes, now, &decode_limits))
-            .await
-            .map_err(|e| ApiError::internal(format!("decoder task failed: {e}")))?
+    let Some(ingest) = &state.ingest else {
+        return Err(ApiError::not_found(
+            "this process does not have the `ingest` role",
+        ));
     };
-    let readings = decoded.map_err(decode_error)?;
-
-    if state.pipeline.config.provisioning == Provisioning::Required {
-        refuse_unknown_sensors(&state, &caller, &readings)?;
-    }
-
-    let accepted = readings.len();
-    state
-        .pipeline
-        .bus
-        .publish(IngestBatch {
-            tenant: caller.tenant,
-            received_ms: now.0,
-            readings,
-        })
-        .await?;
-    metrics::counter!(m::INGEST_READINGS).increment(accepted as u64);
+    check_content_type(&headers)?;
+    let bytes = read_body(body, &headers, ingest.limits().max_body_bytes).await?;
+    let accepted = ingest.ingest_json(&caller, bytes).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted })))
 }
 
@@ -172,90 +148,4 @@ fn too_large(limit: usize) -> ApiError {
     ApiError::too_large(format!(
         "the body is larger than the limit of {limit} bytes; split the batch"
     ))
-}
-
-fn decode_error(e: DecodeError) -> ApiError {
-    match e {
-        DecodeError::Malformed {
-            message,
-            line,
-            column,
-        } => ApiError::bad_request(format!(
-            "malformed JSON at line {line}, column {column}: {message}"
-        )),
-        DecodeError::Invalid {
-            errors,
-            rows_with_errors,
-        } => {
-            let is_batch = errors.iter().any(|e| e.row.is_some());
-            let detail = if is_batch {
-                format!("{rows_with_errors} row(s) are invalid; nothing from this batch was stored")
-            } else {
-                "the reading is invalid; nothing was stored".to_string()
-            };
-            let mut err = ApiError::invalid(
-                detail,
-                errors
-                    .into_iter()
-                    .map(|e| ProblemField {
-                        row: e.row,
-                        field: e.field,
-                        message: e.message,
-                    })
-                    .collect(),
-            );
-            if is_batch {
-                err.problem.rows_with_errors = Some(rows_with_errors);
-            }
-            err
-        }
-        DecodeError::TooManyRows { rows, max } => ApiError::too_large(format!(
-            "the batch has {rows} readings; at most {max} are accepted per request"
-        )),
-        DecodeError::Empty => ApiError::invalid(
-            "the batch is empty",
-            vec![ProblemField {
-                row: None,
-                field: "body".into(),
-                message: "send at least one reading".into(),
-            }],
-        ),
-    }
-}
-
-fn refuse_unknown_sensors(
-    state: &AppState,
-    caller: &Caller,
-    readings: &[Reading],
-) -> Result<(), ApiError> {
-    let directory = &state.pipeline.directory;
-    let mut errors = Vec::new();
-    let mut bad_rows = 0;
-    let single = readings.len() == 1;
-    for (i, r) in readings.iter().enumerate() {
-        if !directory.contains(caller.tenant, &r.sensor) {
-            bad_rows += 1;
-            if errors.len() < 100 {
-                errors.push(ProblemField {
-                    row: (!single).then_some(i),
-                    field: "sensor".into(),
-                    message: format!(
-                        "sensor `{}` is not provisioned (this server requires PUT /api/v1/sensors/{{key}} first)",
-                        r.sensor
-                    ),
-                });
-            }
-        }
-    }
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let mut err = ApiError::invalid(
-        "readings of unprovisioned sensors; nothing was stored",
-        errors,
-    );
-    if !single {
-        err.problem.rows_with_errors = Some(bad_rows);
-    }
-    Err(err)
 }

@@ -1,45 +1,21 @@
 //! Sensors: list, read, create/update, and their reading series.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use vigia_core::sensor::validate_sensor_key;
-use vigia_core::{
-    parse_duration_ms, AlertChange, AlertState, Sensor, SensorSpec, Timestamp, DEFAULT_METRIC,
-};
-use vigia_store::{AlertFilter, LatestReading, Point, ReadingQuery};
+use vigia_core::{parse_duration_ms, SensorSpec, Timestamp, DEFAULT_METRIC};
+use vigia_services::SensorView;
+use vigia_store::{Point, ReadingQuery};
 
 use crate::error::{ApiError, Problem, ProblemField};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::routes::alerts::announce_change;
 use crate::{AppState, Caller};
 
 /// Default and largest number of points per series request.
 const DEFAULT_POINTS: usize = 1_000;
 const MAX_POINTS: usize = 10_000;
-
-/// Latest value of one metric.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LatestValue {
-    pub metric: String,
-    #[schema(value_type = String, format = DateTime)]
-    pub ts: Timestamp,
-    pub value: f64,
-}
-
-/// A sensor with its latest values and how many alerts are unresolved.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SensorView {
-    #[serde(flatten)]
-    pub sensor: Sensor,
-    pub latest: Vec<LatestValue>,
-    /// Open plus acknowledged alerts.
-    pub open_alerts: usize,
-}
 
 /// List the tenant's sensors.
 #[utoipa::path(
@@ -49,29 +25,16 @@ pub struct SensorView {
     responses(
         (status = 200, description = "Sensors ordered by key", body = Vec<SensorView>),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("read")))
 )]
 pub async fn list_sensors(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<SensorView>>, ApiError> {
-    let store = &state.pipeline.store;
-    let sensors = store.list_sensors(caller.tenant).await?;
-    let mut latest: HashMap<_, Vec<LatestReading>> = HashMap::new();
-    for l in store.latest_readings(caller.tenant).await? {
-        latest.entry(l.sensor).or_default().push(l);
-    }
-    let open = unresolved_counts(&state, &caller).await?;
-    Ok(Json(
-        sensors
-            .into_iter()
-            .map(|s| {
-                let latest = latest.remove(&s.id).unwrap_or_default();
-                view(s, latest, &open)
-            })
-            .collect(),
-    ))
+    Ok(Json(state.sensors.list(&caller).await?))
 }
 
 /// Get one sensor.
@@ -83,21 +46,18 @@ pub async fn list_sensors(
     responses(
         (status = 200, description = "The sensor", body = SensorView),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such sensor in this tenant", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("read")))
 )]
 pub async fn get_sensor(
     State(state): State<AppState>,
     caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Json<SensorView>, ApiError> {
-    let store = &state.pipeline.store;
-    let sensor = store
-        .get_sensor(caller.tenant, &key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no sensor `{key}` in this tenant")))?;
-    Ok(Json(single_view(&state, &caller, sensor).await?))
+    Ok(Json(state.sensors.get(&caller, &key).await?))
 }
 
 /// Create or update a sensor: name, kind, unit, rules, stock and product.
@@ -116,80 +76,26 @@ pub async fn get_sensor(
         (status = 201, description = "Created", body = SensorView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid key or fields", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("operate")))
 )]
 pub async fn put_sensor(
     State(state): State<AppState>,
     caller: Caller,
     Path(key): Path<String>,
-    ApiJson(mut spec): ApiJson<SensorSpec>,
+    ApiJson(spec): ApiJson<SensorSpec>,
 ) -> Result<(StatusCode, Json<SensorView>), ApiError> {
-    let mut errors = Vec::new();
-    if let Err(message) = validate_sensor_key(&key) {
-        errors.push(ProblemField {
-            row: None,
-            field: "key".into(),
-            message: message.into(),
-        });
-    }
-    if let Err(field_errors) = spec.normalise() {
-        errors.extend(field_errors.into_iter().map(|e| ProblemField {
-            row: None,
-            field: e.field,
-            message: e.message,
-        }));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid(
-            "the sensor is invalid; nothing was changed",
-            errors,
-        ));
-    }
-    let (sensor, created) = state
-        .pipeline
-        .store
-        .put_sensor(caller.tenant, &key, &spec)
-        .await?;
-    state.pipeline.directory.insert(sensor.clone());
-    resolve_alerts_of_removed_rules(&state, &caller, &sensor).await?;
-    let view = single_view(&state, &caller, sensor).await?;
+    let (view, created) = state.sensors.put(&caller, &key, spec).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(view)))
-}
-
-/// Resolves the sensor's unresolved alerts whose rule the update removed: no reading can
-/// resolve them any more, so left alone they would stay open for ever.
-async fn resolve_alerts_of_removed_rules(
-    state: &AppState,
-    caller: &Caller,
-    sensor: &Sensor,
-) -> Result<(), ApiError> {
-    let store = &state.pipeline.store;
-    for alert_state in [AlertState::Open, AlertState::Acked] {
-        let filter = AlertFilter {
-            state: Some(alert_state),
-            sensor: Some(sensor.key.clone()),
-            limit: usize::MAX,
-        };
-        for alert in store.alerts(caller.tenant, &filter).await? {
-            if sensor.rules.iter().any(|r| r.name == alert.rule) {
-                continue;
-            }
-            let by = format!("{} (rule removed)", caller.key_name);
-            let resolved = store
-                .resolve_alert(caller.tenant, alert.id, &by, Timestamp::now())
-                .await?;
-            announce_change(state, AlertChange::Resolved, &resolved);
-        }
-    }
-    Ok(())
 }
 
 /// Query of a reading series.
@@ -227,9 +133,11 @@ pub struct Series {
         (status = 200, description = "Points oldest first", body = Series),
         (status = 400, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such sensor in this tenant", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = [])),
+    extensions(("x-vigia-permission" = json!("read")))
 )]
 pub async fn sensor_readings(
     State(state): State<AppState>,
@@ -238,17 +146,7 @@ pub async fn sensor_readings(
     ApiQuery(params): ApiQuery<SeriesParams>,
 ) -> Result<Json<Series>, ApiError> {
     let query = series_query(params)?;
-    let points = state
-        .pipeline
-        .store
-        .readings(caller.tenant, &key, &query)
-        .await
-        .map_err(|e| match e {
-            vigia_store::StoreError::NotFound => {
-                ApiError::not_found(format!("no sensor `{key}` in this tenant"))
-            }
-            other => other.into(),
-        })?;
+    let points = state.sensors.series(&caller, &key, &query).await?;
     Ok(Json(Series {
         sensor: key,
         metric: query.metric,
@@ -309,63 +207,4 @@ fn series_query(p: SeriesParams) -> Result<ReadingQuery, ApiError> {
         limit,
         step_ms,
     })
-}
-
-/// One sensor with its latest values and unresolved alert count.
-async fn single_view(
-    state: &AppState,
-    caller: &Caller,
-    sensor: Sensor,
-) -> Result<SensorView, ApiError> {
-    let latest = state
-        .pipeline
-        .store
-        .latest_readings(caller.tenant)
-        .await?
-        .into_iter()
-        .filter(|l| l.sensor == sensor.id)
-        .collect();
-    let open = unresolved_counts(state, caller).await?;
-    Ok(view(sensor, latest, &open))
-}
-
-async fn unresolved_counts(
-    state: &AppState,
-    caller: &Caller,
-) -> Result<HashMap<vigia_core::SensorId, usize>, ApiError> {
-    let mut counts = HashMap::new();
-    for s in [AlertState::Open, AlertState::Acked] {
-        let filter = AlertFilter {
-            state: Some(s),
-            sensor: None,
-            limit: 10_000,
-        };
-        for alert in state.pipeline.store.alerts(caller.tenant, &filter).await? {
-            *counts.entry(alert.sensor_id).or_insert(0) += 1;
-        }
-    }
-    Ok(counts)
-}
-
-fn view(
-    sensor: Sensor,
-    latest: Vec<LatestReading>,
-    open: &HashMap<vigia_core::SensorId, usize>,
-) -> SensorView {
-    let open_alerts = open.get(&sensor.id).copied().unwrap_or(0);
-    let mut latest: Vec<LatestValue> = latest
-        .into_iter()
-        .map(|l| LatestValue {
-            metric: l.metric,
-            ts: l.ts,
-            value: l.value,
-        })
-        .collect();
-    // The main metric first: the page shows it big.
-    latest.sort_by_key(|l| (l.metric != DEFAULT_METRIC, l.metric.clone()));
-    SensorView {
-        sensor,
-        latest,
-        open_alerts,
-    }
 }

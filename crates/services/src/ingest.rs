@@ -1,0 +1,139 @@
+//! The ingest service: the one entry every device protocol calls (HTTP JSON now; MQTT
+//! and InfluxDB line protocol later). Decode → provisioning policy → publish on the bus
+//! (durable before it returns) → metrics. Authentication happens before, in the front
+//! end, through the [`crate::Authenticator`]; the caller's role is checked here.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use vigia_bus::{Bus, BusError};
+use vigia_core::{IngestBatch, Permission, Reading, Timestamp};
+use vigia_ingest::decode::{decode_readings, DecodeError, DecodeLimits};
+use vigia_ingest::{metrics as m, Provisioning, SensorDirectory};
+
+use crate::{Caller, ServiceError};
+
+/// Bodies larger than this are decoded off the async runtime.
+const INLINE_DECODE_LIMIT: usize = 256 * 1024;
+
+/// Most per-row errors listed when readings of unprovisioned sensors are refused.
+const MAX_LISTED_ROWS: usize = 100;
+
+/// Limits of one ingest request.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// Largest request body accepted (front ends answer 413 past it).
+    pub max_body_bytes: usize,
+    pub decode: DecodeLimits,
+}
+
+/// Why readings were not accepted. Nothing of a refused request is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// Readings of sensors nobody provisioned, under `provisioning = required`: the
+    /// listed rows (row index when the request was a batch) and how many there were.
+    #[error("readings of unprovisioned sensors")]
+    Unprovisioned {
+        rows: Vec<(Option<usize>, String)>,
+        total: usize,
+    },
+    /// The bus refused (full, closing, unavailable): retry later.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Takes readings from devices and makes them durable on the bus.
+pub struct IngestService {
+    bus: Arc<dyn Bus>,
+    directory: Arc<SensorDirectory>,
+    provisioning: Provisioning,
+    limits: IngestLimits,
+}
+
+impl IngestService {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        directory: Arc<SensorDirectory>,
+        provisioning: Provisioning,
+        limits: IngestLimits,
+    ) -> Self {
+        Self {
+            bus,
+            directory,
+            provisioning,
+            limits,
+        }
+    }
+
+    /// The limits front ends enforce before calling (body size).
+    pub fn limits(&self) -> &IngestLimits {
+        &self.limits
+    }
+
+    /// Decodes a JSON body (one reading or an array) and publishes it; returns how many
+    /// readings are now durable.
+    pub async fn ingest_json(&self, caller: &Caller, body: Bytes) -> Result<usize, IngestError> {
+        caller.require(Permission::Ingest)?;
+        let now = Timestamp::now();
+        let limits = self.limits.decode.clone();
+        let readings = if body.len() <= INLINE_DECODE_LIMIT {
+            decode_readings(&body, now, &limits)?
+        } else {
+            tokio::task::spawn_blocking(move || decode_readings(&body, now, &limits))
+                .await
+                .map_err(|e| BusError::Unavailable(format!("decoder task failed: {e}")))??
+        };
+        self.publish(caller, readings, now).await
+    }
+
+    /// Publishes already decoded, validated readings (for protocols with their own
+    /// decoders); returns how many are now durable.
+    pub async fn publish(
+        &self,
+        caller: &Caller,
+        readings: Vec<Reading>,
+        received: Timestamp,
+    ) -> Result<usize, IngestError> {
+        caller.require(Permission::Ingest)?;
+        if self.provisioning == Provisioning::Required {
+            self.refuse_unknown_sensors(caller, &readings)?;
+        }
+        let accepted = readings.len();
+        self.bus
+            .publish(IngestBatch {
+                tenant: caller.tenant,
+                received_ms: received.0,
+                readings,
+            })
+            .await?;
+        metrics::counter!(m::INGEST_READINGS).increment(accepted as u64);
+        Ok(accepted)
+    }
+
+    fn refuse_unknown_sensors(
+        &self,
+        caller: &Caller,
+        readings: &[Reading],
+    ) -> Result<(), IngestError> {
+        let single = readings.len() == 1;
+        let mut rows = Vec::new();
+        let mut total = 0;
+        for (i, r) in readings.iter().enumerate() {
+            if !self.directory.contains(caller.tenant, &r.sensor) {
+                total += 1;
+                if rows.len() < MAX_LISTED_ROWS {
+                    rows.push(((!single).then_some(i), r.sensor.clone()));
+                }
+            }
+        }
+        if total == 0 {
+            Ok(())
+        } else {
+            Err(IngestError::Unprovisioned { rows, total })
+        }
+    }
+}

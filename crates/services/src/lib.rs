@@ -1,0 +1,25 @@
+//! Application services: the business rules behind every front end. HTTP handlers (and
+//! later MQTT and line protocol) parse, call one service method, and map the answer;
+//! each service method that changes something does it in one store transaction and then
+//! tells other processes through the fan-out.
+//!
+//! What this crate is not: it speaks no protocol (no HTTP types here) and names no
+//! backend (it sees the store, bus and fan-out ports only).
+
+pub mod alerts;
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod ingest;
+pub mod keys;
+pub mod sensors;
+
+pub use alerts::AlertService;
+pub use audit::AuditTrail;
+pub use auth::{
+    bootstrap, generate_key, hash_key, AuthError, Authenticator, Bootstrap, BootstrapError, Caller,
+};
+pub use error::ServiceError;
+pub use ingest::{IngestError, IngestLimits, IngestService};
+pub use keys::{KeyService, NewKey};
+pub use sensors::{LatestValue, SensorService, SensorView};

@@ -1,0 +1,79 @@
+//! The alerts port: listing and the lifecycle actions of people (ack, resolve by hand).
+//! Alerts opened and resolved by rules arrive through the unit of work
+//! ([`crate::Store::write_batch`]) with the readings that caused them.
+
+use async_trait::async_trait;
+use vigia_core::{Alert, AlertId, AlertState, RuleKind, SensorId, Severity, TenantId, Timestamp};
+
+use crate::StoreResult;
+
+/// An alert the rule engine wants opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub tenant: TenantId,
+    pub sensor: SensorId,
+    pub rule: String,
+    pub kind: RuleKind,
+    pub severity: Severity,
+    pub metric: String,
+    pub value: f64,
+    pub message: String,
+    pub opened_at: Timestamp,
+}
+
+/// A change to alerts decided by the rule engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertTransition {
+    /// Open an alert unless one is already open or acked for (sensor, rule).
+    Open(NewAlert),
+    /// Resolve the open or acked alert for (sensor, rule), if any, as `auto`.
+    Resolve {
+        tenant: TenantId,
+        sensor: SensorId,
+        rule: String,
+        at: Timestamp,
+    },
+}
+
+/// Which alerts to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertFilter {
+    pub state: Option<AlertState>,
+    pub sensor: Option<String>,
+    /// Newest first; at most this many.
+    pub limit: usize,
+}
+
+/// Alerts: lists and the actions of people.
+#[async_trait]
+pub trait AlertRepo: Send + Sync {
+    async fn list(&self, tenant: TenantId, filter: &AlertFilter) -> StoreResult<Vec<Alert>>;
+    async fn get(&self, tenant: TenantId, id: AlertId) -> StoreResult<Alert>;
+    /// Open → acked, in one transaction. Acking an acked alert returns it unchanged; a
+    /// resolved one is `Conflict`.
+    async fn ack(
+        &self,
+        tenant: TenantId,
+        id: AlertId,
+        by: &str,
+        at: Timestamp,
+    ) -> StoreResult<Alert>;
+    /// Open or acked → resolved, in one transaction. Resolving a resolved alert returns
+    /// it unchanged.
+    async fn resolve(
+        &self,
+        tenant: TenantId,
+        id: AlertId,
+        by: &str,
+        at: Timestamp,
+    ) -> StoreResult<Alert>;
+    /// Open and acked alerts across tenants (for rebuilding rule state).
+    async fn unresolved(&self) -> StoreResult<Vec<Alert>>;
+    /// Open plus acked alerts per sensor of the tenant (only sensors that have any);
+    /// with `sensor`, of that sensor only. Exact, whatever the number of alerts.
+    async fn unresolved_counts(
+        &self,
+        tenant: TenantId,
+        sensor: Option<SensorId>,
+    ) -> StoreResult<Vec<(SensorId, u64)>>;
+}

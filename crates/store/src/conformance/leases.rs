@@ -1,0 +1,74 @@
+//! Conformance checks for leases: one holder at a time, renewal, expiry, release.
+
+use std::time::Duration;
+
+use vigia_core::Timestamp;
+
+use super::T0;
+use crate::Store;
+
+/// A free lease is taken; a held one is refused to others and renewed for its holder;
+/// an expired one is taken over; release frees it only for its holder.
+pub async fn leases_one_holder_at_a_time(store: &dyn Store) {
+    let leases = store.leases();
+    let ttl = Duration::from_secs(10);
+    let at = |ms: i64| Timestamp(T0 + ms);
+    assert!(leases
+        .try_acquire("scheduler", "a", ttl, at(0))
+        .await
+        .expect("acquire"));
+    assert!(
+        !leases
+            .try_acquire("scheduler", "b", ttl, at(1_000))
+            .await
+            .expect("b tries"),
+        "held by a"
+    );
+    assert!(
+        leases
+            .try_acquire("scheduler", "a", ttl, at(9_000))
+            .await
+            .expect("renew"),
+        "a renews"
+    );
+    assert!(
+        !leases
+            .try_acquire("scheduler", "b", ttl, at(12_000))
+            .await
+            .expect("b tries"),
+        "the renewal moved the expiry to 19 s"
+    );
+    assert!(
+        leases
+            .try_acquire("other", "b", ttl, at(12_000))
+            .await
+            .expect("other lease"),
+        "leases are independent by name"
+    );
+    assert!(
+        leases
+            .try_acquire("scheduler", "b", ttl, at(19_000))
+            .await
+            .expect("take over"),
+        "an expired lease is taken over"
+    );
+    leases
+        .release("scheduler", "a")
+        .await
+        .expect("release by a non-holder");
+    assert!(
+        !leases
+            .try_acquire("scheduler", "a", ttl, at(20_000))
+            .await
+            .expect("a tries"),
+        "a release by a non-holder changes nothing"
+    );
+    leases.release("scheduler", "b").await.expect("release");
+    assert!(
+        leases
+            .try_acquire("scheduler", "a", ttl, at(20_000))
+            .await
+            .expect("a again"),
+        "a released lease is free"
+    );
+}
