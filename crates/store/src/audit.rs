@@ -85,4 +85,6 @@ pub trait AuditRepo: Send + Sync {
     async fn record(&self, events: &[(AuditEvent, u64)], at: Timestamp) -> StoreResult<()>;
     /// The newest rows first: of one tenant, or (`None`) the rows of unidentified callers.
     async fn list(&self, tenant: Option<TenantId>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    /// Deletes the rows of minutes before `before` (retention); returns how many.
+    async fn prune(&self, before: Timestamp) -> StoreResult<u64>;
 }

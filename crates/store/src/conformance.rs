@@ -34,10 +34,10 @@ pub use catalog::{
 };
 pub use leases::leases_one_holder_at_a_time;
 pub use readings::{
-    batch_is_atomic, concurrent_batches_fail_alone, large_batches_count_exactly,
-    latest_of_one_sensor, latest_only_moves_forward, readings_are_idempotent,
-    recent_readings_for_rebuild, series_limit_and_range, series_step_buckets,
-    tenant_isolation_of_readings,
+    batch_is_atomic, concurrent_batches_fail_alone, housekeeping_keeps_data,
+    large_batches_count_exactly, latest_of_one_sensor, latest_only_moves_forward,
+    readings_are_idempotent, recent_readings_for_rebuild, series_limit_and_range,
+    series_step_buckets, tenant_isolation_of_readings,
 };
 
 /// The catalog port's checks (tenants, keys, sensors).
@@ -68,6 +68,7 @@ macro_rules! for_each_reading_check {
             concurrent_batches_fail_alone,
             latest_only_moves_forward,
             latest_of_one_sensor,
+            housekeeping_keeps_data,
             recent_readings_for_rebuild,
             series_limit_and_range,
             series_step_buckets,

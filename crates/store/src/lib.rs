@@ -97,6 +97,10 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap round trip proving the backend answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Routine upkeep the backend needs (SQLite: checkpoint and truncate the WAL, drop
+    /// long-expired leases); returns a one-line summary. Run by the scheduler.
+    async fn housekeep(&self) -> StoreResult<String>;
+
     /// Finishes queued writes and releases the backend; later calls fail with
     /// `Unavailable`. Idempotent.
     async fn close(&self);

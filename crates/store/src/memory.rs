@@ -156,6 +156,11 @@ impl Store for VolatileStore {
         self.read().map(drop)
     }
 
+    async fn housekeep(&self) -> StoreResult<String> {
+        self.read().map(drop)?;
+        Ok("nothing to do (in memory)".into())
+    }
+
     async fn close(&self) {
         self.shut_down()
     }

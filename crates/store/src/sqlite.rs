@@ -246,6 +246,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn housekeep(&self) -> StoreResult<String> {
+        self.write(|w| audit::housekeep(w.connection(), Timestamp::now()))
+            .await
+    }
+
     async fn close(&self) {
         SqliteStore::close(self).await
     }
@@ -469,6 +474,11 @@ impl AuditRepo for SqliteStore {
 
     async fn list(&self, tenant: Option<TenantId>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         self.reads.run(move |c| audit::list(c, tenant, limit)).await
+    }
+
+    async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
+        self.write(move |w| w.transaction(|tx| audit::prune(tx, before)))
+            .await
     }
 }
 

@@ -72,6 +72,7 @@ macro_rules! methods {
 methods! {
     WriteBatch => "store.write_batch",
     Ping => "store.ping",
+    Housekeep => "store.housekeep",
     Close => "store.close",
     DefaultTenant => "catalog.default_tenant",
     TenantBySlug => "catalog.tenant_by_slug",
@@ -98,6 +99,7 @@ methods! {
     UnresolvedCounts => "alerts.unresolved_counts",
     Record => "audit.record",
     ListAudit => "audit.list",
+    PruneAudit => "audit.prune",
     TryAcquire => "leases.try_acquire",
     Release => "leases.release",
 }
@@ -388,6 +390,11 @@ impl Store for FaultyStore {
         self.inner.ping().await
     }
 
+    async fn housekeep(&self) -> StoreResult<String> {
+        self.faults.enter(Method::Housekeep).await?;
+        self.inner.housekeep().await
+    }
+
     async fn close(&self) {
         // `close` cannot be planned to fail (set_failure refuses), so this is only the
         // count and the delay.
@@ -578,6 +585,11 @@ impl AuditRepo for FaultyStore {
     async fn list(&self, tenant: Option<TenantId>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         self.faults.enter(Method::ListAudit).await?;
         self.inner.audit().list(tenant, limit).await
+    }
+
+    async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
+        self.faults.enter(Method::PruneAudit).await?;
+        self.inner.audit().prune(before).await
     }
 }
 

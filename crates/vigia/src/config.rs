@@ -46,6 +46,32 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub rules: RulesConfig,
     pub auth: AuthConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How long the scheduler's leader lease lasts without renewal (a dead leader is
+    /// replaced within it); at least 1s.
+    pub lease_ttl: String,
+    /// How often the store's housekeeping (WAL checkpoint, stale leases) runs.
+    pub housekeeping_every: String,
+    /// How long audit rows are kept.
+    pub audit_retention: String,
+    /// When audit retention runs (cron, UTC).
+    pub audit_retention_cron: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl: "30s".into(),
+            housekeeping_every: "5m".into(),
+            audit_retention: "90d".into(),
+            audit_retention_cron: "17 3 * * *".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +142,7 @@ impl Default for Config {
             workers: WorkersConfig::default(),
             rules: RulesConfig::default(),
             auth: AuthConfig::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -170,6 +197,7 @@ const KEYS: &[&str] = &[
     "workers",
     "rules",
     "auth",
+    "scheduler",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -245,6 +273,14 @@ impl Config {
             .validate(&self.store, &self.store_context())
             .map_err(|e| anyhow::anyhow!("setting `store`: {e}"))?;
         crate::roles::parse(&self.roles).map_err(|e| anyhow::anyhow!("setting `roles`: {e}"))?;
+        if self.millis(&self.scheduler.lease_ttl) < 1_000 {
+            bail!("scheduler.lease_ttl must be at least 1s");
+        }
+        if self.millis(&self.scheduler.housekeeping_every) < 1_000 {
+            bail!("scheduler.housekeeping_every must be at least 1s");
+        }
+        vigia_scheduler::Schedule::cron(self.scheduler.audit_retention_cron.clone())
+            .map_err(|e| anyhow::anyhow!("setting `scheduler.audit_retention_cron`: {e}"))?;
         if self.auth.max_failures_per_second == 0 {
             bail!("auth.max_failures_per_second must be at least 1");
         }
@@ -260,6 +296,12 @@ impl Config {
             ("rules.rate_window", &self.rules.rate_window),
             ("rules.rate_min_interval", &self.rules.rate_min_interval),
             ("rules.resolve_hold", &self.rules.resolve_hold),
+            ("scheduler.lease_ttl", &self.scheduler.lease_ttl),
+            (
+                "scheduler.housekeeping_every",
+                &self.scheduler.housekeeping_every,
+            ),
+            ("scheduler.audit_retention", &self.scheduler.audit_retention),
         ] {
             parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
         }
@@ -339,6 +381,14 @@ mod tests {
                 "rules.resolve_hold",
             ),
             (Box::new(|c| c.workers.count = 0), "workers.count"),
+            (
+                Box::new(|c| c.scheduler.audit_retention_cron = "61 * * * *".into()),
+                "scheduler.audit_retention_cron",
+            ),
+            (
+                Box::new(|c| c.scheduler.lease_ttl = "10ms".into()),
+                "scheduler.lease_ttl",
+            ),
             (
                 Box::new(|c| c.rules.rate_min_interval = "2m".into()),
                 "rate_min_interval",

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod jobs;
 pub mod keys;
 pub mod roles;
 pub mod serve;

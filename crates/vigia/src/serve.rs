@@ -105,6 +105,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
 
+    let scheduler = if roles.has("scheduler") {
+        Some(crate::jobs::start(&config, store.clone()).context("could not start the scheduler")?)
+    } else {
+        None
+    };
+
     let audit = AuditTrail::new(store.clone());
     let audit_flusher = audit.spawn_flusher(Duration::from_secs(1), stop_rx.clone());
     let live = LiveHub::new(fanout.clone());
@@ -124,6 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .context("auth.max_failures_per_second must be at least 1")?,
         )),
         live: live.clone(),
+        jobs: scheduler.clone(),
         store: store.clone(),
         bus: bus.clone(),
         metrics,
@@ -184,6 +191,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = sim.await;
     }
     let _ = audit_flusher.await;
+    if let Some(scheduler) = &scheduler {
+        let report = scheduler.stop(Duration::from_secs(10)).await;
+        if !report.dropped.is_empty() {
+            warn!(jobs = ?report.dropped, "jobs still running at shutdown were dropped");
+        }
+    }
     if let Some(bus) = &bus {
         info!(depth = bus.depth(), "draining the bus");
         bus.close();

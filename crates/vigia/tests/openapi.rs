@@ -20,6 +20,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/keys"),
     ("get", "/api/v1/keys"),
     ("delete", "/api/v1/keys/{id}"),
+    ("get", "/api/v1/jobs"),
     ("get", "/api/v1/ws"),
     ("get", "/api/v1/events"),
     ("get", "/healthz"),

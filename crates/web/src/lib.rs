@@ -41,6 +41,8 @@ pub struct AppState {
     pub audit: Arc<AuditTrail>,
     pub failed_auth: Arc<FailedAuthLimiter>,
     pub live: LiveHub,
+    /// The scheduler's jobs, when this process has the `scheduler` role.
+    pub jobs: Option<vigia_scheduler::SchedulerHandle>,
     /// Checked by `/readyz`.
     pub store: Arc<dyn Store>,
     /// Checked by `/readyz` and measured for `/metrics` when this process uses the bus.

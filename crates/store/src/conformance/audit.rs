@@ -96,4 +96,28 @@ pub async fn audit_aggregates_per_minute(store: &dyn Store) {
         2,
         "limit holds"
     );
+
+    // Retention: rows of minutes before the cut go, the rest stay.
+    let pruned = audit
+        .prune(Timestamp(minute + 60_000))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 3, "the first minute's rows of both tenants");
+    let left: Vec<i64> = audit
+        .list(None, 100)
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.minute.0 - minute)
+        .collect();
+    assert_eq!(left, [60_000]);
+    assert!(audit
+        .list(Some(tenant.id), 100)
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(
+        audit.prune(Timestamp(minute)).await.expect("prune again"),
+        0
+    );
 }

@@ -63,6 +63,23 @@ impl AuditLog {
         }
     }
 
+    /// Deletes the rows of minutes before `before`; returns how many.
+    fn prune(&mut self, before: Timestamp) -> u64 {
+        let old: Vec<RowId> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| r.minute < before)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &old {
+            if let Some(row) = self.rows.remove(id) {
+                self.by_tenant.remove(&(row.tenant, row.minute, *id));
+            }
+        }
+        self.by_event.retain(|minute, _| *minute >= before);
+        old.len() as u64
+    }
+
     /// The newest rows of one tenant (or of unidentified callers), newest minute first,
     /// then newest row first.
     fn list(&self, tenant: Option<TenantId>, limit: usize) -> Vec<AuditRecord> {
@@ -86,6 +103,10 @@ impl AuditRepo for VolatileStore {
 
     async fn list(&self, tenant: Option<TenantId>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         Ok(self.lock(&self.audit)?.list(tenant, limit))
+    }
+
+    async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
+        Ok(self.lock(&self.audit)?.prune(before))
     }
 }
 

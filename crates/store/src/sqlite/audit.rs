@@ -78,6 +78,36 @@ pub(crate) fn list(
     Ok(rows)
 }
 
+/// Deletes audit rows of minutes before `before`.
+pub(crate) fn prune(conn: &Connection, before: Timestamp) -> StoreResult<u64> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM audit_log WHERE minute < ?1")?
+        .execute([before.0])?;
+    Ok(deleted as u64)
+}
+
+/// Leases that expired this long ago are nobody's any more: housekeeping drops them.
+const STALE_LEASE_MS: i64 = 24 * 3_600_000;
+
+/// Checkpoints the WAL into the database and truncates it, and drops leases expired for
+/// a day; returns a summary. Runs on the writer connection, outside any transaction.
+pub(crate) fn housekeep(conn: &Connection, now: Timestamp) -> StoreResult<String> {
+    let stale = conn
+        .prepare_cached("DELETE FROM leases WHERE expires_at < ?1")?
+        .execute([now.0.saturating_sub(STALE_LEASE_MS)])?;
+    // (busy, WAL pages, pages checkpointed); busy = 1 when a reader kept it from finishing.
+    let (busy, log, done): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let checkpoint = if busy == 0 {
+        format!("WAL checkpointed and truncated ({done} of {log} pages)")
+    } else {
+        format!("WAL partly checkpointed ({done} of {log} pages; readers busy)")
+    };
+    Ok(format!("{checkpoint}; {stale} stale lease(s) removed"))
+}
+
 /// Takes or renews the lease; true when `holder` holds it afterwards.
 pub(crate) fn try_acquire_lease(
     conn: &Connection,

@@ -42,6 +42,12 @@ impl Writer {
         Ok(value)
     }
 
+    /// The write connection, for statements that must run outside a transaction (a WAL
+    /// checkpoint).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Records a committed sensor so batches naming it skip the lookup.
     pub(crate) fn remember_sensor(&mut self, sensor: &Sensor) {
         self.caches.remember_sensor(sensor.id, sensor.tenant);

@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource. `router()` is the single list of routes.
 
 pub mod alerts;
+pub mod jobs;
 pub mod keys;
 pub mod live;
 pub mod ops;
@@ -41,6 +42,7 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
             .routes(routes!(alerts::resolve_alert))
             .routes(routes!(keys::create_key, keys::list_keys))
             .routes(routes!(keys::revoke_key))
+            .routes(routes!(jobs::list_jobs))
             .routes(routes!(live::websocket))
             .routes(routes!(live::events))
             .routes(routes!(page::index))
