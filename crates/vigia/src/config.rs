@@ -26,7 +26,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Store URL: `sqlite` (in the data dir) or `sqlite:///path/to/file.sqlite3`.
     pub store: String,
-    /// Bus URL: `memory` (embedded, durable; file in the data dir).
+    /// Bus URL: `memory` (default; embedded, durable; file in the data dir), or any
+    /// scheme of `vigia_bus::supported_schemes()`.
     pub bus: String,
     /// `full`: fsync before answering 202 (survives power loss); `os`: survives
     /// `kill -9` of the process but not power loss, and is faster.
@@ -216,12 +217,7 @@ impl Config {
     /// Checks everything a user can get wrong, with a message saying what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.store_path()?;
-        if self.bus != "memory" {
-            bail!(
-                "bus `{}` is not available in this build; use `memory` (embedded, durable)",
-                self.bus
-            );
-        }
+        vigia_bus::validate_url(&self.bus).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (name, value) in [
             ("shutdown_timeout", &self.shutdown_timeout),
             ("ingest.max_future", &self.ingest.max_future),
@@ -264,11 +260,6 @@ impl Config {
                 )
             }
         }
-    }
-
-    /// Where the embedded bus keeps its log.
-    pub fn bus_path(&self) -> PathBuf {
-        self.data_dir.join("bus.sqlite3")
     }
 
     /// A validated duration setting in milliseconds.

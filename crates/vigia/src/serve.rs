@@ -10,7 +10,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
-use vigia_bus::{Bus, EmbeddedBus, EmbeddedBusOptions};
+use vigia_bus::{Bus, Capacity, OpenContext, Topic};
 use vigia_ingest::decode::DecodeLimits;
 use vigia_ingest::{LiveHub, Pipeline, PipelineConfig};
 use vigia_rules::EngineConfig;
@@ -103,7 +103,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(sim) = simulator {
         let _ = sim.await;
     }
-    info!(depth = bus.depth(), "draining the bus");
+    info!(
+        depth = bus.lag(Topic::READINGS).await.unwrap_or_default(),
+        "draining the bus"
+    );
     bus.close();
     let timeout = config.duration(&config.shutdown_timeout);
     let drained = tokio::time::timeout(timeout, async {
@@ -114,7 +117,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(()) => info!("workers drained"),
         Err(_) => {
             warn!(
-                depth = bus.depth(),
+                depth = bus.lag(Topic::READINGS).await.unwrap_or_default(),
                 "shutdown timeout: leaving the rest on the durable bus for the next start"
             );
             workers.abort_all();
@@ -139,23 +142,24 @@ async fn open_backends(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<d
     })
     .await
     .with_context(|| format!("could not open the store at {}", store_path.display()))?;
-    let bus_path = config.bus_path();
-    let bus = EmbeddedBus::open(EmbeddedBusOptions {
-        durability: config.durability,
-        capacity_readings: config.ingest.queue_capacity_readings,
-        // Waiting payloads past this are read back from the bus file (hot in the OS page
-        // cache) instead of being held in process memory.
-        memory_budget_bytes: 8 * 1024 * 1024,
-        ..EmbeddedBusOptions::new(bus_path.clone())
-    })
-    .with_context(|| format!("could not open the bus at {}", bus_path.display()))?;
-    if bus.depth() > 0 {
-        info!(
-            depth = bus.depth(),
-            "replaying readings left on the bus by the last run"
-        );
+    let bus = vigia_bus::open(
+        &config.bus,
+        &OpenContext {
+            data_dir: config.data_dir.clone(),
+            durability: config.durability,
+            capacity: Capacity::default()
+                .with(Topic::READINGS, config.ingest.queue_capacity_readings),
+            // Waiting payloads past this are read back from the bus file (hot in the OS
+            // page cache) instead of being held in process memory.
+            memory_budget_bytes: 8 * 1024 * 1024,
+        },
+    )
+    .await?;
+    let depth = bus.lag(Topic::READINGS).await?;
+    if depth > 0 {
+        info!(depth, "replaying readings left on the bus by the last run");
     }
-    Ok((Arc::new(store), Arc::new(bus)))
+    Ok((Arc::new(store), bus))
 }
 
 fn pipeline_config(config: &Config) -> PipelineConfig {

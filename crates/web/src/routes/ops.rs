@@ -52,7 +52,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    metrics::gauge!(vigia_ingest::metrics::BUS_DEPTH).set(state.pipeline.bus.depth() as f64);
+    if let Ok(lag) = state.pipeline.bus.lag(vigia_bus::Topic::READINGS).await {
+        metrics::gauge!(vigia_ingest::metrics::BUS_DEPTH).set(lag as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

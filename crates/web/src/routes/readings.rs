@@ -94,15 +94,15 @@ pub async fn post_readings(
     }
 
     let accepted = readings.len();
-    state
-        .pipeline
-        .bus
-        .publish(IngestBatch {
+    vigia_bus::readings::publish(
+        &*state.pipeline.bus,
+        IngestBatch {
             tenant: caller.tenant,
             received_ms: now.0,
             readings,
-        })
-        .await?;
+        },
+    )
+    .await?;
     metrics::counter!(m::INGEST_READINGS).increment(accepted as u64);
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted })))
 }
