@@ -3,7 +3,7 @@
 //! transactions of the same size (no channel, no encoding, no queue, no acks).
 //!
 //! Run: `cargo bench -p vigia-bus --bench embedded_publish`. `VIGIA_BENCH_SECS` sets the
-//! seconds per case (default 1.5). It prints figures; it never fails on a timing.
+//! seconds per case (default 1.5); `VIGIA_BENCH_ONLY` picks cases (`Os/1/64,Full/1/1`). It prints figures; it never fails on a timing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -207,6 +207,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .map_or(Duration::from_millis(1500), Duration::from_secs_f64);
+    // `VIGIA_BENCH_ONLY=Os/1/64,Full/1000/256` runs only those cases (durability/readings/publishers).
+    let only = std::env::var("VIGIA_BENCH_ONLY").ok();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -237,6 +239,13 @@ fn main() {
                     readings_per_batch,
                     publishers,
                 };
+                let name = format!("{durability:?}/{readings_per_batch}/{publishers}");
+                if only
+                    .as_deref()
+                    .is_some_and(|only| !only.split(',').any(|o| o == name))
+                {
+                    continue;
+                }
                 reset_peak_rss();
                 let figures = runtime.block_on(run_bus(case, run_for));
                 let peak = peak_rss_mib().unwrap_or(f64::NAN);

@@ -153,6 +153,7 @@ impl<C: Committer> Writer<C> {
             max_weight: options.max_group_weight.max(1),
             held: None,
             draining: false,
+            unreturned: 0,
         };
         let handle = std::thread::Builder::new()
             .name(options.name)
@@ -268,6 +269,10 @@ struct Thread<C: Committer> {
     held: Option<Item<C>>,
     /// Closing: take what is queued without blocking, then stop.
     draining: bool,
+    /// Items taken off the channel whose permits are not handed back yet: they go back
+    /// in one call per group, not one per item (each call takes the semaphore's lock,
+    /// which publishers contend for).
+    unreturned: usize,
 }
 
 impl<C: Committer> Thread<C> {
@@ -288,9 +293,13 @@ impl<C: Committer> Thread<C> {
             match item {
                 Item::Job(first) => {
                     let group = self.gather(first);
+                    self.return_permits();
                     self.committer.commit(group);
                 }
-                Item::Alone(task) => task(&mut self.committer),
+                Item::Alone(task) => {
+                    self.return_permits();
+                    task(&mut self.committer)
+                }
                 Item::Close(done) => {
                     self.draining = true;
                     closers.extend(done);
@@ -322,12 +331,22 @@ impl<C: Committer> Thread<C> {
         }
     }
 
-    /// Takes one item off the channel and hands its permit back.
-    fn took(&self, item: Item<C>) -> Item<C> {
+    /// Counts an item taken off the channel; its permit goes back with
+    /// [`Thread::return_permits`].
+    fn took(&mut self, item: Item<C>) -> Item<C> {
         if !matches!(item, Item::Close(_)) {
-            self.shared.permits.add_permits(1);
+            self.unreturned += 1;
         }
         item
+    }
+
+    /// Hands back the permits of the items taken so far, making room for callers.
+    fn return_permits(&mut self) {
+        if self.unreturned > 0 {
+            self.shared
+                .permits
+                .add_permits(std::mem::take(&mut self.unreturned));
+        }
     }
 
     fn next(&mut self) -> Next<C> {
@@ -371,6 +390,8 @@ impl<C: Committer> Thread<C> {
         if weight >= self.max_weight || self.draining {
             return group;
         }
+        // The callers this group waits for may need room in the channel to arrive.
+        self.return_permits();
         let linger = self.committer.linger(&group);
         if linger.is_zero() {
             return group;

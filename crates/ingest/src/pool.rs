@@ -15,8 +15,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use vigia_bus::{readings, Bus, BusError, Topic};
 use vigia_core::{
-    AlertChange, Condition, IngestBatch, LiveEvent, Reading, Sensor, SensorId, TenantId,
-    Timestamp,
+    AlertChange, Condition, IngestBatch, LiveEvent, Reading, Sensor, SensorId, TenantId, Timestamp,
 };
 use vigia_rules::{EngineConfig, SensorState, Transition};
 use vigia_store::{AlertTransition, NewAlert, SensorReading, Store, StoreError, WriteBatch};
