@@ -1,16 +1,16 @@
-//! Publish throughput of the embedded bus, with a consumer receiving and acking as ingest's
-//! worker pool would, against a baseline of bare SQLite inserts in group-commit
+//! Publish throughput of the embedded bus on the readings topic, with a consumer receiving
+//! (through the typed helper) and acking as ingest's worker pool would, against a baseline of bare SQLite inserts in group-commit
 //! transactions of the same size (no channel, no encoding, no queue, no acks).
 //!
 //! Run: `cargo bench -p vigia-bus --bench embedded_publish`. `VIGIA_BENCH_SECS` sets the
-//! seconds per case (default 1.5). It prints figures; it never fails on a timing.
+//! seconds per case (default 1.5); `VIGIA_BENCH_ONLY` picks cases (`Os/1/64,Full/1/1`). It prints figures; it never fails on a timing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
-use vigia_bus::{Bus, BusError, Durability, EmbeddedBus, EmbeddedBusOptions};
+use vigia_bus::{readings, Bus, BusError, Durability, EmbeddedBus, EmbeddedBusOptions};
 use vigia_core::{IngestBatch, Reading, TenantId, Timestamp};
 
 /// One measured configuration.
@@ -85,18 +85,18 @@ async fn run_bus(case: Case, run_for: Duration) -> Figures {
     let consumer = {
         let bus = Arc::clone(&bus);
         tokio::spawn(async move {
-            let mut readings = 0u64;
+            let mut consumed = 0u64;
             loop {
-                match bus.receive(5_000).await {
-                    Ok(deliveries) => {
-                        let ids: Vec<_> = deliveries.iter().map(|d| d.id).collect();
-                        readings += deliveries
+                match readings::receive(&*bus, 5_000).await {
+                    Ok(received) => {
+                        let tokens: Vec<_> = received.iter().map(|r| r.token.clone()).collect();
+                        consumed += received
                             .iter()
-                            .map(|d| d.batch.readings.len() as u64)
+                            .map(|r| r.value.readings.len() as u64)
                             .sum::<u64>();
-                        bus.ack(&ids).await.expect("ack");
+                        bus.ack(tokens).await.expect("ack");
                     }
-                    Err(BusError::Closed) => return readings,
+                    Err(BusError::Closed) => return consumed,
                     Err(e) => panic!("receive: {e}"),
                 }
             }
@@ -120,7 +120,7 @@ async fn run_bus(case: Case, run_for: Duration) -> Figures {
         publishers.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 // The clone stands for the batch ingest would have just parsed.
-                match bus.publish(template.clone()).await {
+                match readings::publish(&*bus, template.clone()).await {
                     Ok(()) => {
                         published.fetch_add(1, Ordering::Relaxed);
                     }
@@ -207,6 +207,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .map_or(Duration::from_millis(1500), Duration::from_secs_f64);
+    // `VIGIA_BENCH_ONLY=Os/1/64,Full/1000/256` runs only those cases (durability/readings/publishers).
+    let only = std::env::var("VIGIA_BENCH_ONLY").ok();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -237,6 +239,13 @@ fn main() {
                     readings_per_batch,
                     publishers,
                 };
+                let name = format!("{durability:?}/{readings_per_batch}/{publishers}");
+                if only
+                    .as_deref()
+                    .is_some_and(|only| !only.split(',').any(|o| o == name))
+                {
+                    continue;
+                }
                 reset_peak_rss();
                 let figures = runtime.block_on(run_bus(case, run_for));
                 let peak = peak_rss_mib().unwrap_or(f64::NAN);

@@ -1,33 +1,34 @@
 //! The embedded bus: in-process, bounded, and durable across `kill -9`.
 //!
-//! Published batches are appended to a SQLite file (WAL mode) by one writer thread that
-//! group-commits whatever is queued, so one fsync serves many publishers. Committed
-//! messages are also kept in an in-memory FIFO that receivers pop from; payloads beyond
-//! the memory budget are read back from the file. An ack deletes the row (eventually);
-//! whatever is still in the file at open is delivered again.
+//! Published messages of every topic are appended to one SQLite file (WAL mode) by one
+//! writer thread that group-commits whatever is queued (`vigia_groupcommit`), so one
+//! fsync serves many publishers. Committed messages are also kept in an in-memory FIFO
+//! per topic that receivers pop from, with the publisher's in-process value when the
+//! memory budget allows; payloads beyond the budget are read back from the file. An ack
+//! deletes the row (eventually); whatever is still in the file at open is delivered
+//! again.
 
-mod drain;
 mod file_lock;
 mod log;
-mod queue;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
-use tokio::sync::{oneshot, Notify, Semaphore};
-use vigia_core::IngestBatch;
+use tokio::sync::{oneshot, Notify};
+use vigia_groupcommit::{Options as WriterOptions, Writer};
 
-use self::drain::DrainMeter;
 use self::file_lock::FileLock;
-use self::queue::{Entry, Queue};
-use self::writer::{Job, Publish, Writer};
-use crate::{Bus, BusError, Delivery, DeliveryId, Durability};
+use self::writer::{Job, LogWriter, Publish};
+use crate::drain::{reserve, DrainMeter};
+use crate::queue::{Budget, Entry, Queue};
+use crate::{
+    Bus, BusError, Capacity, Delivery, DeliveryToken, Durability, Message, Topic, TOPIC_COUNT,
+};
 
 /// Settings of an [`EmbeddedBus`]; [`EmbeddedBusOptions::new`] fills in the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,18 +38,17 @@ pub struct EmbeddedBusOptions {
     pub path: PathBuf,
     /// Whether a publish waits for an fsync ([`Durability::Full`]) or only for the OS.
     pub durability: Durability,
-    /// Readings published and not yet acked beyond which `publish` answers `Full`.
-    pub capacity_readings: u64,
-    /// Bytes of waiting payloads kept in memory; the rest are read back from the file.
+    /// Per-topic lag beyond which `publish` answers `Full`.
+    pub capacity: Capacity,
+    /// Bytes of waiting messages (payloads and in-process values) kept in memory, all
+    /// topics together; the rest are read back from the file.
     pub memory_budget_bytes: usize,
-    /// The most jobs (publishes and acks) the writer commits in one transaction.
+    /// The most jobs (publishes, acks, rejections) the writer commits in one transaction.
     pub max_commit_batches: usize,
 }
 
 impl EmbeddedBusOptions {
-    /// Default capacity: one million readings waiting.
-    pub const DEFAULT_CAPACITY_READINGS: u64 = 1_000_000;
-    /// Default memory budget for waiting payloads: 32 MiB.
+    /// Default memory budget for waiting messages: 32 MiB.
     pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 32 * 1024 * 1024;
     /// Default group-commit cap.
     pub const DEFAULT_MAX_COMMIT_BATCHES: usize = 4096;
@@ -58,27 +58,39 @@ impl EmbeddedBusOptions {
         Self {
             path: path.into(),
             durability: Durability::default(),
-            capacity_readings: Self::DEFAULT_CAPACITY_READINGS,
+            capacity: Capacity::default(),
             memory_budget_bytes: Self::DEFAULT_MEMORY_BUDGET_BYTES,
             max_commit_batches: Self::DEFAULT_MAX_COMMIT_BATCHES,
         }
     }
 }
 
-/// State shared by the bus handle, its writer thread and its payload reads.
-struct Shared {
+/// What the bus handle, its writer and its payload reads share about one topic.
+struct TopicShared {
     queue: Mutex<Queue>,
     /// Woken whenever messages become receivable or the bus closes.
     ready: Notify,
-    /// Readings published (or being published) and not yet acked.
-    depth: AtomicU64,
-    closed: AtomicBool,
+    /// Weight published (or being published) and not yet acked or rejected.
+    lag: AtomicU64,
     /// Publishes admitted and not yet committed or failed; `receive` only reports
     /// `Closed` once this is zero, so nothing published before `close` is stranded.
     in_writer: AtomicU64,
+    drain: Mutex<DrainMeter>,
+    capacity: u64,
+}
+
+/// State shared by the bus handle, its writer thread and its payload reads.
+pub(crate) struct Shared {
+    topics: [TopicShared; TOPIC_COUNT],
+    closed: AtomicBool,
     /// Why the last commit failed, until one succeeds (reported by `ping`).
     health: Mutex<Option<String>>,
-    drain: Mutex<DrainMeter>,
+}
+
+impl Shared {
+    fn topic(&self, topic: Topic) -> &TopicShared {
+        &self.topics[topic.index()]
+    }
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: every structure guarded here
@@ -94,26 +106,29 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct EmbeddedBus {
     options: EmbeddedBusOptions,
     shared: Arc<Shared>,
-    /// `None` only while dropping, so the writer sees the channel close.
-    jobs: Option<mpsc::Sender<Job>>,
-    permits: Arc<Semaphore>,
+    /// Tells this handle's delivery tokens from any other bus's.
+    owner: u64,
+    /// Declared before the reader and the lock: dropped (closed, drained, joined) first.
+    writer: Writer<LogWriter>,
     reader: Arc<Mutex<Connection>>,
-    writer: Option<JoinHandle<()>>,
     /// Declared last: released only after the writer and the reader are done.
     _lock: FileLock,
 }
 
 impl EmbeddedBus {
-    /// Opens (or creates) the bus at `options.path` and queues every message still in it
-    /// for redelivery: this is the crash-recovery path.
+    /// Opens (or creates, or migrates) the bus at `options.path` and queues every message
+    /// still in it for redelivery: this is the crash-recovery path.
     ///
     /// This blocks on file I/O (reading back what was left in the log): call it at
     /// start-up or from `spawn_blocking`, not from an async task.
     pub fn open(options: EmbeddedBusOptions) -> Result<EmbeddedBus, BusError> {
-        if options.capacity_readings == 0 {
-            return Err(BusError::Unavailable(
-                "invalid bus options: capacity_readings must be at least 1".into(),
-            ));
+        if let Some(topic) = Topic::ALL
+            .into_iter()
+            .find(|t| options.capacity.of(*t) == 0)
+        {
+            return Err(BusError::Unavailable(format!(
+                "invalid bus options: the capacity of topic `{topic}` must be at least 1"
+            )));
         }
         let path = options.path.as_path();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -123,53 +138,66 @@ impl EmbeddedBus {
         let file_lock = FileLock::acquire(&lock_path(path))?;
         let conn = log::open_writer(path, options.durability)
             .map_err(|e| log::unavailable(&format!("opening {}", path.display()), e))?;
-        let mut queue = Queue::new(options.memory_budget_bytes);
-        let recovered = log::recover(&conn, &mut queue)
+        let budget = Arc::new(Budget::new(options.memory_budget_bytes));
+        let mut queues: [Queue; TOPIC_COUNT] =
+            std::array::from_fn(|_| Queue::new(Arc::clone(&budget), false));
+        let recovered = log::recover(&conn, &mut queues)
             .map_err(|e| log::unavailable(&format!("recovering {}", path.display()), e))?;
         let reader = log::open_reader(path)
             .map_err(|e| log::unavailable(&format!("opening {}", path.display()), e))?;
-        if recovered.messages > 0 {
-            tracing::info!(
+        for topic in Topic::ALL {
+            let messages = recovered.messages[topic.index()];
+            if messages > 0 {
+                tracing::info!(
+                    path = %path.display(),
+                    %topic,
+                    messages,
+                    weight = recovered.weight[topic.index()],
+                    "bus: redelivering messages left unacked by the previous run"
+                );
+            }
+        }
+        if recovered.unknown > 0 {
+            tracing::warn!(
                 path = %path.display(),
-                messages = recovered.messages,
-                readings = recovered.readings,
-                "bus: redelivering messages left unacked by the previous run"
+                messages = recovered.unknown,
+                "bus: leaving messages of topics this build does not know in the log"
             );
         }
 
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(queue),
+        let now = Instant::now();
+        let mut queues = queues.into_iter();
+        let topics = Topic::ALL.map(|topic| TopicShared {
+            queue: Mutex::new(queues.next().expect("one queue per topic")),
             ready: Notify::new(),
-            depth: AtomicU64::new(recovered.readings),
-            closed: AtomicBool::new(false),
+            lag: AtomicU64::new(recovered.weight[topic.index()]),
             in_writer: AtomicU64::new(0),
+            drain: Mutex::new(DrainMeter::new(now)),
+            capacity: options.capacity.of(topic),
+        });
+        let shared = Arc::new(Shared {
+            topics,
+            closed: AtomicBool::new(false),
             health: Mutex::new(None),
-            drain: Mutex::new(DrainMeter::new(Instant::now())),
         });
         let max_group = options.max_commit_batches.max(1);
-        // Room for one group being committed and the next one filling up.
-        let permits = Arc::new(Semaphore::new(max_group.saturating_mul(2)));
-        let (jobs, job_rx) = mpsc::channel();
-        let writer = Writer::new(
-            conn,
-            job_rx,
-            Arc::clone(&shared),
-            Arc::clone(&permits),
-            recovered.next_id,
-            max_group,
-        );
-        let writer = std::thread::Builder::new()
-            .name("vigia-bus-writer".into())
-            .spawn(move || writer.run())
-            .map_err(|e| log::unavailable("starting the bus writer thread", e))?;
+        let writer = Writer::spawn(
+            LogWriter::new(conn, Arc::clone(&shared), recovered.next_id),
+            WriterOptions {
+                name: "vigia-bus-writer".into(),
+                // Room for one group being committed and the next one filling up.
+                queue: max_group.saturating_mul(2),
+                max_group_weight: max_group,
+            },
+        )
+        .map_err(|e| log::unavailable("starting the bus writer thread", e))?;
 
         Ok(EmbeddedBus {
             options,
             shared,
-            jobs: Some(jobs),
-            permits,
+            owner: crate::message::next_owner(),
+            writer,
             reader: Arc::new(Mutex::new(reader)),
-            writer: Some(writer),
             _lock: file_lock,
         })
     }
@@ -179,82 +207,77 @@ impl EmbeddedBus {
         &self.options
     }
 
-    fn send(&self, job: Job) -> Result<(), BusError> {
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(job).ok())
-            .ok_or_else(|| BusError::Unavailable("the bus writer thread has stopped".into()))
-    }
-
-    /// Counts `readings` into the depth, or refuses them when the bus is full. A batch
-    /// larger than the whole capacity is still let into an empty bus, so it can never
-    /// be refused forever.
-    fn reserve(&self, readings: u64) -> Result<(), BusError> {
-        let capacity = self.options.capacity_readings;
-        self.shared
-            .depth
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |depth| {
-                let fits = depth
-                    .checked_add(readings)
-                    .is_some_and(|after| after <= capacity);
-                (depth == 0 || fits).then(|| depth.saturating_add(readings))
-            })
-            .map(drop)
-            .map_err(|pending| {
-                let excess = pending.saturating_add(readings) - capacity;
-                BusError::Full {
-                    pending,
-                    capacity,
-                    retry_after: lock(&self.shared.drain).retry_after(excess, Instant::now()),
-                }
-            })
-    }
-
-    /// Settles an undeliverable message and moves it aside in the log.
-    fn quarantine(&self, id: u64, reason: String) {
-        tracing::error!(id, %reason, "bus: moving an undeliverable message to dead_letters");
-        let (_, readings) = lock(&self.shared.queue).settle([id]);
-        self.shared.depth.fetch_sub(readings, Ordering::SeqCst);
-        if let Err(error) = self.send(Job::Quarantine { id, reason }) {
-            tracing::warn!(id, %error, "bus: could not record a dead letter");
-        }
+    async fn submit(&self, job: Job) -> Result<(), BusError> {
+        self.writer
+            .submit(job)
+            .await
+            .map_err(|_| BusError::Unavailable("the bus writer thread has stopped".into()))
     }
 
     /// Turns taken entries into deliveries, reading from the file the payloads that did
-    /// not fit in memory. Undecodable payloads are quarantined, not delivered.
-    async fn deliver(&self, taken: Vec<Entry>) -> Result<Vec<Delivery>, BusError> {
+    /// not fit in memory.
+    async fn deliver(&self, topic: Topic, taken: Vec<Entry>) -> Result<Vec<Delivery>, BusError> {
         let taken = if taken.iter().any(|e| e.payload.is_none()) {
             // If this future is dropped mid-read, the deliveries go back to the queue
             // instead of waiting in flight for a restart.
             let guard = RequeueOnDrop {
-                shared: &self.shared,
-                ids: taken.iter().map(|e| e.id).collect(),
+                topic: self.shared.topic(topic),
+                owner: self.owner,
+                seqs: taken.iter().map(|e| e.seq).collect(),
             };
-            let loaded = load_payloads(Arc::clone(&self.reader), taken).await;
-            match loaded {
-                Ok(loaded) => {
-                    guard.disarm();
-                    loaded
-                }
-                Err(error) => return Err(error),
-            }
+            let loaded = load_payloads(Arc::clone(&self.reader), taken).await?;
+            guard.disarm();
+            loaded
         } else {
             taken
         };
         let mut deliveries = Vec::with_capacity(taken.len());
         for entry in taken {
-            match entry.payload.as_deref().map(IngestBatch::decode) {
-                Some(Ok(batch)) => deliveries.push(Delivery {
-                    id: DeliveryId(entry.id),
-                    batch,
-                }),
-                Some(Err(reason)) => {
-                    self.quarantine(entry.id, format!("undecodable payload: {reason}"));
-                }
-                None => self.quarantine(entry.id, "payload missing from the log".into()),
-            }
+            let Some(payload) = entry.payload else {
+                // Only a damaged file loses a row still in flight: nothing to deliver
+                // nor to move aside.
+                tracing::error!(%topic, id = entry.seq, "bus: message missing from the log");
+                let (_, weight) =
+                    lock(&self.shared.topic(topic).queue).settle([entry.seq], self.owner);
+                self.shared
+                    .topic(topic)
+                    .lag
+                    .fetch_sub(weight, Ordering::SeqCst);
+                continue;
+            };
+            deliveries.push(Delivery::new(
+                DeliveryToken::seq(self.owner, topic, entry.seq),
+                payload,
+                u32::try_from(entry.weight).unwrap_or(u32::MAX),
+                entry.redelivered,
+                entry.local,
+            ));
         }
         Ok(deliveries)
+    }
+
+    /// Settles this bus's tokens for good, per topic; returns the settled ids.
+    fn settle(&self, tokens: Vec<DeliveryToken>) -> Vec<u64> {
+        let mut per_topic: [Vec<u64>; TOPIC_COUNT] = Default::default();
+        for token in tokens {
+            if let Some(seq) = token.seq_of(self.owner) {
+                per_topic[token.topic().index()].push(seq);
+            }
+        }
+        let mut settled = Vec::new();
+        for (topic, seqs) in Topic::ALL.into_iter().zip(per_topic) {
+            if seqs.is_empty() {
+                continue;
+            }
+            let state = self.shared.topic(topic);
+            let (ids, weight) = lock(&state.queue).settle(seqs, self.owner);
+            if !ids.is_empty() {
+                state.lag.fetch_sub(weight, Ordering::SeqCst);
+                lock(&state.drain).record(weight, Instant::now());
+                settled.extend(ids);
+            }
+        }
+        settled
     }
 }
 
@@ -273,8 +296,9 @@ async fn load_payloads(
     tokio::task::spawn_blocking(move || {
         let conn = lock(&reader);
         for entry in taken.iter_mut().filter(|e| e.payload.is_none()) {
-            entry.payload = log::read_payload(&conn, entry.id)
-                .map_err(|e| log::unavailable("reading a payload back from the bus log", e))?;
+            entry.payload = log::read_payload(&conn, entry.seq)
+                .map_err(|e| log::unavailable("reading a payload back from the bus log", e))?
+                .map(Into::into);
         }
         Ok(taken)
     })
@@ -284,30 +308,31 @@ async fn load_payloads(
 
 /// Hands deliveries back to the queue unless disarmed.
 struct RequeueOnDrop<'a> {
-    shared: &'a Shared,
-    ids: Vec<u64>,
+    topic: &'a TopicShared,
+    owner: u64,
+    seqs: Vec<u64>,
 }
 
 impl RequeueOnDrop<'_> {
     fn disarm(mut self) {
-        self.ids.clear();
+        self.seqs.clear();
     }
 }
 
 impl Drop for RequeueOnDrop<'_> {
     fn drop(&mut self) {
-        if self.ids.is_empty() {
+        if self.seqs.is_empty() {
             return;
         }
-        lock(&self.shared.queue).requeue(self.ids.drain(..));
-        self.shared.ready.notify_waiters();
+        lock(&self.topic.queue).requeue(self.seqs.drain(..), self.owner);
+        self.topic.ready.notify_waiters();
     }
 }
 
 /// Undoes a publish's bookkeeping if it stops before its job reaches the writer
 /// (closed bus, full bus, cancelled future); once handed over, the writer owns it.
 struct Admission<'a> {
-    shared: &'a Shared,
+    topic: &'a TopicShared,
     reserved: u64,
     handed_over: bool,
 }
@@ -317,61 +342,63 @@ impl Drop for Admission<'_> {
         if self.handed_over {
             return;
         }
-        self.shared.depth.fetch_sub(self.reserved, Ordering::SeqCst);
-        self.shared.in_writer.fetch_sub(1, Ordering::SeqCst);
-        self.shared.ready.notify_waiters();
+        self.topic.lag.fetch_sub(self.reserved, Ordering::SeqCst);
+        self.topic.in_writer.fetch_sub(1, Ordering::SeqCst);
+        self.topic.ready.notify_waiters();
     }
 }
 
 #[async_trait]
 impl Bus for EmbeddedBus {
-    async fn publish(&self, batch: IngestBatch) -> Result<(), BusError> {
+    async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError> {
+        let state = self.shared.topic(topic);
         // Counted before the closed check, so a receiver that sees `closed` and a zero
         // count knows no publish can still land.
-        self.shared.in_writer.fetch_add(1, Ordering::SeqCst);
+        state.in_writer.fetch_add(1, Ordering::SeqCst);
         let mut admission = Admission {
-            shared: &self.shared,
+            topic: state,
             reserved: 0,
             handed_over: false,
         };
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(BusError::Closed);
         }
-        let readings = batch.readings.len() as u64;
-        self.reserve(readings)?;
-        admission.reserved = readings;
-        let payload = batch.encode();
-        let permit = self.permits.acquire().await.map_err(|_| BusError::Closed)?;
+        let weight = u64::from(message.weight);
+        reserve(&state.lag, weight, state.capacity, &state.drain)?;
+        admission.reserved = weight;
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Publish(Publish {
-            payload,
-            readings,
+        self.submit(Job::Publish(Publish {
+            topic,
+            payload: message.payload,
+            weight,
+            local: message.local,
             reply,
-        }))?;
-        permit.forget();
+        }))
+        .await?;
         admission.handed_over = true;
         answer.await.map_err(|_| {
             BusError::Unavailable("the bus writer thread stopped before committing".into())
         })?
     }
 
-    async fn receive(&self, max_readings: usize) -> Result<Vec<Delivery>, BusError> {
+    async fn receive(&self, topic: Topic, max_weight: usize) -> Result<Vec<Delivery>, BusError> {
+        let state = self.shared.topic(topic);
         loop {
-            let notified = self.shared.ready.notified();
+            let notified = state.ready.notified();
             tokio::pin!(notified);
             // Registered before looking, so a wake-up between the look and the wait
             // is not lost.
             notified.as_mut().enable();
-            let taken = lock(&self.shared.queue).take(max_readings);
+            let taken = lock(&state.queue).take(max_weight, self.owner);
             if !taken.is_empty() {
-                let deliveries = self.deliver(taken).await?;
+                let deliveries = self.deliver(topic, taken).await?;
                 if deliveries.is_empty() {
-                    continue; // all of them were quarantined
+                    continue; // every one of them was missing from the log
                 }
                 return Ok(deliveries);
             }
             if self.shared.closed.load(Ordering::SeqCst)
-                && self.shared.in_writer.load(Ordering::SeqCst) == 0
+                && state.in_writer.load(Ordering::SeqCst) == 0
             {
                 return Err(BusError::Closed);
             }
@@ -379,33 +406,48 @@ impl Bus for EmbeddedBus {
         }
     }
 
-    async fn ack(&self, ids: &[DeliveryId]) -> Result<(), BusError> {
-        let (settled, readings) = lock(&self.shared.queue).settle(ids.iter().map(|d| d.0));
+    async fn ack(&self, tokens: Vec<DeliveryToken>) -> Result<(), BusError> {
+        let settled = self.settle(tokens);
         if settled.is_empty() {
             return Ok(());
         }
-        self.shared.depth.fetch_sub(readings, Ordering::SeqCst);
-        lock(&self.shared.drain).record(readings, Instant::now());
-        self.send(Job::Ack(settled))
+        self.submit(Job::Ack(settled)).await
     }
 
-    async fn nack(&self, ids: &[DeliveryId]) -> Result<(), BusError> {
-        let requeued = lock(&self.shared.queue).requeue(ids.iter().map(|d| d.0));
-        if requeued > 0 {
-            self.shared.ready.notify_waiters();
+    async fn nack(&self, tokens: Vec<DeliveryToken>) -> Result<(), BusError> {
+        let mut per_topic: [Vec<u64>; TOPIC_COUNT] = Default::default();
+        for token in tokens {
+            if let Some(seq) = token.seq_of(self.owner) {
+                per_topic[token.topic().index()].push(seq);
+            }
+        }
+        for (topic, seqs) in Topic::ALL.into_iter().zip(per_topic) {
+            let state = self.shared.topic(topic);
+            if !seqs.is_empty() && lock(&state.queue).requeue(seqs, self.owner) > 0 {
+                state.ready.notify_waiters();
+            }
         }
         Ok(())
     }
 
-    fn depth(&self) -> u64 {
-        self.shared.depth.load(Ordering::SeqCst)
+    async fn reject(&self, token: DeliveryToken, reason: String) -> Result<(), BusError> {
+        let topic = token.topic();
+        let Some(&id) = self.settle(vec![token]).first() else {
+            return Ok(());
+        };
+        tracing::error!(%topic, id, %reason, "bus: moving a message to dead_letters");
+        self.submit(Job::Reject { id, reason }).await
+    }
+
+    async fn lag(&self, topic: Topic) -> Result<u64, BusError> {
+        Ok(self.shared.topic(topic).lag.load(Ordering::SeqCst))
     }
 
     async fn ping(&self) -> Result<(), BusError> {
         if let Some(cause) = lock(&self.shared.health).clone() {
             return Err(BusError::Unavailable(cause));
         }
-        if self.writer.as_ref().is_none_or(|w| w.is_finished()) {
+        if !self.writer.is_running() {
             return Err(BusError::Unavailable(
                 "the bus writer thread has stopped".into(),
             ));
@@ -423,19 +465,16 @@ impl Bus for EmbeddedBus {
 
     fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.ready.notify_waiters();
+        for topic in &self.shared.topics {
+            topic.ready.notify_waiters();
+        }
     }
 }
 
 impl Drop for EmbeddedBus {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        // Closing the channel tells the writer to write pending acks and exit.
-        drop(self.jobs.take());
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("bus writer thread panicked");
-            }
-        }
+        // Then the fields drop in order: the writer writes pending acks and exits before
+        // the reader and the file lock go.
+        self.close();
     }
 }

@@ -1,7 +1,8 @@
 //! The embedded bus against the shared conformance suite, plus what only it can show:
 //! a real `kill -9` loses no acknowledged publish, payloads beyond the memory budget are
-//! read back from disk, a second opener is refused, damaged rows are quarantined and a
-//! failing disk surfaces as `Unavailable` without corrupting the accounting.
+//! read back from disk, a second opener is refused, damaged rows are quarantined, a
+//! failing disk surfaces as `Unavailable` without corrupting the accounting, and a log
+//! written by the first release (before topics) opens and replays.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -14,7 +15,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tempfile::TempDir;
 use vigia_bus::conformance::{run_all, sample_batch, tag_of, BusHarness};
-use vigia_bus::{Bus, BusError, Delivery, Durability, EmbeddedBus, EmbeddedBusOptions};
+use vigia_bus::{
+    readings, Bus, BusError, Capacity, Delivery, DeliveryToken, Durability, EmbeddedBus,
+    EmbeddedBusOptions, Topic,
+};
+use vigia_core::IngestBatch;
 
 /// Makes every bus in its own directory under one temporary root.
 struct EmbeddedHarness {
@@ -46,12 +51,12 @@ async fn open(options: EmbeddedBusOptions) -> EmbeddedBus {
 impl BusHarness for EmbeddedHarness {
     type Bus = EmbeddedBus;
 
-    async fn fresh(&self, capacity_readings: u64) -> EmbeddedBus {
+    async fn fresh(&self, capacity: Capacity) -> EmbeddedBus {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         let mut options =
             EmbeddedBusOptions::new(self.root.path().join(format!("bus-{n}/bus.sqlite3")));
         options.durability = self.durability;
-        options.capacity_readings = capacity_readings;
+        options.capacity = capacity;
         options.memory_budget_bytes = self.memory_budget_bytes;
         open(options).await
     }
@@ -90,7 +95,8 @@ async fn drain(bus: &EmbeddedBus) -> Vec<Delivery> {
     bus.close();
     let mut all = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), bus.receive(500)).await {
+        match tokio::time::timeout(Duration::from_secs(10), bus.receive(Topic::READINGS, 500)).await
+        {
             Ok(Ok(deliveries)) => all.extend(deliveries),
             Ok(Err(BusError::Closed)) => return all,
             Ok(Err(e)) => panic!("drain: {e}"),
@@ -99,33 +105,56 @@ async fn drain(bus: &EmbeddedBus) -> Vec<Delivery> {
     }
 }
 
+/// The batch a delivery carries (the test fails if it does not decode).
+fn batch(d: &Delivery) -> IngestBatch {
+    (*readings::batch(d).expect("a readings delivery decodes")).clone()
+}
+
+fn tag(d: &Delivery) -> u64 {
+    tag_of(&batch(d))
+}
+
+fn tokens(deliveries: &[Delivery]) -> Vec<DeliveryToken> {
+    deliveries.iter().map(|d| d.token.clone()).collect()
+}
+
+async fn publish(bus: &EmbeddedBus, batch: IngestBatch) -> Result<(), BusError> {
+    readings::publish(bus, batch).await
+}
+
+async fn lag(bus: &EmbeddedBus) -> u64 {
+    bus.lag(Topic::READINGS).await.expect("lag")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_budget_overflow_still_delivers_everything() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = options_in(dir.path());
-    options.memory_budget_bytes = 4 * 1024; // a dozen batches; the rest stay on disk
+    options.memory_budget_bytes = 8 * 1024; // a dozen batches; the rest stay on disk
     let bus = open(options.clone()).await;
     let size = |tag: u64| (tag % 7 + 5) as usize;
     for tag in 0..300 {
-        bus.publish(sample_batch(tag, size(tag))).await.unwrap();
+        publish(&bus, sample_batch(tag, size(tag))).await.unwrap();
     }
-    let first = bus.receive(100_000).await.unwrap();
+    let first = bus.receive(Topic::READINGS, 100_000).await.unwrap();
     assert_eq!(first.len(), 300);
+    let local = first.iter().filter(|d| d.has_local()).count();
+    assert!(
+        (1..300).contains(&local),
+        "{local} of 300 kept their in-process batch: the budget decides"
+    );
     for (tag, d) in (0..).zip(&first) {
-        assert_eq!(d.batch, sample_batch(tag, size(tag)), "tag {tag}");
+        assert_eq!(batch(d), sample_batch(tag, size(tag)), "tag {tag}");
     }
     // Nack half: they come back from disk, and everything survives a restart.
-    let odd: Vec<_> = first
-        .iter()
-        .filter(|d| tag_of(&d.batch) % 2 == 1)
-        .map(|d| d.id)
-        .collect();
-    bus.nack(&odd).await.unwrap();
-    let again = bus.receive(100_000).await.unwrap();
+    let odd: Vec<Delivery> = first.into_iter().filter(|d| tag(d) % 2 == 1).collect();
+    bus.nack(tokens(&odd)).await.unwrap();
+    let again = bus.receive(Topic::READINGS, 100_000).await.unwrap();
     assert_eq!(again.len(), 150);
+    assert!(again.iter().all(|d| d.redelivered && !d.has_local()));
     assert!(again
         .iter()
-        .all(|d| d.batch == sample_batch(tag_of(&d.batch), size(tag_of(&d.batch)))));
+        .all(|d| batch(d) == sample_batch(tag(d), size(tag(d)))));
     let bus = tokio::task::spawn_blocking(move || {
         drop(bus);
         EmbeddedBus::open(options)
@@ -133,13 +162,16 @@ async fn memory_budget_overflow_still_delivers_everything() {
     .await
     .unwrap()
     .unwrap();
-    assert_eq!(bus.depth(), (0..300).map(|t| size(t) as u64).sum::<u64>());
+    assert_eq!(
+        lag(&bus).await,
+        (0..300).map(|t| size(t) as u64).sum::<u64>()
+    );
     let recovered = drain(&bus).await;
-    let tags: Vec<u64> = recovered.iter().map(|d| tag_of(&d.batch)).collect();
+    let tags: Vec<u64> = recovered.iter().map(tag).collect();
     assert_eq!(tags, (0..300).collect::<Vec<_>>());
     assert!(recovered
         .iter()
-        .all(|d| d.batch == sample_batch(tag_of(&d.batch), size(tag_of(&d.batch)))));
+        .all(|d| batch(d) == sample_batch(tag(d), size(tag(d)))));
 }
 
 #[tokio::test]
@@ -162,12 +194,12 @@ fn bad_options_and_paths_are_refused_with_a_cause() {
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"not a directory").unwrap();
     std::fs::create_dir(dir.path().join("a-dir")).unwrap();
-    let zero_capacity = EmbeddedBusOptions {
-        capacity_readings: 0,
+    let zero_events = EmbeddedBusOptions {
+        capacity: Capacity::default().with(Topic::EVENTS, 0),
         ..options_in(dir.path())
     };
     let cases: Vec<(&str, EmbeddedBusOptions, &str)> = vec![
-        ("zero capacity", zero_capacity, "capacity_readings"),
+        ("zero capacity", zero_events, "topic `events`"),
         (
             "parent is a file",
             EmbeddedBusOptions::new(file.join("bus.sqlite3")),
@@ -195,12 +227,12 @@ async fn damaged_rows_are_quarantined_not_delivered() {
         let mut options = options_in(dir.path());
         options.memory_budget_bytes = budget;
         let bus = open(options.clone()).await;
-        bus.publish(sample_batch(1, 2)).await.unwrap();
-        bus.publish(sample_batch(2, 2)).await.unwrap();
+        publish(&bus, sample_batch(1, 2)).await.unwrap();
+        publish(&bus, sample_batch(2, 2)).await.unwrap();
         drop(bus);
         let raw = rusqlite::Connection::open(&options.path).unwrap();
         raw.execute(
-            "INSERT INTO messages (id, readings, payload) VALUES (1000, 3, x'0102')",
+            "INSERT INTO messages (id, topic, weight, payload) VALUES (1000, 'readings', 3, x'0102')",
             [],
         )
         .unwrap();
@@ -208,31 +240,41 @@ async fn damaged_rows_are_quarantined_not_delivered() {
 
         let bus = open(options.clone()).await;
         assert_eq!(
-            bus.depth(),
+            lag(&bus).await,
             7,
             "budget {budget}: the damaged row counts until seen"
         );
-        let got = drain(&bus).await;
-        let tags: Vec<u64> = got.iter().map(|d| tag_of(&d.batch)).collect();
+        bus.close();
+        let mut got = Vec::new();
+        loop {
+            match readings::receive(&bus, 500).await {
+                Ok(received) => got.extend(received),
+                Err(BusError::Closed) => break,
+                Err(e) => panic!("budget {budget}: {e}"),
+            }
+        }
+        let tags: Vec<u64> = got.iter().map(|r| tag_of(&r.value)).collect();
         assert_eq!(tags, [1, 2], "budget {budget}");
         assert_eq!(
-            bus.depth(),
+            lag(&bus).await,
             4,
-            "budget {budget}: quarantined readings leave the depth"
+            "budget {budget}: rejected readings leave the lag"
         );
-        bus.ack(&got.iter().map(|d| d.id).collect::<Vec<_>>())
+        bus.ack(got.iter().map(|r| r.token.clone()).collect())
             .await
             .unwrap();
         drop(bus);
 
         let raw = rusqlite::Connection::open(&options.path).unwrap();
-        let dead: (i64, String) = raw
-            .query_row("SELECT message_id, reason FROM dead_letters", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+        let dead: (i64, String, String) = raw
+            .query_row(
+                "SELECT message_id, topic, reason FROM dead_letters",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .unwrap();
-        assert_eq!(dead.0, 1000);
-        assert!(dead.1.contains("undecodable"), "{}", dead.1);
+        assert_eq!((dead.0, dead.1.as_str()), (1000, "readings"));
+        assert!(!dead.2.is_empty(), "the reason is recorded");
         let left: i64 = raw
             .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
             .unwrap();
@@ -245,25 +287,82 @@ async fn a_failing_commit_is_unavailable_and_undone() {
     let dir = tempfile::tempdir().unwrap();
     let options = options_in(dir.path());
     let bus = open(options.clone()).await;
-    bus.publish(sample_batch(1, 3)).await.unwrap();
+    publish(&bus, sample_batch(1, 3)).await.unwrap();
 
     // Another connection holding the write lock past the busy timeout makes commits fail.
     let blocker = rusqlite::Connection::open(&options.path).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = Instant::now();
-    match bus.publish(sample_batch(2, 5)).await {
+    match publish(&bus, sample_batch(2, 5)).await {
         Err(BusError::Unavailable(why)) => assert!(why.contains("bus log write failed"), "{why}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert_eq!(bus.depth(), 3, "the failed publish is not counted");
+    assert_eq!(lag(&bus).await, 3, "the failed publish is not counted");
     assert!(matches!(bus.ping().await, Err(BusError::Unavailable(_))));
 
     blocker.execute_batch("ROLLBACK").unwrap();
-    bus.publish(sample_batch(3, 1)).await.unwrap();
+    publish(&bus, sample_batch(3, 1)).await.unwrap();
     bus.ping().await.unwrap();
-    let tags: Vec<u64> = drain(&bus).await.iter().map(|d| tag_of(&d.batch)).collect();
+    let tags: Vec<u64> = drain(&bus).await.iter().map(tag).collect();
     assert_eq!(tags, [1, 3]);
+}
+
+/// The log exactly as the first release created it: no topics, no schema version.
+const FIRST_RELEASE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    readings INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    message_id INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    quarantined_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_from_the_first_release_opens_and_replays_its_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options_in(dir.path());
+    {
+        let old = rusqlite::Connection::open(&options.path).unwrap();
+        old.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .unwrap();
+        old.execute_batch(FIRST_RELEASE_SCHEMA).unwrap();
+        for id in 1..=3u64 {
+            let sample = sample_batch(id, id as usize * 2);
+            old.execute(
+                "INSERT INTO messages (id, readings, payload) VALUES (?1, ?2, ?3)",
+                rusqlite::params![id as i64, sample.readings.len() as i64, sample.encode()],
+            )
+            .unwrap();
+        }
+    }
+    let bus = open(options.clone()).await;
+    assert_eq!(lag(&bus).await, 2 + 4 + 6);
+    assert_eq!(bus.lag(Topic::EVENTS).await.unwrap(), 0);
+    let got = bus.receive(Topic::READINGS, 100).await.unwrap();
+    assert_eq!(got.iter().map(tag).collect::<Vec<_>>(), [1, 2, 3]);
+    for d in &got {
+        assert!(d.redelivered);
+        assert_eq!(batch(d), sample_batch(tag(d), tag(d) as usize * 2));
+    }
+    // New messages take ids after the old ones, and the migrated file keeps working.
+    publish(&bus, sample_batch(4, 1)).await.unwrap();
+    bus.ack(tokens(&got[..2])).await.unwrap();
+    let bus = tokio::task::spawn_blocking(move || {
+        drop(bus);
+        EmbeddedBus::open(options)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let rest: Vec<u64> = drain(&bus).await.iter().map(tag).collect();
+    assert_eq!(rest, [3, 4]);
 }
 
 // ---- kill -9 ----------------------------------------------------------------------
@@ -296,7 +395,7 @@ async fn crash_child_publishes_until_killed() {
             let mut seq = 0;
             while Instant::now() < deadline {
                 let tag = publisher * TAGS_PER_PUBLISHER + seq;
-                match bus.publish(sample_batch(tag, crash_batch_size(tag))).await {
+                match publish(&bus, sample_batch(tag, crash_batch_size(tag))).await {
                     Ok(()) => {
                         println!("published {tag}");
                         seq += 1;
@@ -395,10 +494,10 @@ fn check_crash_recovery(printed: &[u64], recovered: &[Delivery]) {
     }
     let mut seen = HashSet::new();
     for d in recovered {
-        let tag = tag_of(&d.batch);
+        let tag = tag(d);
         assert!(seen.insert(tag), "tag {tag} recovered twice");
         assert_eq!(
-            d.batch,
+            batch(d),
             sample_batch(tag, crash_batch_size(tag)),
             "tag {tag} damaged"
         );

@@ -5,6 +5,7 @@
 //! Everything here is cheap to construct in tests.
 
 pub mod alert;
+pub mod domain_event;
 pub mod durability;
 pub mod event;
 pub mod ids;
@@ -15,6 +16,7 @@ pub mod sensor;
 pub mod time;
 
 pub use alert::{Alert, AlertChange, AlertState};
+pub use domain_event::DomainEvent;
 pub use durability::Durability;
 pub use event::{Control, LiveEvent};
 pub use ids::{AlertId, ApiKeyId, SensorId, TenantId};

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
-use vigia_bus::{Bus, BusError, Delivery};
+use vigia_bus::{readings, Bus, BusError, Topic};
 use vigia_core::{
-    AlertChange, Condition, Control, LiveEvent, Reading, Sensor, SensorId, TenantId, Timestamp,
+    AlertChange, Condition, Control, IngestBatch, LiveEvent, Reading, Sensor, SensorId, TenantId,
+    Timestamp,
 };
 use vigia_rules::{EngineConfig, SensorState, Transition};
 use vigia_store::{AlertTransition, NewAlert, SensorReading, Store, StoreError, WriteBatch};
@@ -138,8 +139,8 @@ impl Pipeline {
     async fn run_worker(&self, worker: usize) {
         let mut backoff = self.config.retry_backoff;
         loop {
-            let deliveries = match self.bus.receive(self.config.batch_size).await {
-                Ok(d) => d,
+            let received = match readings::receive(&*self.bus, self.config.batch_size).await {
+                Ok(received) => received,
                 Err(BusError::Closed) => break,
                 Err(e) => {
                     warn!(worker, error = %e, "bus receive failed; retrying");
@@ -148,11 +149,12 @@ impl Pipeline {
                     continue;
                 }
             };
-            let ids: Vec<_> = deliveries.iter().map(|d| d.id).collect();
-            match self.process(&deliveries).await {
+            let tokens: Vec<_> = received.iter().map(|r| r.token.clone()).collect();
+            let batches: Vec<_> = received.into_iter().map(|r| r.value).collect();
+            match self.process(&batches).await {
                 Ok(()) => {
                     backoff = self.config.retry_backoff;
-                    if let Err(e) = self.bus.ack(&ids).await {
+                    if let Err(e) = self.bus.ack(tokens).await {
                         // Not fatal: the batch is committed; a redelivery is idempotent.
                         warn!(worker, error = %e, "ack failed; batch may be redelivered");
                     }
@@ -160,29 +162,31 @@ impl Pipeline {
                 Err(e) => {
                     metrics::counter!(m::WORKER_RETRIES).increment(1);
                     warn!(worker, error = %e, "batch failed; handing it back to the bus");
-                    if let Err(e) = self.bus.nack(&ids).await {
+                    if let Err(e) = self.bus.nack(tokens).await {
                         warn!(worker, error = %e, "nack failed");
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-            metrics::gauge!(m::BUS_DEPTH).set(self.bus.depth() as f64);
+            if let Ok(lag) = self.bus.lag(Topic::READINGS).await {
+                metrics::gauge!(m::BUS_DEPTH).set(lag as f64);
+            }
         }
         debug!(worker, "worker stopped: bus closed and drained");
     }
 
-    /// Processes one set of deliveries end to end (everything but the ack).
-    pub async fn process(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+    /// Processes the batches of one set of deliveries end to end (everything but the ack).
+    pub async fn process(&self, batches: &[Arc<IngestBatch>]) -> Result<(), StoreError> {
         self.resync_stale_states().await?;
         let mut by_tenant: HashMap<TenantId, Vec<&Reading>> = HashMap::new();
         let mut oldest_received = i64::MAX;
-        for d in deliveries {
-            oldest_received = oldest_received.min(d.batch.received_ms);
+        for batch in batches {
+            oldest_received = oldest_received.min(batch.received_ms);
             by_tenant
-                .entry(d.batch.tenant)
+                .entry(batch.tenant)
                 .or_default()
-                .extend(d.batch.readings.iter());
+                .extend(batch.readings.iter());
         }
 
         let mut batch = WriteBatch::default();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vigia_bus::{Delivery, DeliveryId, EmbeddedBus, EmbeddedBusOptions};
+use vigia_bus::{EmbeddedBus, EmbeddedBusOptions};
 use vigia_core::{
     AlertState, IngestBatch, RateDirection, Reading, Rule, SensorSpec, Severity, Timestamp,
 };
@@ -14,23 +14,20 @@ use vigia_ingest::{Pipeline, PipelineConfig, SensorDirectory};
 use vigia_store::sqlite::{SqliteStore, SqliteStoreOptions};
 use vigia_store::{AlertFilter, Store};
 
-fn delivery(id: u64, tenant: vigia_core::TenantId, points: &[(i64, f64)]) -> Delivery {
-    Delivery {
-        id: DeliveryId(id),
-        batch: IngestBatch {
-            tenant,
-            received_ms: Timestamp::now().0,
-            readings: points
-                .iter()
-                .map(|&(ts, value)| Reading {
-                    sensor: "CF-1".into(),
-                    metric: "temperature".into(),
-                    ts: Timestamp(ts),
-                    value,
-                })
-                .collect(),
-        },
-    }
+fn delivery(tenant: vigia_core::TenantId, points: &[(i64, f64)]) -> Arc<IngestBatch> {
+    Arc::new(IngestBatch {
+        tenant,
+        received_ms: Timestamp::now().0,
+        readings: points
+            .iter()
+            .map(|&(ts, value)| Reading {
+                sensor: "CF-1".into(),
+                metric: "temperature".into(),
+                ts: Timestamp(ts),
+                value,
+            })
+            .collect(),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,11 +69,11 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
     .unwrap();
 
     let t = Timestamp::now().0 - 60_000;
-    let calm = delivery(1, tenant, &[(t, -20.0), (t + 20_000, -20.0)]);
+    let calm = delivery(tenant, &[(t, -20.0), (t + 20_000, -20.0)]);
     pipeline.process(&[calm]).await.unwrap();
 
     // Another process holds the write lock: the rules run, the commit fails.
-    let breach = delivery(2, tenant, &[(t + 40_000, -12.0)]);
+    let breach = delivery(tenant, &[(t + 40_000, -12.0)]);
     let blocker = rusqlite::Connection::open(&db).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let failed = pipeline.process(std::slice::from_ref(&breach)).await;
@@ -112,7 +109,7 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
     );
 
     // The excursion goes on: no duplicates.
-    let more = delivery(3, tenant, &[(t + 45_000, -11.0)]);
+    let more = delivery(tenant, &[(t + 45_000, -11.0)]);
     pipeline.process(&[more]).await.unwrap();
     assert_eq!(
         open(store.clone()).await,

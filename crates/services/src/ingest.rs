@@ -103,13 +103,15 @@ impl IngestService {
             self.refuse_unknown_sensors(caller, &readings)?;
         }
         let accepted = readings.len();
-        self.bus
-            .publish(IngestBatch {
+        vigia_bus::readings::publish(
+            &*self.bus,
+            IngestBatch {
                 tenant: caller.tenant,
                 received_ms: received.0,
                 readings,
-            })
-            .await?;
+            },
+        )
+        .await?;
         metrics::counter!(m::INGEST_READINGS).increment(accepted as u64);
         Ok(accepted)
     }

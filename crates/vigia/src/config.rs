@@ -27,7 +27,8 @@ pub struct Config {
     /// Store URL: `sqlite` (in the data dir), `sqlite:///path/to/file.sqlite3`, or
     /// `volatile://` (in memory, lost on exit).
     pub store: String,
-    /// Bus URL: `memory` (embedded, durable; file in the data dir).
+    /// Bus URL: `memory` (default; embedded, durable; file in the data dir), or any
+    /// scheme of `vigia_bus::supported_schemes()`.
     pub bus: String,
     /// `full`: fsync before answering 202 (survives power loss); `os`: survives
     /// `kill -9` of the process but not power loss, and is faster.
@@ -284,12 +285,7 @@ impl Config {
         if self.auth.max_failures_per_second == 0 {
             bail!("auth.max_failures_per_second must be at least 1");
         }
-        if self.bus != "memory" {
-            bail!(
-                "bus `{}` is not available in this build; use `memory` (embedded, durable)",
-                self.bus
-            );
-        }
+        vigia_bus::validate_url(&self.bus).map_err(|e| anyhow::anyhow!("setting `bus`: {e}"))?;
         for (name, value) in [
             ("shutdown_timeout", &self.shutdown_timeout),
             ("ingest.max_future", &self.ingest.max_future),
@@ -332,11 +328,6 @@ impl Config {
             durability: self.durability,
             ..vigia_store::OpenContext::new(&self.data_dir)
         }
-    }
-
-    /// Where the embedded bus keeps its log.
-    pub fn bus_path(&self) -> PathBuf {
-        self.data_dir.join("bus.sqlite3")
     }
 
     /// A validated duration setting in milliseconds.

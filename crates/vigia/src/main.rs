@@ -63,7 +63,7 @@ struct ServeArgs {
     /// Store URL: `sqlite` (default), `sqlite:///path/file.sqlite3` or `volatile://`.
     #[arg(long)]
     store: Option<String>,
-    /// Bus: `memory` (embedded, durable).
+    /// Bus URL: `memory` (embedded, durable; default) or `volatile://` (in memory, not durable).
     #[arg(long)]
     bus: Option<String>,
     /// Provision the seed-000 cold rooms and simulate them.

@@ -11,7 +11,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
-use vigia_bus::{Bus, EmbeddedBus, EmbeddedBusOptions};
+use vigia_bus::{Bus, Capacity, OpenContext, Topic};
 use vigia_core::Control;
 use vigia_fanout::{Fanout, InProcessFanout};
 use vigia_ingest::decode::DecodeLimits;
@@ -49,7 +49,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("could not open the store")?;
     let bus = if roles.use_bus() {
-        Some(open_bus(&config)?)
+        Some(open_bus(&config).await?)
     } else {
         None
     };
@@ -198,7 +198,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     if let Some(bus) = &bus {
-        info!(depth = bus.depth(), "draining the bus");
+        info!(
+            depth = bus.lag(Topic::READINGS).await.unwrap_or_default(),
+            "draining the bus"
+        );
         bus.close();
     }
     if let Some(mut workers) = workers {
@@ -210,8 +213,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         match drained {
             Ok(()) => info!("workers drained"),
             Err(_) => {
+                let depth = match &bus {
+                    Some(bus) => bus.lag(Topic::READINGS).await.unwrap_or_default(),
+                    None => 0,
+                };
                 warn!(
-                    depth = bus.as_ref().map_or(0, |b| b.depth()),
+                    depth,
                     "shutdown timeout: leaving the rest on the durable bus for the next start"
                 );
                 workers.abort_all();
@@ -249,24 +256,26 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
-    let bus_path = config.bus_path();
-    let bus = EmbeddedBus::open(EmbeddedBusOptions {
-        durability: config.durability,
-        capacity_readings: config.ingest.queue_capacity_readings,
-        // Waiting payloads past this are read back from the bus file (hot in the OS page
-        // cache) instead of being held in process memory.
-        memory_budget_bytes: 8 * 1024 * 1024,
-        ..EmbeddedBusOptions::new(bus_path.clone())
-    })
-    .with_context(|| format!("could not open the bus at {}", bus_path.display()))?;
-    if bus.depth() > 0 {
-        info!(
-            depth = bus.depth(),
-            "replaying readings left on the bus by the last run"
-        );
+async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = vigia_bus::open(
+        &config.bus,
+        &OpenContext {
+            data_dir: config.data_dir.clone(),
+            durability: config.durability,
+            capacity: Capacity::default()
+                .with(Topic::READINGS, config.ingest.queue_capacity_readings),
+            // Waiting payloads past this are read back from the bus file (hot in the OS
+            // page cache) instead of being held in process memory.
+            memory_budget_bytes: 8 * 1024 * 1024,
+        },
+    )
+    .await
+    .context("could not open the bus")?;
+    let depth = bus.lag(Topic::READINGS).await?;
+    if depth > 0 {
+        info!(depth, "replaying readings left on the bus by the last run");
     }
-    Ok(Arc::new(bus))
+    Ok(bus)
 }
 
 fn pipeline_config(config: &Config) -> PipelineConfig {

@@ -1,32 +1,24 @@
-//! The durable log of the embedded bus: the SQLite file, its schema and every statement
-//! run against it. Only the writer thread writes; receivers read payloads that did not
-//! fit in memory through a second connection.
+//! The durable log of the embedded bus: the SQLite file, its schema migrations and every
+//! statement run against it. Only the writer thread writes; receivers read payloads that
+//! did not fit in memory through a second connection.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
-use super::queue::Queue;
-use crate::{BusError, Durability};
+use crate::queue::Queue;
+use crate::{BusError, Durability, Topic, TOPIC_COUNT};
 
-/// `messages` is the queue itself: a row lives from its publish until its ack.
-/// `dead_letters` keeps payloads that could not be decoded, for a person to inspect,
-/// instead of wedging consumers on them or dropping them silently.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    readings INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq INTEGER PRIMARY KEY,
-    message_id INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    quarantined_ms INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-";
+/// The schema, one migration per version, append-only: a file records the last one it
+/// ran in `user_version` and runs the rest at open.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/embedded/0001_log.sql"),
+    include_str!("../../migrations/embedded/0002_topics.sql"),
+];
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Long enough to ride out a checkpoint; the only other connection is our own reader.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,18 +31,24 @@ pub(crate) fn unavailable(context: &str, error: impl std::fmt::Display) -> BusEr
     BusError::Unavailable(format!("{context}: {error}"))
 }
 
-/// Opens (creating if needed) the log for writing, in WAL mode with the durability asked.
+/// A failure of our own making, in SQLite's error type.
+fn failure(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(message),
+    )
+}
+
+/// Opens (creating if needed) the log for writing, in WAL mode with the durability
+/// asked, and brings its schema up to [`SCHEMA_VERSION`].
 pub(crate) fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(format!(
-                "could not switch the bus log to WAL mode (got {mode})"
-            )),
-        ));
+        return Err(failure(format!(
+            "could not switch the bus log to WAL mode (got {mode})"
+        )));
     }
     // In WAL mode NORMAL skips the fsync at commit but the commit is still in the OS:
     // it survives kill -9, not power loss. FULL fsyncs the WAL on every commit.
@@ -60,8 +58,28 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> rusqlite::Resu
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
-    conn.execute_batch(SCHEMA)?;
+    migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Runs the migrations the file has not run yet, each in its own transaction with the
+/// version it reaches; refuses a file written by a newer build.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(failure(format!(
+            "the bus log has schema version {version}, newer than this build's \
+             {SCHEMA_VERSION}: run a newer Vigía or move the file aside"
+        )));
+    }
+    let done = usize::try_from(version).unwrap_or(0);
+    for (reached, sql) in (1i64..).zip(MIGRATIONS).skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", reached)?;
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// Opens a second connection that only reads payloads back.
@@ -80,56 +98,74 @@ pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 /// What was found in the log at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Recovered {
-    pub messages: u64,
-    pub readings: u64,
+    /// Messages per topic (indexed by [`Topic::index`]).
+    pub messages: [u64; TOPIC_COUNT],
+    /// Their weight per topic.
+    pub weight: [u64; TOPIC_COUNT],
+    /// Messages of topics this build does not know (written by a newer one): left in
+    /// the file untouched.
+    pub unknown: u64,
     /// The id the next published message gets.
     pub next_id: u64,
 }
 
-/// Loads every message still in the log into `queue`, oldest first: they were published
-/// and never acked, so they are delivered again. Payloads beyond the memory budget stay
-/// on disk (their bytes are not even read).
-pub(crate) fn recover(conn: &Connection, queue: &mut Queue) -> rusqlite::Result<Recovered> {
+/// Loads every message still in the log into its topic's queue, oldest first: they were
+/// published and never acked, so they are delivered again. Payloads beyond the memory
+/// budget stay on disk (their bytes are not even read).
+pub(crate) fn recover(
+    conn: &Connection,
+    queues: &mut [Queue; TOPIC_COUNT],
+) -> rusqlite::Result<Recovered> {
     let mut stmt =
-        conn.prepare("SELECT id, readings, length(payload) FROM messages ORDER BY id")?;
+        conn.prepare("SELECT id, topic, weight, length(payload) FROM messages ORDER BY id")?;
     let mut payload = conn.prepare("SELECT payload FROM messages WHERE id = ?1")?;
     let mut rows = stmt.query([])?;
     let mut found = Recovered {
-        messages: 0,
-        readings: 0,
+        messages: [0; TOPIC_COUNT],
+        weight: [0; TOPIC_COUNT],
+        unknown: 0,
         next_id: 1,
     };
     while let Some(row) = rows.next()? {
         let id = to_u64(row.get(0)?);
-        // A negative count can only come from a damaged file; the payload is still
-        // delivered (or quarantined) and the depth stays sane.
-        let readings = to_u64(row.get(1)?);
-        let len = usize::try_from(row.get::<_, i64>(2)?).unwrap_or(usize::MAX);
-        if queue.has_room(len) {
+        found.next_id = found.next_id.max(id.saturating_add(1));
+        let Some(topic) = Topic::from_name(row.get_ref(1)?.as_str().unwrap_or_default()) else {
+            found.unknown += 1;
+            continue;
+        };
+        // A negative weight can only come from a damaged file; the payload is still
+        // delivered (or rejected) and the lag stays sane.
+        let weight = to_u64(row.get(2)?);
+        let len = usize::try_from(row.get::<_, i64>(3)?).unwrap_or(usize::MAX);
+        let queue = &mut queues[topic.index()];
+        let bytes = if queue.has_room(len) {
             let bytes: Vec<u8> = payload.query_row([id_param(id)], |r| r.get(0))?;
-            queue.push_back(id, readings, bytes);
+            Some(bytes.into())
         } else {
-            queue.push_back_on_disk(id, readings);
-        }
-        found.messages += 1;
-        found.readings += readings;
-        found.next_id = found.next_id.max(id + 1);
+            None
+        };
+        queue.push_back_recovered(id, weight, bytes);
+        found.messages[topic.index()] += 1;
+        found.weight[topic.index()] += weight;
     }
     Ok(found)
 }
 
-/// Appends one group of published messages with consecutive ids starting at `first_id`.
+/// Appends one group of published messages, `(topic, weight, payload)`, with
+/// consecutive ids starting at `first_id`.
 pub(crate) fn append<'a>(
     tx: &Transaction<'_>,
     first_id: u64,
-    messages: impl IntoIterator<Item = (u64, &'a [u8])>,
+    messages: impl IntoIterator<Item = (Topic, u64, &'a [u8])>,
 ) -> rusqlite::Result<()> {
-    let mut insert =
-        tx.prepare_cached("INSERT INTO messages (id, readings, payload) VALUES (?1, ?2, ?3)")?;
-    for (offset, (readings, payload)) in (0u64..).zip(messages) {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (id, topic, weight, payload) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (offset, (topic, weight, payload)) in (0u64..).zip(messages) {
         insert.execute(params![
             id_param(first_id + offset),
-            id_param(readings),
+            topic.name(),
+            id_param(weight),
             payload
         ])?;
     }
@@ -146,14 +182,14 @@ pub(crate) fn delete_acked(tx: &Transaction<'_>, ids: &mut [u64]) -> rusqlite::R
     Ok(())
 }
 
-/// Moves a message that cannot be delivered into `dead_letters`.
+/// Moves a message that cannot be processed (rejected) into `dead_letters`.
 pub(crate) fn quarantine(tx: &Transaction<'_>, id: u64, reason: &str) -> rusqlite::Result<()> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     tx.prepare_cached(
-        "INSERT INTO dead_letters (message_id, reason, quarantined_ms, payload)
-         SELECT id, ?2, ?3, payload FROM messages WHERE id = ?1",
+        "INSERT INTO dead_letters (message_id, topic, reason, quarantined_ms, payload)
+         SELECT id, topic, ?2, ?3, payload FROM messages WHERE id = ?1",
     )?
     .execute(params![id_param(id), reason, now_ms])?;
     tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
@@ -214,54 +250,154 @@ mod tests {
         }
     }
 
-    #[test]
-    fn recovery_respects_the_memory_budget_and_finds_the_next_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = open_writer(&dir.path().join("bus.sqlite3"), Durability::Os).unwrap();
-        let tx = conn.transaction().unwrap();
-        let payloads: [&[u8]; 3] = [&[1; 6], &[2; 6], &[3; 6]];
-        append(&tx, 40, payloads.iter().map(|p| (2u64, *p))).unwrap();
-        delete_acked(&tx, &mut [41]).unwrap();
-        tx.commit().unwrap();
+    fn queues(budget: usize) -> [Queue; TOPIC_COUNT] {
+        let budget = std::sync::Arc::new(crate::queue::Budget::new(budget));
+        std::array::from_fn(|_| Queue::new(std::sync::Arc::clone(&budget), false))
+    }
 
-        let mut queue = Queue::new(8);
-        let found = recover(&conn, &mut queue).unwrap();
-        assert_eq!(
-            found,
-            Recovered {
-                messages: 2,
-                readings: 4,
-                next_id: 43
-            }
-        );
-        let taken = queue.take(100);
-        let got: Vec<(u64, Option<Vec<u8>>)> =
-            taken.into_iter().map(|e| (e.id, e.payload)).collect();
-        assert_eq!(got, [(40, Some(vec![1; 6])), (42, None)]);
-        assert_eq!(read_payload(&conn, 42).unwrap(), Some(vec![3; 6]));
-        assert_eq!(read_payload(&conn, 41).unwrap(), None);
+    fn taken(queue: &mut Queue) -> Vec<(u64, Option<Vec<u8>>)> {
+        queue
+            .take(usize::MAX, 1)
+            .into_iter()
+            .map(|e| (e.seq, e.payload.map(|p| p.to_vec())))
+            .collect()
     }
 
     #[test]
-    fn quarantine_moves_the_row_aside() {
+    fn recovery_sorts_topics_respects_the_memory_budget_and_finds_the_next_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("bus.sqlite3"), Durability::Os).unwrap();
+        let tx = conn.transaction().unwrap();
+        let (r, e) = (Topic::READINGS, Topic::EVENTS);
+        let messages: [(Topic, u64, &[u8]); 4] = [
+            (r, 2, &[1; 6]),
+            (e, 1, &[2; 6]),
+            (r, 2, &[3; 6]),
+            (e, 1, &[4; 6]),
+        ];
+        append(&tx, 40, messages).unwrap();
+        delete_acked(&tx, &mut [42]).unwrap();
+        // A topic from a newer build stays in the file, untouched, and keeps its id.
+        tx.execute(
+            "INSERT INTO messages (id, topic, weight, payload) VALUES (90, 'alarms', 1, x'00')",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+
+        let mut queues = queues(8);
+        let found = recover(&conn, &mut queues).unwrap();
+        assert_eq!(
+            found,
+            Recovered {
+                messages: [1, 2],
+                weight: [2, 2],
+                unknown: 1,
+                next_id: 91
+            }
+        );
+        assert_eq!(taken(&mut queues[r.index()]), [(40, Some(vec![1; 6]))]);
+        assert_eq!(
+            taken(&mut queues[e.index()]),
+            [(41, None), (43, None)],
+            "the budget was spent on the first payload"
+        );
+        assert_eq!(read_payload(&conn, 43).unwrap(), Some(vec![4; 6]));
+        assert_eq!(read_payload(&conn, 42).unwrap(), None);
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM messages WHERE id = 90", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(left, 1);
+    }
+
+    #[test]
+    fn quarantine_moves_the_row_aside_with_its_topic() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_writer(&dir.path().join("bus.sqlite3"), Durability::Full).unwrap();
         let tx = conn.transaction().unwrap();
-        append(&tx, 1, [(1u64, &b"junk"[..])]).unwrap();
+        append(&tx, 1, [(Topic::EVENTS, 1u64, &b"junk"[..])]).unwrap();
         quarantine(&tx, 1, "undecodable").unwrap();
         quarantine(&tx, 99, "missing rows are a no-op").unwrap();
         tx.commit().unwrap();
         let left: i64 = conn
             .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
             .unwrap();
-        let dead: (i64, String, Vec<u8>) = conn
+        let dead: (i64, String, String, Vec<u8>) = conn
             .query_row(
-                "SELECT message_id, reason, payload FROM dead_letters",
+                "SELECT message_id, topic, reason, payload FROM dead_letters",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .unwrap();
         assert_eq!(left, 0);
-        assert_eq!(dead, (1, "undecodable".to_string(), b"junk".to_vec()));
+        assert_eq!(
+            dead,
+            (1, "events".into(), "undecodable".into(), b"junk".to_vec())
+        );
+    }
+
+    /// The schema of the first release, exactly as it created files (no user_version).
+    const FIRST_RELEASE_SCHEMA: &str = "
+        CREATE TABLE IF NOT EXISTS messages (
+            id INTEGER PRIMARY KEY,
+            readings INTEGER NOT NULL,
+            payload BLOB NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS dead_letters (
+            seq INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            quarantined_ms INTEGER NOT NULL,
+            payload BLOB NOT NULL
+        );";
+
+    #[test]
+    fn a_first_release_file_migrates_and_its_rows_become_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.sqlite3");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(FIRST_RELEASE_SCHEMA).unwrap();
+        old.execute_batch(
+            "INSERT INTO messages (id, readings, payload) VALUES (7, 3, x'0102');
+             INSERT INTO dead_letters (message_id, reason, quarantined_ms, payload)
+                 VALUES (5, 'old', 0, x'ff');",
+        )
+        .unwrap();
+        drop(old);
+
+        for _ in 0..2 {
+            // The second open finds the file current and changes nothing.
+            let conn = open_writer(&path, Durability::Os).unwrap();
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+            let mut queues = queues(usize::MAX);
+            let found = recover(&conn, &mut queues).unwrap();
+            assert_eq!((found.messages, found.weight), ([1, 0], [3, 0]));
+            assert_eq!(
+                taken(&mut queues[Topic::READINGS.index()]),
+                [(7, Some(vec![1, 2]))]
+            );
+            let dead: String = conn
+                .query_row("SELECT topic FROM dead_letters", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(dead, "readings");
+        }
+    }
+
+    #[test]
+    fn a_file_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.sqlite3");
+        drop(open_writer(&path, Durability::Os).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let error = open_writer(&path, Durability::Os).unwrap_err().to_string();
+        assert!(error.contains("newer than this build"), "{error}");
     }
 }

@@ -51,7 +51,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(bus) = &state.bus {
-        metrics::gauge!(vigia_ingest::metrics::BUS_DEPTH).set(bus.depth() as f64);
+        if let Ok(lag) = bus.lag(vigia_bus::Topic::READINGS).await {
+            metrics::gauge!(vigia_ingest::metrics::BUS_DEPTH).set(lag as f64);
+        }
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

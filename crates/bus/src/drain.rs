@@ -1,7 +1,42 @@
-//! Drain-rate estimate behind the `retry_after` hint of [`crate::BusError::Full`]: how
-//! long until consumers have acked enough readings for a refused batch to fit.
+//! Capacity as lag: admitting a publish against a topic's lag ([`reserve`]), and the
+//! drain-rate estimate behind the `retry_after` hint of [`crate::BusError::Full`] (how
+//! long until consumers have acked enough for a refused message to fit).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::BusError;
+
+/// Counts `weight` into `lag`, or refuses it with `Full` when that would pass
+/// `capacity`. A message heavier than the whole capacity is still let into an empty
+/// topic, so it can never be refused forever.
+pub(crate) fn reserve(
+    lag: &AtomicU64,
+    weight: u64,
+    capacity: u64,
+    drain: &Mutex<DrainMeter>,
+) -> Result<(), BusError> {
+    lag.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
+        let fits = pending
+            .checked_add(weight)
+            .is_some_and(|after| after <= capacity);
+        (pending == 0 || fits).then(|| pending.saturating_add(weight))
+    })
+    .map(drop)
+    .map_err(|pending| {
+        let excess = pending.saturating_add(weight).saturating_sub(capacity);
+        let retry_after = drain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retry_after(excess, Instant::now());
+        BusError::Full {
+            pending,
+            capacity,
+            retry_after,
+        }
+    })
+}
 
 /// The hint when no drain rate has been observed yet (consumers stalled or just started).
 const DEFAULT_RETRY: Duration = Duration::from_secs(1);
@@ -65,6 +100,44 @@ mod tests {
 
     /// (acks recorded as (readings, at ms), excess, asked at ms, expected hint)
     type Case = (&'static [(u64, u64)], u64, u64, Duration);
+
+    #[test]
+    fn reserve_admits_up_to_capacity_and_always_into_an_empty_topic() {
+        // (lag before, weight, capacity, admitted)
+        let cases: &[(u64, u64, u64, bool)] = &[
+            (0, 5, 10, true),
+            (5, 5, 10, true),
+            (6, 5, 10, false),
+            (10, 0, 10, true),
+            (11, 0, 10, false),
+            (0, 50, 10, true),
+            (1, 50, 10, false),
+            (u64::MAX, 1, u64::MAX, false),
+            (0, u64::MAX, 1, true),
+        ];
+        for &(before, weight, capacity, admitted) in cases {
+            let lag = AtomicU64::new(before);
+            let drain = Mutex::new(DrainMeter::new(Instant::now()));
+            let outcome = reserve(&lag, weight, capacity, &drain);
+            let after = lag.load(Ordering::SeqCst);
+            match outcome {
+                Ok(()) => {
+                    assert!(admitted, "{before}+{weight} of {capacity} admitted");
+                    assert_eq!(after, before.saturating_add(weight));
+                }
+                Err(BusError::Full {
+                    pending,
+                    capacity: c,
+                    retry_after,
+                }) => {
+                    assert!(!admitted, "{before}+{weight} of {capacity} refused");
+                    assert_eq!((pending, c, after), (before, capacity, before));
+                    assert_eq!(retry_after, DEFAULT_RETRY, "no drain observed yet");
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+    }
 
     #[test]
     fn estimates_from_the_last_complete_window() {
