@@ -25,8 +25,10 @@ pub async fn index() -> impl IntoResponse {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // documentation only: the handler matches the name itself
 pub enum AssetFile {
+    /// The page's script.
     #[schema(rename = "app.js")]
     AppJs,
+    /// The page's stylesheet.
     #[schema(rename = "app.css")]
     AppCss,
 }
