@@ -35,6 +35,9 @@ case "${1:-}" in
     # /api/v1/ws answers a valid handshake with 101 and then speaks WebSocket, which an
     # HTTP fuzzer cannot follow; crates/vigia/tests/alerts.rs covers it with a real client.
     export SCHEMATHESIS_HOOKS="$here/hooks.py"
+    # Schemathesis keeps a cache of past failures (`.schemathesis/`) and reports in its
+    # working directory: a fresh one keeps them out of the clone and each run independent.
+    cd "$(mktemp -d)"
     exec "$venv/bin/st" run "$base/api/openapi.json" \
       --checks all \
       --header "Authorization: Bearer $token" \
