@@ -26,6 +26,12 @@ pub use rule::{Condition, RateDirection, Rule, RuleKind, Severity};
 pub use sensor::{Sensor, SensorKind, SensorSpec};
 pub use time::{parse_duration_ms, Timestamp};
 
+/// Whether `text` is longer than `max` characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts them, not bytes). Counts only when the byte length could exceed it.
+pub fn longer_than(text: &str, max: usize) -> bool {
+    text.len() > max && text.chars().count() > max
+}
+
 /// One field that failed validation, named the way the client wrote it
 /// (`value`, `rules[1].max`, `[42].ts`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]

@@ -10,6 +10,18 @@ use time::OffsetDateTime;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The earliest instant RFC 3339 can write: `0000-01-01T00:00:00.000Z`.
+    pub const RFC3339_MIN: Timestamp = Timestamp(-62_167_219_200_000);
+
+    /// The latest instant RFC 3339 can write: `9999-12-31T23:59:59.999Z`.
+    pub const RFC3339_MAX: Timestamp = Timestamp(253_402_300_799_999);
+
+    /// Whether [`Timestamp::to_rfc3339`] can write this instant as RFC 3339 (years
+    /// 0000–9999); outside, it falls back to the bare number.
+    pub fn is_rfc3339(self) -> bool {
+        (Self::RFC3339_MIN..=Self::RFC3339_MAX).contains(&self)
+    }
+
     /// The current wall-clock time.
     pub fn now() -> Self {
         let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
@@ -95,6 +107,35 @@ impl utoipa::PartialSchema for Timestamp {
 
 impl utoipa::ToSchema for Timestamp {}
 
+/// The OpenAPI schema of an instant as the API takes it: an RFC 3339 string or epoch
+/// milliseconds between `min` and `max`. With `nullable`, `null` too (meaning "absent").
+pub fn instant_input_schema(
+    min: Timestamp,
+    max: Timestamp,
+    nullable: bool,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let mut one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .description(Some("RFC 3339, any offset")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(min.0))
+                .maximum(Some(max.0))
+                .description(Some("epoch milliseconds")),
+        );
+    if nullable {
+        one_of = one_of.item(ObjectBuilder::new().schema_type(Type::Null));
+    }
+    one_of.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +155,24 @@ mod tests {
             Timestamp(1_795_428_000_250).to_rfc3339(),
             "2026-11-23T10:00:00.250Z"
         );
+    }
+
+    #[test]
+    fn the_rfc3339_range_is_what_rfc3339_can_write() {
+        assert_eq!(
+            Timestamp::RFC3339_MIN.to_rfc3339(),
+            "0000-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::RFC3339_MAX.to_rfc3339(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert!(Timestamp::RFC3339_MIN.is_rfc3339() && Timestamp::RFC3339_MAX.is_rfc3339());
+        for outside in [Timestamp::RFC3339_MIN.0 - 1, Timestamp::RFC3339_MAX.0 + 1] {
+            assert!(!Timestamp(outside).is_rfc3339());
+            let text = Timestamp(outside).to_rfc3339();
+            assert_eq!(Timestamp::parse_rfc3339(&text), None, "{outside}: {text}");
+        }
     }
 
     #[test]

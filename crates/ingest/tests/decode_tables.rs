@@ -36,6 +36,8 @@ fn good_bodies() {
         ("RFC 3339 with an offset", r#"{"sensor":"CF-1","ts":"2026-11-23T10:00:00+01:00","value":1}"#.into(), vec![reading("CF-1", "temperature", t - 3_600_000, 1.0)]),
         ("epoch ms as a whole float", r#"{"sensor":"CF-1","ts":1795424400000.0,"value":1}"#.into(), vec![reading("CF-1", "temperature", t - 3_600_000, 1.0)]),
         ("negative epoch ms", r#"{"sensor":"CF-1","ts":-5,"value":1}"#.into(), vec![reading("CF-1", "temperature", -5, 1.0)]),
+        ("the earliest RFC 3339 instant", r#"{"sensor":"CF-1","ts":-62167219200000,"value":1}"#.into(), vec![reading("CF-1", "temperature", -62_167_219_200_000, 1.0)]),
+        ("year 0000 as RFC 3339", r#"{"sensor":"CF-1","ts":"0000-01-01T00:00:00Z","value":1}"#.into(), vec![reading("CF-1", "temperature", -62_167_219_200_000, 1.0)]),
         ("null metric and ts mean absent", r#"{"sensor":"CF-1","metric":null,"ts":null,"value":1}"#.into(), vec![reading("CF-1", "temperature", t, 1.0)]),
         ("fields in any order", r#"{"value":2,"ts":0,"sensor":"CF-1"}"#.into(), vec![reading("CF-1", "temperature", 0, 2.0)]),
         ("escapes in strings and keys", r#"{"sens\u006fr":"CF\u002d1 \"a\"","value":1}"#.into(), vec![reading("CF-1 \"a\"", "temperature", t, 1.0)]),
@@ -49,6 +51,9 @@ fn good_bodies() {
         ("ts exactly 24 h ahead is accepted", format!(r#"{{"sensor":"a","ts":{},"value":1}}"#, t + DAY_MS), vec![reading("a", "temperature", t + DAY_MS, 1.0)]),
         ("a 64-byte metric", format!(r#"{{"sensor":"a","metric":"{}","value":1}}"#, "m".repeat(64)), vec![reading("a", &"m".repeat(64), t, 1.0)]),
         ("a 128-byte sensor", format!(r#"{{"sensor":"{}","value":1}}"#, "s".repeat(128)), vec![reading(&"s".repeat(128), "temperature", t, 1.0)]),
+        // Lengths are characters, as the OpenAPI document's maxLength counts them.
+        ("a 128-character, 256-byte sensor", format!(r#"{{"sensor":"{}","value":1}}"#, "é".repeat(128)), vec![reading(&"é".repeat(128), "temperature", t, 1.0)]),
+        ("a 64-character, 128-byte metric", format!(r#"{{"sensor":"a","metric":"{}","value":1}}"#, "µ".repeat(64)), vec![reading("a", &"µ".repeat(64), t, 1.0)]),
     ];
     for (name, body, want) in cases {
         assert_eq!(decode(&body), Ok(want), "{name}");
@@ -278,6 +283,16 @@ fn invalid_single_objects_are_422_naming_the_field() {
             &[(None, "ts", "out of range")],
         ),
         (
+            "ts before year 0000",
+            r#"{"sensor":"a","value":1,"ts":-62167219200001}"#.into(),
+            &[(None, "ts", "must be between 0000-01-01T00:00:00Z and 9999")],
+        ),
+        (
+            "ts as RFC 3339 before year 0000 in UTC",
+            r#"{"sensor":"a","value":1,"ts":"0000-01-01T00:00:00+00:01"}"#.into(),
+            &[(None, "ts", "must be between")],
+        ),
+        (
             "ts is a boolean",
             r#"{"sensor":"a","value":1,"ts":true}"#.into(),
             &[(None, "ts", "got a boolean")],
@@ -310,6 +325,19 @@ fn invalid_single_objects_are_422_naming_the_field() {
         (
             "empty metric",
             r#"{"sensor":"a","metric":"","value":1}"#.into(),
+            &[(None, "metric", "1 to 64")],
+        ),
+        (
+            "129-character sensor",
+            format!(r#"{{"sensor":"{}","value":1}}"#, "é".repeat(129)),
+            &[(None, "sensor", "at most 128")],
+        ),
+        (
+            "65-character metric",
+            format!(
+                r#"{{"sensor":"a","metric":"{}","value":1}}"#,
+                "µ".repeat(65)
+            ),
             &[(None, "metric", "1 to 64")],
         ),
         (
@@ -544,8 +572,8 @@ fn the_future_limit_follows_the_configuration() {
         panic!()
     };
     assert_eq!(errors[0].message, "is more than 90 s in the future");
-    // Far past and far future never overflow.
-    assert!(at(i64::MIN).is_ok());
+    // Far past and far future never overflow; both are outside what RFC 3339 can write.
+    assert!(at(i64::MIN).is_err());
     assert!(at(i64::MAX).is_err());
 }
 

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use vigia_core::Timestamp;
 
 /// The external contract (DESIGN.md §5 and the foundation issue). A route added to the
 /// server must be added here and to the document; a route listed here must be in it.
@@ -141,4 +142,327 @@ fn no_route_bypasses_the_document() {
         }
     }
     assert!(offenders.is_empty(), "undocumented routes in {offenders:?}");
+}
+
+async fn document(server: &TestServer) -> Value {
+    client()
+        .get(server.url("/api/openapi.json"))
+        .send()
+        .await
+        .expect("GET the document")
+        .json()
+        .await
+        .expect("the document is JSON")
+}
+
+/// Follows a `$ref` to `#/components/schemas/…`; other schemas come back as they are.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unexpected $ref {r}"));
+            resolve(doc, &doc["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+fn param<'a>(doc: &'a Value, method: &str, path: &str, name: &str) -> &'a Value {
+    let params = doc["paths"][path][method]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method} {path}: no parameters"));
+    let found: Vec<&Value> = params.iter().filter(|p| p["name"] == name).collect();
+    assert_eq!(found.len(), 1, "{method} {path}: `{name}` listed once");
+    found[0]
+}
+
+/// The branch of a `oneOf`/`anyOf` with this `type`.
+fn branch<'a>(union: &'a Value, keyword: &str, ty: &str) -> &'a Value {
+    union[keyword]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {keyword} in {union}"))
+        .iter()
+        .find(|b| b["type"] == ty)
+        .unwrap_or_else(|| panic!("no {ty} branch in {union}"))
+}
+
+fn assert_sensor_key(schema: &Value, at: &str) {
+    assert_eq!(schema["type"], "string", "{at}");
+    assert_eq!(schema["minLength"], 1, "{at}");
+    assert_eq!(schema["maxLength"], 128, "{at}");
+    assert_eq!(
+        schema["pattern"],
+        vigia_core::sensor::SENSOR_KEY_PATTERN,
+        "{at}"
+    );
+}
+
+/// The constraints the server enforces are stated, starting with the four places
+/// Schemathesis found where a request valid by the document was refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn document_states_the_constraints_the_server_enforces() {
+    let server = TestServer::start(Options::default());
+    let doc = document(&server).await;
+
+    // GET /api/v1/alerts?limit=0 was refused while the document allowed it.
+    let limit = &param(&doc, "get", "/api/v1/alerts", "limit")["schema"];
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&1.into(), &1000.into())
+    );
+    let state = &param(&doc, "get", "/api/v1/alerts", "state")["schema"];
+    assert_eq!(state["pattern"], "^(open|acked|resolved)?$");
+
+    // GET …/readings?to= was refused: `from` and `to` are date-times or epoch ms.
+    let series = "/api/v1/sensors/{key}/readings";
+    for name in ["from", "to"] {
+        let schema = &param(&doc, "get", series, name)["schema"];
+        assert_eq!(
+            branch(schema, "oneOf", "string")["format"],
+            "date-time",
+            "{name}"
+        );
+        assert_eq!(
+            branch(schema, "oneOf", "integer")["format"],
+            "int64",
+            "{name}"
+        );
+    }
+    let limit = &param(&doc, "get", series, "limit")["schema"];
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&1.into(), &10000.into())
+    );
+    let metric = &param(&doc, "get", series, "metric")["schema"];
+    assert_eq!(
+        (&metric["minLength"], &metric["maxLength"]),
+        (&1.into(), &64.into())
+    );
+    assert!(param(&doc, "get", series, "step")["schema"]["pattern"].is_string());
+
+    // Every `{key}` is a sensor key.
+    for (method, path) in [
+        ("get", "/api/v1/sensors/{key}"),
+        ("put", "/api/v1/sensors/{key}"),
+        ("get", series),
+    ] {
+        let key = param(&doc, method, path, "key");
+        assert_eq!(key["required"], true);
+        assert_sensor_key(&key["schema"], &format!("{method} {path}"));
+    }
+    for (method, path) in [
+        ("get", "/api/v1/alerts/{id}"),
+        ("post", "/api/v1/alerts/{id}/ack"),
+        ("post", "/api/v1/alerts/{id}/resolve"),
+    ] {
+        let id = &param(&doc, method, path, "id")["schema"];
+        assert_eq!(
+            (&id["type"], &id["format"]),
+            (&"integer".into(), &"int64".into())
+        );
+        assert_eq!(id["maximum"], i64::MAX, "{method} {path}");
+    }
+
+    // POST /api/v1/readings with empty strings was refused: the body states its rules.
+    let body = resolve(
+        &doc,
+        &doc["paths"]["/api/v1/readings"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"],
+    );
+    let one = resolve(&doc, &body["oneOf"][0]);
+    let many = &body["oneOf"][1];
+    assert_eq!(resolve(&doc, &many["items"]), one);
+    assert_eq!(
+        (&many["minItems"], &many["maxItems"]),
+        (&1.into(), &100_000.into())
+    );
+    assert_eq!(one["additionalProperties"], false);
+    assert_eq!(one["required"], serde_json::json!(["sensor", "value"]));
+    assert_sensor_key(&one["properties"]["sensor"], "reading sensor");
+    let metric = &one["properties"]["metric"];
+    assert_eq!(
+        (&metric["minLength"], &metric["maxLength"]),
+        (&1.into(), &64.into())
+    );
+    assert_eq!(metric["pattern"], vigia_ingest::decode::METRIC_PATTERN);
+    let ts = &one["properties"]["ts"];
+    assert_eq!(branch(ts, "oneOf", "string")["format"], "date-time");
+    let epoch = branch(ts, "oneOf", "integer");
+    assert_eq!(epoch["minimum"], Timestamp::RFC3339_MIN.0);
+    assert_eq!(epoch["maximum"], Timestamp::RFC3339_MAX.0);
+    branch(ts, "oneOf", "null");
+    assert_eq!(one["properties"]["value"]["type"], "number");
+
+    // PUT /api/v1/sensors/{key} with an empty rule metric was refused.
+    let spec = resolve(
+        &doc,
+        &doc["paths"]["/api/v1/sensors/{key}"]["put"]["requestBody"]["content"]["application/json"]
+            ["schema"],
+    );
+    assert_eq!(spec["additionalProperties"], false);
+    assert_eq!(spec["properties"]["name"]["maxLength"], 200);
+    assert_eq!(spec["properties"]["unit"]["maxLength"], 32);
+    assert_eq!(spec["properties"]["stock"]["minimum"], 0);
+    assert_eq!(spec["properties"]["rules"]["maxItems"], 32);
+    let rule = resolve(&doc, &spec["properties"]["rules"]["items"]);
+    let shapes = rule["anyOf"].as_array().expect("rule shapes");
+    assert_eq!(shapes.len(), 3);
+    for shape in shapes {
+        assert_eq!(shape["additionalProperties"], false, "{shape}");
+        let metric = &shape["properties"]["metric"];
+        assert_eq!(
+            (&metric["minLength"], &metric["maxLength"]),
+            (&1.into(), &64.into())
+        );
+        assert_eq!(shape["properties"]["name"]["maxLength"], 64);
+    }
+    let rate = shapes
+        .iter()
+        .find(|s| s["properties"]["kind"]["enum"][0] == "rate")
+        .expect("a rate shape");
+    assert_eq!(rate["properties"]["max_per_min"]["exclusiveMinimum"], 0);
+}
+
+async fn status_of(res: reqwest::Response, what: &str) -> u16 {
+    let status = res.status().as_u16();
+    if status >= 400 {
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+    }
+    status
+}
+
+async fn get_status(server: &TestServer, path: &str) -> u16 {
+    let res = client()
+        .get(server.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    status_of(res, path).await
+}
+
+async fn put_status(server: &TestServer, key: &str, body: &Value) -> u16 {
+    let res = client()
+        .put(server.url(&format!("/api/v1/sensors/{key}")))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .expect("PUT");
+    status_of(res, &format!("PUT {key} {body}")).await
+}
+
+/// Requests at the documented boundaries are accepted; just outside, refused with a
+/// problem+json 4xx. Lengths count characters, as JSON Schema does.
+#[tokio::test(flavor = "multi_thread")]
+async fn documented_boundaries_hold() {
+    use serde_json::json;
+    let server = TestServer::start(Options::default());
+
+    for (limit, want) in [(1, 200), (1000, 200), (0, 400), (1001, 400)] {
+        let path = format!("/api/v1/alerts?limit={limit}");
+        assert_eq!(get_status(&server, &path).await, want, "{path}");
+    }
+    assert_eq!(get_status(&server, "/api/v1/alerts?state=").await, 200);
+    assert_eq!(
+        get_status(&server, "/api/v1/alerts?state=opened").await,
+        400
+    );
+
+    assert_eq!(put_status(&server, "S", &json!({})).await, 201);
+    let series = "/api/v1/sensors/S/readings";
+    for (query, want) in [
+        ("limit=1", 200),
+        ("limit=10000", 200),
+        ("limit=0", 400),
+        ("limit=10001", 400),
+        ("to=2026-11-23T10:00:00Z", 200),
+        ("to=1795428000000", 200),
+        ("to=-9223372036854775808", 200),
+        ("to=", 400),
+        ("from=", 400),
+        ("metric=", 400),
+        (&format!("metric={}", "µ".repeat(64)), 200),
+        (&format!("metric={}", "µ".repeat(65)), 400),
+        ("step=1", 200),
+        ("step=99999999d", 200),
+        ("step=1.5m", 200),
+        ("step=", 400),
+        ("step=1x", 400),
+    ] {
+        let path = format!("{series}?{query}");
+        assert_eq!(get_status(&server, &path).await, want, "{path}");
+    }
+
+    let readings = server.url("/api/v1/readings");
+    for (body, want) in [
+        (json!({"sensor": "é".repeat(128), "value": 1}), 202),
+        (json!({"sensor": "é".repeat(129), "value": 1}), 422),
+        (json!({"sensor": "", "value": 1}), 422),
+        (
+            json!({"sensor": "a", "metric": "µ".repeat(64), "value": 1}),
+            202,
+        ),
+        (json!({"sensor": "a", "metric": "", "value": 1}), 422),
+        (
+            json!({"sensor": "a", "ts": Timestamp::RFC3339_MIN.0, "value": 1}),
+            202,
+        ),
+        (
+            json!({"sensor": "a", "ts": Timestamp::RFC3339_MIN.0 - 1, "value": 1}),
+            422,
+        ),
+        (
+            json!({"sensor": "a", "ts": "0000-01-01T00:00:00Z", "value": 1}),
+            202,
+        ),
+        (
+            json!({"sensor": "a", "ts": null, "metric": null, "value": 1}),
+            202,
+        ),
+        (json!({"sensor": "a", "ts": "", "value": 1}), 422),
+        (json!([]), 422),
+    ] {
+        let res = post_json(&readings, &body).await;
+        assert_eq!(status_of(res, &body.to_string()).await, want, "{body}");
+    }
+
+    for (key, body, want) in [
+        ("ñ".repeat(128), json!({}), 201),
+        ("ñ".repeat(129), json!({}), 422),
+        (
+            "R".into(),
+            json!({"rules": [{"kind": "threshold", "max": 1, "severity": "warning", "metric": "µ".repeat(64)}]}),
+            201,
+        ),
+        (
+            "R".into(),
+            json!({"rules": [{"kind": "threshold", "max": 1, "severity": "warning", "metric": ""}]}),
+            422,
+        ),
+        (
+            "R".into(),
+            json!({"rules": [{"kind": 0, "max": 1, "severity": "warning"}]}),
+            422,
+        ),
+        (
+            "R".into(),
+            json!({"rules": [{"kind": "rate", "max_per_min": 0, "severity": "warning"}]}),
+            422,
+        ),
+        ("R".into(), json!({"stock": -1}), 422),
+        ("R".into(), json!({"unit": "°".repeat(32)}), 200),
+        ("R".into(), json!({"unit": "°".repeat(33)}), 422),
+    ] {
+        assert_eq!(
+            put_status(&server, &key, &body).await,
+            want,
+            "{key}: {body}"
+        );
+    }
 }

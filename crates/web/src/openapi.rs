@@ -5,6 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, ProblemField};
+use crate::routes::page::AssetFile;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +15,7 @@ use crate::error::{Problem, ProblemField};
 Errors are `application/problem+json` (RFC 9457) with the failing fields and, for batches, row indexes.",
     ),
     modifiers(&Security),
-    components(schemas(Problem, ProblemField)),
+    components(schemas(Problem, ProblemField, AssetFile)),
     tags(
         (name = "readings", description = "Ingest"),
         (name = "sensors", description = "Sensors and their series"),

@@ -4,8 +4,9 @@
 //!
 //! Failed authentications: each 401 costs the client's address one cell of a bucket of
 //! `auth.max_failures_per_second` (burst the same). The failure that finds the bucket
-//! empty is answered 429 instead of 401, and the address is refused with 429 until the
-//! bucket refills — valid keys from that address too, because an unknown key costs a
+//! empty is answered 429 instead of 401, and the address is refused with 429 for the
+//! `Retry-After` it was given (the refill time, rounded up to whole seconds) — valid keys
+//! from that address too, because an unknown key costs a
 //! store lookup and an address that floods them is the load being shed. Addresses are
 //! remembered only while their bucket is not full: idle ones are evicted every
 //! [`EVICT_EVERY`], so memory follows the number of addresses failing right now.
@@ -65,7 +66,10 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         match self.limiter.check_key(key) {
             Ok(()) => Ok(()),
             Err(not_until) => {
+                // Whole seconds, as `Retry-After` says: a client that honours the header
+                // is served when it comes back, and a flood is held off for a second.
                 let wait = not_until.wait_time_from(self.clock.now());
+                let wait = Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64);
                 self.blocked
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -163,9 +167,10 @@ mod tests {
             assert!(limiter.hit(&1).is_ok(), "event {i} within the burst");
         }
         let wait = limiter.hit(&1).expect_err("the 21st in a second");
-        assert!(
-            wait <= Duration::from_millis(50) + Duration::from_millis(50),
-            "{wait:?}"
+        assert_eq!(
+            wait,
+            Duration::from_secs(1),
+            "rounded up to Retry-After's seconds"
         );
         assert!(
             limiter.refused_until(&1).is_some(),

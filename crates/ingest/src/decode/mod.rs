@@ -23,8 +23,12 @@ use slow::slow_path;
 /// At most this many row errors are listed; `rows_with_errors` still counts them all.
 pub const MAX_LISTED_ERRORS: usize = 100;
 
-/// Longest metric name accepted, in bytes (the same bound rules have).
-pub const MAX_METRIC_LEN: usize = 64;
+/// Longest metric name accepted, in characters (the same bound rules have).
+pub const MAX_METRIC_LEN: usize = vigia_core::rule::MAX_METRIC_LEN;
+
+/// The characters a reading's metric may hold, as the OpenAPI document states it
+/// (ECMA-262): anything but control characters (what `char::is_control` tests).
+pub const METRIC_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 
 /// Limits on what one body may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +163,7 @@ impl WireReading {
                 .as_deref()
                 .is_none_or(|m| check_metric(m).is_ok())
             && check_value(self.value).is_ok()
-            && check_future(ts, now, limits).is_ok();
+            && check_ts(ts, now, limits).is_ok();
         ok.then(|| Reading {
             sensor: self.sensor,
             metric: self.metric.unwrap_or_else(|| DEFAULT_METRIC.to_string()),
@@ -250,8 +254,11 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
 // Checks shared by both paths
 
 fn check_metric(metric: &str) -> Result<(), &'static str> {
-    if metric.is_empty() || metric.len() > MAX_METRIC_LEN || metric.chars().any(char::is_control) {
-        return Err("must be 1 to 64 bytes without control characters");
+    if metric.is_empty()
+        || vigia_core::longer_than(metric, MAX_METRIC_LEN)
+        || metric.chars().any(char::is_control)
+    {
+        return Err("must be 1 to 64 characters without control characters");
     }
     Ok(())
 }
@@ -264,7 +271,16 @@ fn check_value(value: f64) -> Result<(), &'static str> {
     }
 }
 
-fn check_future(ts: Timestamp, now: Timestamp, limits: &DecodeLimits) -> Result<(), String> {
+/// An event time must be one RFC 3339 can write (responses show it so) and not too far
+/// ahead of the arrival time.
+fn check_ts(ts: Timestamp, now: Timestamp, limits: &DecodeLimits) -> Result<(), String> {
+    if !ts.is_rfc3339() {
+        return Err(
+            "must be between 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z \
+             (epoch ms -62167219200000 to 253402300799999)"
+                .into(),
+        );
+    }
     if ts.0.saturating_sub(now.0) <= limits.max_future_ms {
         return Ok(());
     }

@@ -8,7 +8,7 @@ use vigia_core::sensor::validate_sensor_key;
 use vigia_core::Timestamp;
 
 use super::{
-    check_future, check_metric, check_value, DecodeError, DecodeLimits, RowError, MAX_LISTED_ERRORS,
+    check_metric, check_ts, check_value, DecodeError, DecodeLimits, RowError, MAX_LISTED_ERRORS,
 };
 
 /// Explains why the fast path failed, row by row.
@@ -219,7 +219,7 @@ fn check_row(
         ),
         (
             "ts",
-            timestamp(ts, now).and_then(|ts| check_future(ts, now, limits)),
+            timestamp(ts, now).and_then(|ts| check_ts(ts, now, limits)),
         ),
         (
             "value",

@@ -18,11 +18,13 @@ const MAX_LIMIT: usize = 1_000;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AlertParams {
-    /// `open`, `acked` or `resolved`; all states when absent.
+    /// `open`, `acked` or `resolved`; all states when absent or empty.
+    #[param(pattern = "^(open|acked|resolved)?$")]
     state: Option<String>,
     /// Only this sensor key.
     sensor: Option<String>,
     /// Most alerts, newest first, 1–1000; default 100.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
 }
 
@@ -78,7 +80,7 @@ pub async fn list_alerts(
     get,
     path = "/api/v1/alerts/{id}",
     tag = "alerts",
-    params(("id" = i64, Path, description = "Alert id")),
+    params(("id" = i64, Path, description = "Alert id", minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)),
     responses(
         (status = 200, description = "The alert", body = Alert),
         (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
@@ -104,7 +106,7 @@ pub async fn get_alert(
     post,
     path = "/api/v1/alerts/{id}/ack",
     tag = "alerts",
-    params(("id" = i64, Path, description = "Alert id")),
+    params(("id" = i64, Path, description = "Alert id", minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)),
     responses(
         (status = 200, description = "The acknowledged alert", body = Alert),
         (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
@@ -131,7 +133,7 @@ pub async fn ack_alert(
     post,
     path = "/api/v1/alerts/{id}/resolve",
     tag = "alerts",
-    params(("id" = i64, Path, description = "Alert id")),
+    params(("id" = i64, Path, description = "Alert id", minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)),
     responses(
         (status = 200, description = "The resolved alert", body = Alert),
         (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),

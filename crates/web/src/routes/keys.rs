@@ -18,8 +18,12 @@ use crate::{AppState, Caller};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequest {
-    /// What the key is for (1–64 characters, no control characters).
-    #[schema(min_length = 1, max_length = 64)]
+    /// What the key is for: 1–64 characters, not only white space, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// What the key may do; default `viewer`.
     #[serde(default = "default_role")]

@@ -67,6 +67,45 @@ fn lagged(missed: u64) -> String {
     format!(r#"{{"type":"lagged","missed":{missed}}}"#)
 }
 
+/// The headers of a WebSocket opening handshake (RFC 6455 §4.1), which the route
+/// requires: without them it answers 400. Documentation only.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documentation only
+pub struct UpgradeHeaders {
+    /// Must list the `upgrade` token.
+    #[param(required = true, rename = "Connection", schema_with = connection_schema)]
+    connection: String,
+    /// `websocket`.
+    #[param(required = true, rename = "Upgrade", schema_with = upgrade_schema)]
+    upgrade: String,
+    /// `13`.
+    #[param(required = true, rename = "Sec-WebSocket-Version", schema_with = version_schema)]
+    version: String,
+    /// The client's nonce, echoed hashed in `Sec-WebSocket-Accept`.
+    #[param(required = true, rename = "Sec-WebSocket-Key")]
+    key: String,
+}
+
+fn one_string(value: &'static str) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([value]))
+        .build()
+}
+
+fn connection_schema() -> utoipa::openapi::schema::Object {
+    one_string("Upgrade")
+}
+
+fn upgrade_schema() -> utoipa::openapi::schema::Object {
+    one_string("websocket")
+}
+
+fn version_schema() -> utoipa::openapi::schema::Object {
+    one_string("13")
+}
+
 /// Live feed over WebSocket: one JSON text frame per event
 /// (`{"type":"readings",…}`, `{"type":"alert","change":…,"alert":{…}}`, or
 /// `{"type":"lagged","missed":N}` when the client fell behind and should refetch).
@@ -74,7 +113,10 @@ fn lagged(missed: u64) -> String {
     get,
     path = "/api/v1/ws",
     tag = "live",
-    params(("access_token" = Option<String>, Query, description = "API key, for clients that cannot set headers")),
+    params(
+        ("access_token" = Option<String>, Query, description = "API key, for clients that cannot set headers"),
+        UpgradeHeaders,
+    ),
     responses(
         (status = 101, description = "Switching to WebSocket"),
         (status = 400, description = "Not a WebSocket upgrade request", body = Problem, content_type = "application/problem+json"),

@@ -21,14 +21,29 @@ pub async fn index() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML))
 }
 
+/// The assets there are, as the `{file}` of `/assets/{file}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: the handler matches the name itself
+pub enum AssetFile {
+    /// The page's script.
+    #[schema(rename = "app.js")]
+    AppJs,
+    /// The page's stylesheet.
+    #[schema(rename = "app.css")]
+    AppCss,
+}
+
 /// The page's script and stylesheet.
 #[utoipa::path(
     get,
     path = "/assets/{file}",
     tag = "page",
-    params(("file" = String, Path, description = "`app.js` or `app.css`")),
+    params(("file" = AssetFile, Path, description = "`app.js` or `app.css`")),
     responses(
-        (status = 200, description = "The asset", body = String),
+        (status = 200, description = "The asset", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
         (status = 404, description = "No such asset", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -9,32 +9,92 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use utoipa::ToSchema;
+use vigia_core::{Timestamp, DEFAULT_METRIC};
+use vigia_ingest::decode::{DecodeLimits, MAX_METRIC_LEN, METRIC_PATTERN};
 
 use crate::error::{ApiError, Problem};
 use crate::{AppState, Caller};
 
-/// One reading as a device sends it.
+/// One reading as a device sends it. Documentation only: the decoder
+/// (`vigia_ingest::decode`) parses the body itself; this states its rules.
 #[derive(ToSchema, serde::Deserialize)]
 #[allow(dead_code)] // documentation only: the decoder parses the body itself
+#[serde(deny_unknown_fields)]
 pub struct ReadingInput {
-    /// Sensor key within the caller's tenant (1–128 bytes, no `/` or control characters).
+    /// Sensor key within the caller's tenant (1–128 characters, no `/` or control characters).
+    #[schema(schema_with = sensor_key_schema)]
     sensor: String,
-    /// Metric name; defaults to `temperature`.
+    /// Metric name, 1–64 characters without control characters; absent or `null` means
+    /// `temperature`.
+    #[schema(schema_with = reading_metric_schema)]
     metric: Option<String>,
-    /// Event time, RFC 3339 or epoch milliseconds; defaults to arrival time. At most 24 h ahead.
-    #[schema(value_type = Option<String>, format = DateTime)]
+    /// Event time, RFC 3339 or epoch milliseconds, in years 0000–9999 (UTC); absent or
+    /// `null` means the arrival time. At most 24 h (`ingest.max_future`) after the arrival.
+    #[schema(schema_with = reading_ts_schema)]
     ts: Option<String>,
     /// A finite number.
     value: f64,
 }
 
-/// One reading or an array of them (refused whole if any row is bad).
-#[derive(ToSchema, serde::Deserialize)]
-#[allow(dead_code)]
-#[serde(untagged)]
-pub enum ReadingsBody {
-    One(ReadingInput),
-    Many(Vec<ReadingInput>),
+fn sensor_key_schema() -> utoipa::openapi::schema::Object {
+    vigia_core::sensor::sensor_key_schema()
+}
+
+fn reading_metric_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(1))
+        .max_length(Some(MAX_METRIC_LEN))
+        .pattern(Some(METRIC_PATTERN))
+        .default(Some(DEFAULT_METRIC.into()))
+        .build()
+}
+
+fn reading_ts_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    vigia_core::time::instant_input_schema(Timestamp::RFC3339_MIN, Timestamp::RFC3339_MAX, true)
+}
+
+/// One reading or a non-empty array of them (refused whole if any row is bad).
+/// Documentation only, like [`ReadingInput`].
+pub struct ReadingsBody;
+
+impl utoipa::PartialSchema for ReadingsBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+        use utoipa::openapi::Ref;
+        let max_rows = DecodeLimits::default().max_rows;
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name("ReadingInput"))
+            .item(
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name("ReadingInput"))
+                    .min_items(Some(1))
+                    .max_items(Some(max_rows))
+                    .description(Some(format!(
+                        "1 to {max_rows} readings by default (`ingest.max_batch_rows`); \
+                         more is refused with 413."
+                    ))),
+            )
+            .description(Some(
+                "One reading or an array of them (refused whole if any row is bad).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ReadingsBody {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            ReadingInput::name().into_owned(),
+            <ReadingInput as utoipa::PartialSchema>::schema(),
+        ));
+    }
 }
 
 /// The answer to an accepted request.

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use vigia_core::rule::MAX_METRIC_LEN;
 use vigia_core::{parse_duration_ms, SensorSpec, Timestamp, DEFAULT_METRIC};
 use vigia_services::SensorView;
 use vigia_store::{Point, ReadingQuery};
@@ -16,6 +17,9 @@ use crate::{AppState, Caller};
 /// Default and largest number of points per series request.
 const DEFAULT_POINTS: usize = 1_000;
 const MAX_POINTS: usize = 10_000;
+
+// The `{key}` parameter is spelled out in each route below (utoipa takes only literals
+// there); `tests/openapi.rs` checks it against `vigia_core::sensor::SENSOR_KEY_PATTERN`.
 
 /// List the tenant's sensors.
 #[utoipa::path(
@@ -42,7 +46,7 @@ pub async fn list_sensors(
     get,
     path = "/api/v1/sensors/{key}",
     tag = "sensors",
-    params(("key" = String, Path, description = "Sensor key")),
+    params(("key" = String, Path, description = "Sensor key: 1–128 characters, no control characters, no `/`", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F/]*$")),
     responses(
         (status = 200, description = "The sensor", body = SensorView),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
@@ -69,7 +73,7 @@ pub async fn get_sensor(
     put,
     path = "/api/v1/sensors/{key}",
     tag = "sensors",
-    params(("key" = String, Path, description = "Sensor key")),
+    params(("key" = String, Path, description = "Sensor key: 1–128 characters, no control characters, no `/`", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F/]*$")),
     request_body(content = SensorSpec, content_type = "application/json"),
     responses(
         (status = 200, description = "Updated", body = SensorView),
@@ -77,6 +81,7 @@ pub async fn get_sensor(
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 2 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid key or fields", body = Problem, content_type = "application/problem+json"),
     ),
@@ -102,16 +107,50 @@ pub async fn put_sensor(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesParams {
-    /// Metric; default `temperature`.
+    /// Metric, 1–64 characters; default `temperature`.
+    #[param(schema_with = series_metric_schema)]
     metric: Option<String>,
     /// Start (inclusive), RFC 3339 or epoch ms; default one hour before `to`.
+    /// Must not be after `to`.
+    #[param(schema_with = instant_schema)]
     from: Option<String>,
     /// End (inclusive), RFC 3339 or epoch ms; default now.
+    #[param(schema_with = instant_schema)]
     to: Option<String>,
     /// Most points, 1–10000; default 1000.
+    #[param(minimum = 1, maximum = 10000, default = 1000)]
     limit: Option<usize>,
-    /// Average into buckets of this width (`60s`, `5m`, or milliseconds).
+    /// Average into buckets of this width: a number, then `ms` (the default), `s`,
+    /// `m`/`min`, `h` or `d`, e.g. `60s`, `1.5m`, `1500`; at least 1 ms once rounded.
+    #[param(schema_with = step_schema)]
     step: Option<String>,
+}
+
+fn series_metric_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_METRIC_LEN))
+        .default(Some(DEFAULT_METRIC.into()))
+        .build()
+}
+
+fn instant_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    vigia_core::time::instant_input_schema(Timestamp(i64::MIN), Timestamp(i64::MAX), false)
+}
+
+/// The grammar `parse_duration_ms` takes, without the surrounding blanks it also trims:
+/// a decimal number (at most 8 integer digits, so no step overflows), then a unit. That it
+/// must come to at least 1 ms (`0.4ms` rounds to 0) the description says in words.
+const STEP_PATTERN: &str = r"^([0-9]{1,8}(\.[0-9]*)?|\.[0-9]+)(ms|s|m|min|h|d)?$";
+
+fn step_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(STEP_PATTERN))
+        .build()
 }
 
 /// A reading series.
@@ -128,7 +167,7 @@ pub struct Series {
     get,
     path = "/api/v1/sensors/{key}/readings",
     tag = "sensors",
-    params(("key" = String, Path, description = "Sensor key"), SeriesParams),
+    params(("key" = String, Path, description = "Sensor key: 1–128 characters, no control characters, no `/`", min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F/]*$"), SeriesParams),
     responses(
         (status = 200, description = "Points oldest first", body = Series),
         (status = 400, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
@@ -177,7 +216,8 @@ fn series_query(p: SeriesParams) -> Result<ReadingQuery, ApiError> {
     };
     let from = match &p.from {
         Some(t) => instant("from", t)?,
-        None => Timestamp(to.0 - 3_600_000),
+        // Saturating: `to` may be any int64, down to its minimum.
+        None => Timestamp(to.0.saturating_sub(3_600_000)),
     };
     if from > to {
         return Err(bad("from", "must not be after `to`".into()));
@@ -197,7 +237,7 @@ fn series_query(p: SeriesParams) -> Result<ReadingQuery, ApiError> {
         None => None,
     };
     let metric = p.metric.unwrap_or_else(|| DEFAULT_METRIC.to_string());
-    if metric.is_empty() || metric.len() > 64 {
+    if metric.is_empty() || vigia_core::longer_than(&metric, MAX_METRIC_LEN) {
         return Err(bad("metric", "must be 1 to 64 characters".into()));
     }
     Ok(ReadingQuery {

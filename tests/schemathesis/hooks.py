@@ -1,0 +1,167 @@
+"""Schemathesis hooks: the server's few rules that OpenAPI cannot state.
+
+The document (`/api/openapi.json`) states every constraint JSON Schema can express. Four
+rules relate a value to another value or to the clock, or round a number, which JSON
+Schema cannot do; the descriptions in the document say them in words, and these hooks
+keep generated requests inside them, changing only the values that break them (so a
+negative case stays negative):
+
+- a reading's `ts` is at most 24 h (`ingest.max_future`) after its arrival;
+- a series query's `from` is not after its `to` (which defaults to now), and its `step`
+  comes to at least 1 ms once rounded;
+- a sensor's rules have unique effective names, and a threshold's `min` <= `max`.
+
+They are `map_case` hooks because Schemathesis applies only case hooks in its coverage
+phase. Loaded through `SCHEMATHESIS_HOOKS` by `run.sh`.
+"""
+
+import re
+import time
+
+import schemathesis
+
+DAY_MS = 24 * 3_600_000
+# The latest `ts` the document allows (9999-12-31T23:59:59.999Z); past it a case is
+# negative on purpose and stays as it is.
+TS_MAX = 253_402_300_799_999
+# Room for the time between generating a case and the server reading it.
+MARGIN_MS = 3_600_000
+
+RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?"
+    r"(?:[Zz]|([+-])(\d{2}):(\d{2}))$"
+)
+
+# Unicode White_Space, what Rust's `str::trim` removes (Python's `strip` removes more).
+WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(
+    chr(c) for c in range(0x2000, 0x200B)
+) + "\u2028\u2029\u202f\u205f\u3000"
+
+
+def now_ms():
+    return time.time_ns() // 1_000_000
+
+
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def epoch_ms(value):
+    """The instant a `ts`, `from` or `to` names, in epoch ms; None if it names none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(value)  # a query string's epoch milliseconds
+    except ValueError:
+        pass
+    m = RFC3339.match(value)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    ms = days_from_civil(year, month, day) * 86_400_000
+    ms += ((hour * 60 + minute) * 60 + second) * 1000
+    if m.group(7):
+        ms += int((m.group(7)[1:] + "000")[:3])
+    if m.group(8):
+        offset = (int(m.group(9)) * 60 + int(m.group(10))) * 60_000
+        ms -= offset if m.group(8) == "+" else -offset
+    return ms
+
+
+def past_like(value):
+    """A valid instant an hour ago, of the same JSON type as `value`."""
+    ms = now_ms() - 3_600_000
+    if isinstance(value, str):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
+    return ms
+
+
+@schemathesis.hook("map_case").apply_to(method="POST", path="/api/v1/readings")
+def readings_not_from_the_future(context, case):
+    body = case.body
+    rows = body if isinstance(body, list) else [body]
+    limit = now_ms() + DAY_MS - MARGIN_MS
+    for row in rows:
+        if isinstance(row, dict) and "ts" in row:
+            ms = epoch_ms(row["ts"])
+            if ms is not None and limit < ms <= TS_MAX:
+                row["ts"] = past_like(row["ts"])
+    return case
+
+
+STEP = re.compile(r"^([0-9]+\.?[0-9]*|\.[0-9]+)(ms|s|m|min|h|d)?$")
+STEP_FACTOR = {"": 1, "ms": 1, "s": 1_000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def step_ms(text):
+    """What `parse_duration_ms` makes of a step, or None if it is no step at all."""
+    m = STEP.match(text) if isinstance(text, str) else None
+    if m is None:
+        return None
+    ms = float(m.group(1)) * STEP_FACTOR[m.group(2) or ""]
+    # Rust's `f64::round` rounds half away from zero; Python's `round` to even.
+    return int(ms + 0.5) if ms < 9e15 else ms
+
+
+@schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/sensors/{key}/readings")
+def series_query_consistent(context, case):
+    query = case.query
+    if not isinstance(query, dict):
+        return case
+    ms = step_ms(query.get("step"))
+    if ms is not None and not 1 <= ms <= 9e15:
+        query["step"] = "1s"
+    start = epoch_ms(query.get("from"))
+    end = epoch_ms(query.get("to")) if "to" in query else now_ms() - MARGIN_MS
+    if start is not None and end is not None and start > end:
+        if "to" in query:
+            query["from"], query["to"] = query["to"], query["from"]
+        else:
+            del query["from"]
+    return case
+
+
+def effective_name(rule):
+    name = rule.get("name", "")
+    if isinstance(name, str) and name.strip(WHITE_SPACE):
+        return name
+    metric = rule.get("metric", "temperature")
+    base = f"{rule.get('kind')}-{rule.get('severity')}"
+    return base if metric == "temperature" else f"{base}-{metric}"
+
+
+@schemathesis.hook("map_case").apply_to(method="PUT", path="/api/v1/sensors/{key}")
+def rules_consistent(context, case):
+    body = case.body
+    if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
+        return case
+    rules = [r for r in body["rules"] if isinstance(r, dict)]
+    for rule in rules:
+        lo, hi = rule.get("min"), rule.get("max")
+        if rule.get("kind") == "threshold" and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)
+        ) and lo > hi:
+            rule["min"], rule["max"] = hi, lo
+    seen = set()
+    for i, rule in enumerate(rules):
+        name = effective_name(rule)
+        n = i
+        while name in seen:
+            name = f"rule-{n}"
+            n += 1
+        if name != effective_name(rule):
+            rule["name"] = name
+        seen.add(name)
+    return case
