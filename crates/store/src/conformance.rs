@@ -12,6 +12,7 @@ mod alerts;
 mod audit;
 mod catalog;
 mod leases;
+mod outbox;
 mod readings;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ pub use catalog::{
     put_sensor_resolves_alerts_of_removed_rules, tenant_isolation_of_sensors, tenants,
 };
 pub use leases::leases_one_holder_at_a_time;
+pub use outbox::outbox_has_one_event_per_alert_change;
 pub use readings::{
     batch_is_atomic, concurrent_batches_fail_alone, housekeeping_keeps_data,
     large_batches_count_exactly, latest_of_one_sensor, latest_only_moves_forward,
@@ -110,6 +112,14 @@ macro_rules! for_each_lease_check {
     };
 }
 
+/// The outbox port's checks.
+#[macro_export]
+macro_rules! for_each_outbox_check {
+    ($callback:ident) => {
+        $callback!(outbox_has_one_event_per_alert_change);
+    };
+}
+
 /// Calls `$callback` once per port with that port's checks, so a backend's test file can
 /// make one test per check: `vigia_store::for_each_store_check!(my_test_macro);`.
 #[macro_export]
@@ -120,6 +130,7 @@ macro_rules! for_each_store_check {
         $crate::for_each_alert_check!($callback);
         $crate::for_each_audit_check!($callback);
         $crate::for_each_lease_check!($callback);
+        $crate::for_each_outbox_check!($callback);
     };
 }
 

@@ -3,7 +3,8 @@
 //! backend from a URL.
 //!
 //! Ports: [`CatalogRepo`] (tenants, keys, sensors), [`ReadingRepo`], [`AlertRepo`],
-//! [`AuditRepo`], [`LeaseRepo`]. Writes that must be atomic across aggregates — readings,
+//! [`AuditRepo`], [`LeaseRepo`], [`OutboxRepo`] (domain events written in the same
+//! transaction as the change they describe). Writes that must be atomic across aggregates — readings,
 //! latest values and the alert changes they cause — go through the unit of work,
 //! [`Store::write_batch`]. A new aggregate is a new port module, its conformance suite
 //! and its tables; no existing trait grows.
@@ -26,6 +27,7 @@ pub mod audit;
 pub mod catalog;
 pub mod leases;
 pub mod memory;
+pub mod outbox;
 pub mod readings;
 pub mod registry;
 pub mod sqlite;
@@ -39,6 +41,7 @@ pub use alerts::{AlertFilter, AlertRepo, AlertTransition, NewAlert};
 pub use audit::{audit_minute, AuditEvent, AuditOutcome, AuditRecord, AuditRepo};
 pub use catalog::{CatalogRepo, NewApiKey, SensorPut};
 pub use leases::LeaseRepo;
+pub use outbox::{OutboxEntry, OutboxRepo};
 pub use readings::{LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading};
 pub use registry::{open, supported_schemes, OpenContext, StoreFactory, StoreRegistry};
 pub use vigia_core::Durability;
@@ -89,6 +92,7 @@ pub trait Store: Send + Sync + 'static {
     fn alerts(&self) -> &dyn AlertRepo;
     fn audit(&self) -> &dyn AuditRepo;
     fn leases(&self) -> &dyn LeaseRepo;
+    fn outbox(&self) -> &dyn OutboxRepo;
 
     /// Commits readings, latest values and alert transitions atomically. Idempotent for
     /// readings.

@@ -30,6 +30,7 @@ mod audit;
 mod batch;
 mod catalog;
 mod leases;
+mod outbox;
 mod readings;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use async_trait::async_trait;
 
 use crate::{
-    AlertRepo, AuditRepo, CatalogRepo, LeaseRepo, OpenContext, ReadingRepo, Store, StoreError,
-    StoreFactory, StoreResult, WriteBatch, WriteOutcome,
+    AlertRepo, AuditRepo, CatalogRepo, LeaseRepo, OpenContext, OutboxRepo, ReadingRepo, Store,
+    StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
 };
 use alerts::Alerts;
 use audit::AuditLog;
@@ -53,6 +54,7 @@ struct Data {
     catalog: Catalog,
     readings: Readings,
     alerts: Alerts,
+    outbox: outbox::Outbox,
 }
 
 /// The in-memory implementation of [`Store`]. See the module docs for its design.
@@ -145,6 +147,9 @@ impl Store for VolatileStore {
         self
     }
     fn leases(&self) -> &dyn LeaseRepo {
+        self
+    }
+    fn outbox(&self) -> &dyn OutboxRepo {
         self
     }
 

@@ -48,6 +48,7 @@ mod audit;
 mod batch;
 mod catalog;
 mod error;
+mod outbox;
 mod pool;
 mod schema;
 mod series;
@@ -61,16 +62,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use vigia_core::{
-    Alert, AlertId, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Sensor, SensorId, SensorSpec, Tenant,
-    TenantId, Timestamp,
+    Alert, AlertChange, AlertId, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Sensor, SensorId, SensorSpec,
+    Tenant, TenantId, Timestamp,
 };
 
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
-    LatestReading, LeaseRepo, NewApiKey, OpenContext, Point, ReadingQuery, ReadingRepo, SensorPut,
-    SensorReading, Store, StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
+    LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
+    ReadingRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory, StoreResult,
+    WriteBatch, WriteOutcome,
 };
 use error::writer_gone;
 use pool::ReadPool;
@@ -224,6 +226,9 @@ impl Store for SqliteStore {
     fn leases(&self) -> &dyn LeaseRepo {
         self
     }
+    fn outbox(&self) -> &dyn OutboxRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         if batch.readings.is_empty() && batch.alerts.is_empty() {
@@ -340,6 +345,9 @@ impl CatalogRepo for SqliteStore {
             let put = w.transaction(|tx| {
                 let (sensor, created) = catalog::put_sensor(tx, tenant, &key, &spec, at)?;
                 let resolved = alerts::resolve_removed_rules(tx, &sensor, &by, at)?;
+                for alert in &resolved {
+                    outbox::alert_changed(tx, AlertChange::Resolved, alert, at)?;
+                }
                 Ok(SensorPut {
                     sensor,
                     created,
@@ -430,8 +438,17 @@ impl AlertRepo for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<Alert> {
         let by = by.to_string();
-        self.write(move |w| w.transaction(|tx| alerts::ack(tx, tenant, id, &by, at)))
-            .await
+        self.write(move |w| {
+            w.transaction(|tx| {
+                let before = alerts::get(tx, tenant, id)?;
+                let after = alerts::ack(tx, tenant, id, &by, at)?;
+                if after.state != before.state {
+                    outbox::alert_changed(tx, AlertChange::Acked, &after, at)?;
+                }
+                Ok(after)
+            })
+        })
+        .await
     }
 
     async fn resolve(
@@ -442,8 +459,17 @@ impl AlertRepo for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<Alert> {
         let by = by.to_string();
-        self.write(move |w| w.transaction(|tx| alerts::resolve(tx, tenant, id, &by, at)))
-            .await
+        self.write(move |w| {
+            w.transaction(|tx| {
+                let before = alerts::get(tx, tenant, id)?;
+                let after = alerts::resolve(tx, tenant, id, &by, at)?;
+                if after.state != before.state {
+                    outbox::alert_changed(tx, AlertChange::Resolved, &after, at)?;
+                }
+                Ok(after)
+            })
+        })
+        .await
     }
 
     async fn unresolved(&self) -> StoreResult<Vec<Alert>> {
@@ -501,6 +527,31 @@ impl LeaseRepo for SqliteStore {
     async fn release(&self, name: &str, holder: &str) -> StoreResult<()> {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.write(move |w| w.transaction(|tx| audit::release_lease(tx, &name, &holder)))
+            .await
+    }
+}
+
+#[async_trait]
+impl OutboxRepo for SqliteStore {
+    async fn read_after(&self, after: u64, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
+        self.reads
+            .run(move |c| outbox::read_after(c, after, limit))
+            .await
+    }
+
+    async fn cursor(&self, consumer: &str) -> StoreResult<u64> {
+        let consumer = consumer.to_string();
+        self.reads.run(move |c| outbox::cursor(c, &consumer)).await
+    }
+
+    async fn save_cursor(&self, consumer: &str, position: u64) -> StoreResult<()> {
+        let consumer = consumer.to_string();
+        self.write(move |w| w.transaction(|tx| outbox::save_cursor(tx, &consumer, position)))
+            .await
+    }
+
+    async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
+        self.write(move |w| w.transaction(|tx| outbox::prune(tx, before)))
             .await
     }
 }

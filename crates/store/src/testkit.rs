@@ -43,8 +43,8 @@ use vigia_core::{
 
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, LatestReading,
-    LeaseRepo, NewApiKey, Point, ReadingQuery, ReadingRepo, SensorPut, SensorReading, Store,
-    StoreError, StoreResult, WriteBatch, WriteOutcome,
+    LeaseRepo, NewApiKey, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo, SensorPut,
+    SensorReading, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// Declares [`Method`] and its names from one list, so the two cannot drift apart.
@@ -101,6 +101,10 @@ methods! {
     ListAudit => "audit.list",
     PruneAudit => "audit.prune",
     TryAcquire => "leases.try_acquire",
+    ReadOutbox => "outbox.read_after",
+    Cursor => "outbox.cursor",
+    SaveCursor => "outbox.save_cursor",
+    PruneOutbox => "outbox.prune",
     Release => "leases.release",
 }
 
@@ -379,6 +383,9 @@ impl Store for FaultyStore {
     fn leases(&self) -> &dyn LeaseRepo {
         self
     }
+    fn outbox(&self) -> &dyn OutboxRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         self.faults.enter(Method::WriteBatch).await?;
@@ -612,6 +619,29 @@ impl LeaseRepo for FaultyStore {
     async fn release(&self, name: &str, holder: &str) -> StoreResult<()> {
         self.faults.enter(Method::Release).await?;
         self.inner.leases().release(name, holder).await
+    }
+}
+
+#[async_trait]
+impl OutboxRepo for FaultyStore {
+    async fn read_after(&self, after: u64, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
+        self.faults.enter(Method::ReadOutbox).await?;
+        self.inner.outbox().read_after(after, limit).await
+    }
+
+    async fn cursor(&self, consumer: &str) -> StoreResult<u64> {
+        self.faults.enter(Method::Cursor).await?;
+        self.inner.outbox().cursor(consumer).await
+    }
+
+    async fn save_cursor(&self, consumer: &str, position: u64) -> StoreResult<()> {
+        self.faults.enter(Method::SaveCursor).await?;
+        self.inner.outbox().save_cursor(consumer, position).await
+    }
+
+    async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
+        self.faults.enter(Method::PruneOutbox).await?;
+        self.inner.outbox().prune(before).await
     }
 }
 

@@ -60,8 +60,10 @@ pub struct SchedulerConfig {
     pub housekeeping_every: String,
     /// How long audit rows are kept.
     pub audit_retention: String,
-    /// When audit retention runs (cron, UTC).
-    pub audit_retention_cron: String,
+    /// How long outbox events are kept for their consumers.
+    pub outbox_retention: String,
+    /// When retention (audit rows, outbox events) runs (cron, UTC).
+    pub retention_cron: String,
 }
 
 impl Default for SchedulerConfig {
@@ -70,7 +72,8 @@ impl Default for SchedulerConfig {
             lease_ttl: "30s".into(),
             housekeeping_every: "5m".into(),
             audit_retention: "90d".into(),
-            audit_retention_cron: "17 3 * * *".into(),
+            outbox_retention: "7d".into(),
+            retention_cron: "17 3 * * *".into(),
         }
     }
 }
@@ -280,8 +283,8 @@ impl Config {
         if self.millis(&self.scheduler.housekeeping_every) < 1_000 {
             bail!("scheduler.housekeeping_every must be at least 1s");
         }
-        vigia_scheduler::Schedule::cron(self.scheduler.audit_retention_cron.clone())
-            .map_err(|e| anyhow::anyhow!("setting `scheduler.audit_retention_cron`: {e}"))?;
+        vigia_scheduler::Schedule::cron(self.scheduler.retention_cron.clone())
+            .map_err(|e| anyhow::anyhow!("setting `scheduler.retention_cron`: {e}"))?;
         if self.auth.max_failures_per_second == 0 {
             bail!("auth.max_failures_per_second must be at least 1");
         }
@@ -298,6 +301,10 @@ impl Config {
                 &self.scheduler.housekeeping_every,
             ),
             ("scheduler.audit_retention", &self.scheduler.audit_retention),
+            (
+                "scheduler.outbox_retention",
+                &self.scheduler.outbox_retention,
+            ),
         ] {
             parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
         }
@@ -373,8 +380,8 @@ mod tests {
             ),
             (Box::new(|c| c.workers.count = 0), "workers.count"),
             (
-                Box::new(|c| c.scheduler.audit_retention_cron = "61 * * * *".into()),
-                "scheduler.audit_retention_cron",
+                Box::new(|c| c.scheduler.retention_cron = "61 * * * *".into()),
+                "scheduler.retention_cron",
             ),
             (
                 Box::new(|c| c.scheduler.lease_ttl = "10ms".into()),

@@ -57,6 +57,12 @@ pub fn start(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Scheduler
     Ok(scheduler.start())
 }
 
+/// The instant `age` before now.
+fn ago(age: Duration) -> Timestamp {
+    let ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    Timestamp(Timestamp::now().0.saturating_sub(ms))
+}
+
 /// Every job of this build.
 pub fn register_jobs(
     scheduler: &mut Scheduler,
@@ -80,23 +86,26 @@ pub fn register_jobs(
             ..JobOptions::default()
         },
     )?;
-    let retention = config.duration(&config.scheduler.audit_retention);
+    let audit_keep = config.duration(&config.scheduler.audit_retention);
+    let outbox_keep = config.duration(&config.scheduler.outbox_retention);
     scheduler.register(
-        "audit-retention",
-        Schedule::cron(config.scheduler.audit_retention_cron.clone())?,
-        job_fn("audit-retention", move |_ctx| {
+        "retention",
+        Schedule::cron(config.scheduler.retention_cron.clone())?,
+        job_fn("retention", move |_ctx| {
             let store = store.clone();
             async move {
-                let cut_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-                let before = Timestamp(Timestamp::now().0.saturating_sub(cut_ms));
-                let pruned = store
+                let audit = store
                     .audit()
-                    .prune(before)
+                    .prune(ago(audit_keep))
+                    .await
+                    .map_err(JobError::from_error)?;
+                let outbox = store
+                    .outbox()
+                    .prune(ago(outbox_keep))
                     .await
                     .map_err(JobError::from_error)?;
                 Ok(JobReport::new(format!(
-                    "{pruned} audit row(s) older than {} removed",
-                    before.to_rfc3339()
+                    "{audit} audit row(s) and {outbox} outbox event(s) past retention removed"
                 )))
             }
         }),
@@ -147,7 +156,7 @@ mod tests {
         register_jobs(&mut scheduler, &config, store).unwrap();
         let handle = scheduler.start();
         let names: Vec<String> = handle.status().into_iter().map(|j| j.name).collect();
-        assert_eq!(names, ["store-housekeeping", "audit-retention"]);
+        assert_eq!(names, ["store-housekeeping", "retention"]);
         handle.stop(Duration::from_secs(1)).await;
     }
 }

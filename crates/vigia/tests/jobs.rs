@@ -35,7 +35,7 @@ async fn the_housekeeping_job_is_listed_with_its_last_outcome() {
         jobs.as_array()
             .unwrap()
             .iter()
-            .any(|j| j["name"] == "audit-retention" && j["schedule"] == "cron 17 3 * * *"),
+            .any(|j| j["name"] == "retention" && j["schedule"] == "cron 17 3 * * *"),
         "{jobs}"
     );
     let runs = metric(&server, "vigia_job_runs_total").await;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use vigia_core::{Alert, AlertId, AlertState, Sensor, SensorId, TenantId, Timestamp};
+use vigia_core::{Alert, AlertChange, AlertId, AlertState, Sensor, SensorId, TenantId, Timestamp};
 
 use super::catalog::IdCounter;
 use super::VolatileStore;
@@ -228,7 +228,13 @@ impl AlertRepo for VolatileStore {
         by: &str,
         at: Timestamp,
     ) -> StoreResult<Alert> {
-        self.write()?.alerts.ack(tenant, id, by, at)
+        let mut data = self.write()?;
+        let before = data.alerts.get(tenant, id)?.state;
+        let alert = data.alerts.ack(tenant, id, by, at)?;
+        if alert.state != before {
+            data.outbox.alert_changed(AlertChange::Acked, &alert, at);
+        }
+        Ok(alert)
     }
 
     async fn resolve(
@@ -238,7 +244,13 @@ impl AlertRepo for VolatileStore {
         by: &str,
         at: Timestamp,
     ) -> StoreResult<Alert> {
-        self.write()?.alerts.resolve(tenant, id, by, at)
+        let mut data = self.write()?;
+        let before = data.alerts.get(tenant, id)?.state;
+        let alert = data.alerts.resolve(tenant, id, by, at)?;
+        if alert.state != before {
+            data.outbox.alert_changed(AlertChange::Resolved, &alert, at);
+        }
+        Ok(alert)
     }
 
     async fn unresolved(&self) -> StoreResult<Vec<Alert>> {

@@ -1,7 +1,7 @@
 //! The unit of work in memory: a [`WriteBatch`] is checked whole, then applied whole,
 //! under the write lock, so it lands completely or not at all and no reader sees half.
 
-use vigia_core::{AlertChange, SensorId, TenantId};
+use vigia_core::{AlertChange, SensorId, TenantId, Timestamp};
 
 use super::catalog::Catalog;
 use super::Data;
@@ -16,7 +16,9 @@ impl Data {
             catalog,
             readings,
             alerts,
+            outbox,
         } = self;
+        let now = Timestamp::now();
         let sensor_keys = check(catalog, batch)?;
 
         let mut written = 0;
@@ -28,6 +30,7 @@ impl Data {
             match transition {
                 AlertTransition::Open(new) => {
                     if let Some(alert) = alerts.open(new, sensor_key) {
+                        outbox.alert_changed(AlertChange::Opened, &alert, now);
                         changed.push((AlertChange::Opened, alert));
                     }
                 }
@@ -38,6 +41,7 @@ impl Data {
                     at,
                 } => {
                     if let Some(alert) = alerts.auto_resolve(*tenant, *sensor, rule, *at) {
+                        outbox.alert_changed(AlertChange::Resolved, &alert, now);
                         changed.push((AlertChange::Resolved, alert));
                     }
                 }

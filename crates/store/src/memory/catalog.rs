@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use vigia_core::{
-    ApiKeyId, ApiKeyInfo, ApiKeyRecord, Role, Sensor, SensorId, SensorKind, SensorSpec, Tenant,
-    TenantId, Timestamp,
+    AlertChange, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Role, Sensor, SensorId, SensorKind,
+    SensorSpec, Tenant, TenantId, Timestamp,
 };
 
 use super::{Data, VolatileStore};
@@ -342,12 +342,18 @@ impl CatalogRepo for VolatileStore {
     ) -> StoreResult<SensorPut> {
         let mut guard = self.write()?;
         let Data {
-            catalog, alerts, ..
+            catalog,
+            alerts,
+            outbox,
+            ..
         } = &mut *guard;
         // put_sensor fails (unknown tenant) before changing anything, and resolving
         // cannot fail, so the pair is atomic.
         let (sensor, created) = catalog.put_sensor(tenant, key, spec, at)?;
         let resolved = alerts.resolve_removed_rules(&sensor, resolved_by, at);
+        for alert in &resolved {
+            outbox.alert_changed(AlertChange::Resolved, alert, at);
+        }
         Ok(SensorPut {
             sensor,
             created,

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{params, Connection, TransactionBehavior};
-use vigia_core::{AlertChange, SensorId, TenantId};
+use vigia_core::{AlertChange, SensorId, TenantId, Timestamp};
 
-use super::{alerts, catalog};
+use super::{alerts, catalog, outbox};
 use crate::{AlertTransition, SensorReading, StoreError, StoreResult, WriteBatch, WriteOutcome};
 
 /// What the writer remembers between transactions. Only facts that cannot go stale
@@ -239,6 +239,7 @@ fn apply(
             AlertTransition::Open(new) => {
                 require_sensor_in_tenant(conn, caches, new.sensor, new.tenant)?;
                 if let Some(alert) = alerts::open(conn, new)? {
+                    outbox::alert_changed(conn, AlertChange::Opened, &alert, Timestamp::now())?;
                     changed.push((AlertChange::Opened, alert));
                 }
             }
@@ -250,6 +251,7 @@ fn apply(
             } => {
                 require_sensor_in_tenant(conn, caches, *sensor, *tenant)?;
                 if let Some(alert) = alerts::auto_resolve(conn, *tenant, *sensor, rule, *at)? {
+                    outbox::alert_changed(conn, AlertChange::Resolved, &alert, Timestamp::now())?;
                     changed.push((AlertChange::Resolved, alert));
                 }
             }

@@ -11,7 +11,7 @@ use crate::{Durability, StoreError, StoreResult};
 /// A new migration is a new file appended here, never an edit of a shipped one.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0002_key_roles_audit_leases.sql"),
+    include_str!("../../migrations/sqlite/0002_roles_audit_leases_outbox.sql"),
 ];
 
 /// The schema version this build creates and understands (`PRAGMA user_version`).

@@ -1,4 +1,5 @@
--- Vigía SQLite schema, version 2: key roles and revocation, the audit log, leases.
+-- Vigía SQLite schema, version 2: key roles and revocation, the audit log, leases, the
+-- outbox of domain events.
 
 -- Keys made before roles existed were all-powerful: they become `admin`.
 ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'
@@ -31,4 +32,19 @@ CREATE TABLE leases (
     name       TEXT    PRIMARY KEY,
     holder     TEXT    NOT NULL,
     expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Domain events, appended in the transaction of the change they describe (the outbox);
+-- consumers read after a cursor they keep in outbox_cursors. AUTOINCREMENT: ids are
+-- never reused, even after the newest rows are pruned, so a cursor stays meaningful.
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at INTEGER NOT NULL,
+    event      BLOB    NOT NULL -- vigia_core::DomainEvent, versioned JSON
+);
+CREATE INDEX outbox_by_time ON outbox (created_at);
+
+CREATE TABLE outbox_cursors (
+    consumer TEXT    PRIMARY KEY,
+    position INTEGER NOT NULL
 ) WITHOUT ROWID;
