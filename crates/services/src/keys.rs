@@ -102,6 +102,13 @@ impl KeyService {
         client: &str,
     ) -> Result<(), ServiceError> {
         caller.require(Permission::Administer)?;
+        if id == caller.key_id {
+            // An admin revoking the key in hand would lock itself out mid-session, and
+            // the last admin key would leave the tenant unmanageable.
+            return Err(ServiceError::Conflict(
+                "this is the key making the request; revoke it with another admin key".into(),
+            ));
+        }
         let hash = self
             .store
             .catalog()

@@ -55,16 +55,16 @@ mod series;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use vigia_core::{
     Alert, AlertChange, AlertId, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Sensor, SensorId, SensorSpec,
     Tenant, TenantId, Timestamp,
 };
+use vigia_groupcommit::Writer as GroupWriter;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -76,7 +76,7 @@ use crate::{
 };
 use error::writer_gone;
 use pool::ReadPool;
-use writer::{Job, Writer};
+use writer::Writer;
 
 /// How to open a [`SqliteStore`].
 #[derive(Debug, Clone, PartialEq)]
@@ -114,11 +114,8 @@ impl SqliteStoreOptions {
 
 /// The SQLite implementation of [`Store`]. See the module docs for its design.
 pub struct SqliteStore {
-    // Field order matters: `jobs` must drop before `writer_thread` joins the thread,
-    // since the thread only exits once every sender is gone.
-    jobs: mpsc::Sender<Job>,
+    writer: GroupWriter<Writer>,
     reads: Arc<ReadPool>,
-    writer_thread: WriterThread,
 }
 
 impl SqliteStore {
@@ -136,32 +133,23 @@ impl SqliteStore {
         let readers = (0..options.read_connections.max(1))
             .map(|_| schema::open_reader(&options))
             .collect::<StoreResult<Vec<_>>>()?;
-        let (jobs, queue) = mpsc::channel(options.queue_capacity.max(1));
-        let handle = writer::spawn(conn, queue, options.max_group_readings.max(1))
-            .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
+        let writer = writer::spawn(
+            conn,
+            options.queue_capacity.max(1),
+            options.max_group_readings.max(1),
+        )
+        .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
         tracing::info!(path = %options.path.display(), durability = ?options.durability, "SQLite store open");
         Ok(SqliteStore {
-            jobs,
+            writer,
             reads: Arc::new(ReadPool::new(readers)),
-            writer_thread: WriterThread(Mutex::new(Some(handle))),
         })
     }
 
     /// Finishes the writes already queued, then closes the write connection. Idempotent;
     /// afterwards every write fails with `Unavailable`.
     pub async fn close(&self) {
-        let (done, closed) = oneshot::channel();
-        if self.jobs.send(Job::Close(done)).await.is_ok() {
-            // An error here only means the thread already exited.
-            let _ = closed.await;
-        }
-        // The thread has answered and is about to return: reap it off the runtime.
-        if let Some(handle) = self.writer_thread.take() {
-            let joined = tokio::task::spawn_blocking(move || handle.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
-                tracing::error!("the SQLite writer thread panicked");
-            }
-        }
+        self.writer.close().await;
     }
 
     /// The schema version recorded in the file (equals [`SCHEMA_VERSION`] once open).
@@ -169,43 +157,13 @@ impl SqliteStore {
         self.reads.run(schema::schema_version).await
     }
 
-    /// Runs `f` on the writer thread and waits for its answer.
+    /// Runs `f` alone on the writer thread and waits for its answer.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Writer) -> StoreResult<T> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let task = Box::new(move |w: &mut Writer| {
-            let _ = reply.send(f(w));
-        });
-        self.jobs
-            .send(Job::Run(task))
-            .await
-            .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
-    }
-}
-
-/// Joins the writer thread on drop, so the file is closed when the store is gone.
-struct WriterThread(Mutex<Option<JoinHandle<()>>>);
-
-impl WriterThread {
-    fn take(&self) -> Option<JoinHandle<()>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-    }
-}
-
-impl Drop for WriterThread {
-    fn drop(&mut self) {
-        if let Some(handle) = self.take() {
-            if handle.join().is_err() {
-                tracing::error!("the SQLite writer thread panicked");
-            }
-        }
+        self.writer.call(f).await.map_err(|_| writer_gone())?
     }
 }
 
@@ -235,15 +193,15 @@ impl Store for SqliteStore {
             return Ok(WriteOutcome::default());
         }
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Write(batch, reply))
+        self.writer
+            .submit((batch, reply))
             .await
             .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        if self.jobs.is_closed() {
+        if !self.writer.is_running() {
             return Err(writer_gone());
         }
         self.reads

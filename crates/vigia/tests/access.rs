@@ -187,6 +187,18 @@ async fn keys_are_listed_without_secrets_and_revoked_at_once() {
     )
     .await;
     assert_problem(res, 404, "revoking twice").await;
+    let own = get_json(&server.url("/api/v1/keys")).await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let res = send(
+        &server,
+        "delete",
+        &format!("/api/v1/keys/{own}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_problem(res, 409, "revoking the key in hand").await;
 
     for (body, field) in [
         (json!({"name": "", "role": "viewer"}), "name"),

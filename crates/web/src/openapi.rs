@@ -48,5 +48,54 @@ impl Modify for Security {
 /// The complete document: the frame above plus every route's operation.
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
-    DOCUMENT.get_or_init(|| crate::routes::router().split_for_parts().1)
+    DOCUMENT.get_or_init(|| {
+        let mut doc = crate::routes::router().split_for_parts().1;
+        document_rate_limit(&mut doc);
+        doc
+    })
+}
+
+/// The failed-authentication limit is a layer in front of every route, so every
+/// operation can answer 429 (with `Retry-After`); stated once here rather than in each
+/// route's annotation.
+fn document_rate_limit(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::Header;
+    use utoipa::openapi::path::Operation;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+
+    let response = ResponseBuilder::new()
+        .description(
+            "Too many failed authentications from this address (`auth.max_failures_per_second`); \
+             retry after `Retry-After` seconds",
+        )
+        .header(
+            "Retry-After",
+            Header::new(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1)),
+            ),
+        )
+        .content(
+            "application/problem+json",
+            Content::new(Some(Ref::from_schema_name("Problem"))),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations: [&mut Option<Operation>; 5] = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("429".to_string())
+                .or_insert_with(|| response.clone().into());
+        }
+    }
 }

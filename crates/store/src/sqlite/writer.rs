@@ -1,25 +1,15 @@
 //! The writer thread: owns the only read-write connection and runs jobs one at a
-//! time, folding queued `write_batch` calls into one transaction (group commit).
-
-use std::thread::JoinHandle;
+//! time, folding queued `write_batch` calls into one transaction (group commit), on the
+//! workspace's one group-commit primitive (`vigia-groupcommit`, shared with the bus).
 
 use rusqlite::{Connection, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use vigia_core::Sensor;
+use vigia_groupcommit::{Committer, Options, Writer as GroupWriter};
 
 use super::batch::{self, Caches};
 use super::error::duplicate;
 use crate::{StoreResult, WriteBatch, WriteOutcome};
-
-/// Work sent to the writer thread.
-pub(crate) enum Job {
-    /// A batch eligible for group commit.
-    Write(WriteBatch, oneshot::Sender<StoreResult<WriteOutcome>>),
-    /// Any other write, run alone; the closure replies on its own channel.
-    Run(Box<dyn FnOnce(&mut Writer) + Send>),
-    /// Finish what is queued, close the connection, then answer.
-    Close(oneshot::Sender<()>),
-}
 
 /// State owned by the writer thread.
 pub(crate) struct Writer {
@@ -54,66 +44,44 @@ impl Writer {
     }
 }
 
-/// Starts the writer thread on `conn`. Dropping every sender makes it finish the
-/// queue and exit.
+/// A `write_batch` waiting for its group, and where its outcome goes.
+pub(crate) type BatchJob = (WriteBatch, Reply);
+
+/// Starts the writer thread on `conn`: `write_batch` calls queued together are folded
+/// into one transaction (up to `max_group_readings` readings), other writes run alone in
+/// arrival order ([`GroupWriter::call`]); at most `queue` of them wait.
 pub(crate) fn spawn(
     conn: Connection,
-    jobs: mpsc::Receiver<Job>,
+    queue: usize,
     max_group_readings: usize,
-) -> std::io::Result<JoinHandle<()>> {
-    let writer = Writer {
-        conn,
-        caches: Caches::default(),
-    };
-    std::thread::Builder::new()
-        .name("vigia-sqlite-writer".into())
-        .spawn(move || run(writer, jobs, max_group_readings))
+) -> std::io::Result<GroupWriter<Writer>> {
+    GroupWriter::spawn(
+        Writer {
+            conn,
+            caches: Caches::default(),
+        },
+        Options {
+            name: "vigia-sqlite-writer".into(),
+            queue,
+            max_group_weight: max_group_readings,
+        },
+    )
 }
 
-fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>, max_group_readings: usize) {
-    let mut closers = Vec::new();
-    // A non-write job met while gathering a group waits here, keeping arrival order.
-    let mut held: Option<Job> = None;
-    loop {
-        let job = match held.take() {
-            Some(job) => job,
-            None => match jobs.blocking_recv() {
-                Some(job) => job,
-                None => break,
-            },
-        };
-        match job {
-            Job::Write(batch, reply) => {
-                let mut group = vec![(batch, reply)];
-                let mut readings = group[0].0.readings.len();
-                while readings < max_group_readings {
-                    match jobs.try_recv() {
-                        Ok(Job::Write(batch, reply)) => {
-                            readings += batch.readings.len();
-                            group.push((batch, reply));
-                        }
-                        Ok(other) => {
-                            held = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                commit(&mut writer, group);
-            }
-            Job::Run(task) => task(&mut writer),
-            Job::Close(done) => {
-                // Refuse new jobs but keep draining the ones already queued.
-                jobs.close();
-                closers.push(done);
-            }
-        }
+impl Committer for Writer {
+    type Job = BatchJob;
+
+    fn weight(&self, (batch, _): &BatchJob) -> usize {
+        batch.readings.len().max(1)
     }
-    drop(writer);
-    for done in closers {
-        let _ = done.send(());
+
+    fn commit(&mut self, group: Vec<BatchJob>) {
+        commit(self, group);
     }
-    tracing::debug!("SQLite writer stopped");
+
+    fn finish(&mut self) {
+        tracing::debug!("SQLite writer stopped");
+    }
 }
 
 type Reply = oneshot::Sender<StoreResult<WriteOutcome>>;

@@ -129,6 +129,7 @@ pub async fn list_keys(
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only admin keys manage keys", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live key in this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key making the request cannot revoke itself", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])),
     extensions(("x-vigia-permission" = json!("administer")))
