@@ -9,6 +9,9 @@ use async_trait::async_trait;
 
 use crate::{Durability, Store, StoreError, StoreResult};
 
+/// Connections a server backend opens at most unless configured otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
 /// What every backend may need besides its URL.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenContext {
@@ -20,6 +23,14 @@ pub struct OpenContext {
     /// Refuse to create a store that does not exist yet (for tools like `vigia keys`,
     /// where a mistyped location must not silently get a store of its own).
     pub must_exist: bool,
+    /// Connections a server backend (PostgreSQL, MySQL) may hold open in all, across its
+    /// write and read pools (seed 004 §1.2: Vigía must work within 5). Embedded backends
+    /// ignore it: SQLite has one writer and a small read pool of its own.
+    pub max_connections: u32,
+    /// A read replica for queries that tolerate lag (series, lists, reports); writes,
+    /// authentication and read-your-writes queries stay on the primary. Server backends
+    /// only; `None` reads from the primary.
+    pub read_url: Option<String>,
 }
 
 impl OpenContext {
@@ -33,6 +44,8 @@ impl OpenContext {
             // pages are hot) and cut peak RSS from 100–104 MB to 82–87 MB.
             cache_mib: 8,
             must_exist: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            read_url: None,
         }
     }
 }

@@ -27,6 +27,12 @@ pub struct Config {
     /// Store URL: `sqlite` (in the data dir), `sqlite:///path/to/file.sqlite3`, or
     /// `volatile://` (in memory, lost on exit).
     pub store: String,
+    /// Connections a server store (PostgreSQL, MySQL) holds open in all, write and read
+    /// pools together; at least 2 (one writer, one reader). Embedded SQLite ignores it.
+    pub store_max_connections: u32,
+    /// Optional read replica of a server store, for queries that tolerate lag (series,
+    /// lists, reports); writes, authentication and read-your-writes stay on `store`.
+    pub store_read_url: Option<String>,
     /// Bus URL: `memory` (default; embedded, durable; file in the data dir), or any
     /// scheme of `vigia_bus::supported_schemes()`.
     pub bus: String,
@@ -135,6 +141,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./vigia-data"),
             store: "sqlite".into(),
+            store_max_connections: vigia_store::registry::DEFAULT_MAX_CONNECTIONS,
+            store_read_url: None,
             bus: "memory".into(),
             durability: Durability::Full,
             demo: false,
@@ -190,6 +198,8 @@ const KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "store",
+    "store_max_connections",
+    "store_read_url",
     "bus",
     "durability",
     "demo",
@@ -276,6 +286,19 @@ impl Config {
         vigia_store::StoreRegistry::builtin()
             .validate(&self.store, &self.store_context())
             .map_err(|e| anyhow::anyhow!("setting `store`: {e}"))?;
+        if self.store_max_connections < 2 {
+            bail!("store_max_connections must be at least 2 (one writer, one reader)");
+        }
+        if let Some(read_url) = &self.store_read_url {
+            if vigia_store::registry::scheme_of(read_url)
+                != vigia_store::registry::scheme_of(&self.store)
+            {
+                bail!(
+                    "store_read_url must use the same backend as `store` (`{}`), got `{read_url}`",
+                    vigia_store::registry::scheme_of(&self.store)
+                );
+            }
+        }
         crate::roles::parse(&self.roles).map_err(|e| anyhow::anyhow!("setting `roles`: {e}"))?;
         if self.millis(&self.scheduler.lease_ttl) < 1_000 {
             bail!("scheduler.lease_ttl must be at least 1s");
@@ -333,6 +356,8 @@ impl Config {
     pub fn store_context(&self) -> vigia_store::OpenContext {
         vigia_store::OpenContext {
             durability: self.durability,
+            max_connections: self.store_max_connections,
+            read_url: self.store_read_url.clone(),
             ..vigia_store::OpenContext::new(&self.data_dir)
         }
     }

@@ -112,11 +112,11 @@ pub async fn create_in_configured_store(
     role: Role,
 ) -> anyhow::Result<IssuedKey> {
     let ctx = OpenContext {
-        durability: config.durability,
-        // A handful of statements: no need for the server's cache.
+        // A handful of statements: no need for the server's cache or many connections.
         cache_mib: 2,
+        max_connections: 2,
         must_exist: true,
-        ..OpenContext::new(&config.data_dir)
+        ..config.store_context()
     };
     let store = vigia_store::open(&config.store, &ctx)
         .await
