@@ -21,7 +21,7 @@ use vigia_services::{
     AlertService, AuditTrail, Authenticator, Bootstrap, IngestLimits, IngestService, KeyService,
     SensorService,
 };
-use vigia_web::{telemetry::Metrics, AppState, FailedAuthLimiter, LiveHub, Surfaces};
+use vigia_web::{telemetry::Metrics, AppServices, AppState, FailedAuthLimiter, LiveHub, Surfaces};
 
 use crate::config::Config;
 use crate::demo;
@@ -114,7 +114,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let audit = AuditTrail::new(store.clone());
     let audit_flusher = audit.spawn_flusher(Duration::from_secs(1), stop_rx.clone());
     let live = LiveHub::new(fanout.clone());
-    let state = AppState {
+    let state = AppState::new(AppServices {
         ingest,
         sensors: Arc::new(SensorService::new(store.clone(), fanout.clone())),
         alerts: Arc::new(AlertService::new(store.clone(), fanout.clone())),
@@ -134,7 +134,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         bus: bus.clone(),
         metrics,
-    };
+    });
     let surfaces = Surfaces {
         ingest: roles.has("ingest"),
         api: roles.has("api"),

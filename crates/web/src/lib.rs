@@ -29,9 +29,31 @@ pub use error::{ApiError, Problem};
 pub use live_hub::LiveHub;
 pub use ratelimit::FailedAuthLimiter;
 
-/// Shared state of every handler: the services, and what operations endpoints check.
+/// Shared state of every handler: one pointer to the [`AppServices`].
+///
+/// axum clones the state for every request. With the services as a struct of ~15 `Arc`s
+/// that clone and its drop took 16 % of the CPU of `GET /healthz` under load (perf, 64
+/// connections), two atomic refcount changes per field on cache lines both cores fight
+/// over; behind one `Arc` it is one increment and one decrement.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppServices>);
+
+impl AppState {
+    pub fn new(services: AppServices) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
+}
+
+/// The services, and what operations endpoints check.
+pub struct AppServices {
     /// Present when this process has the `ingest` role.
     pub ingest: Option<Arc<IngestService>>,
     pub sensors: Arc<SensorService>,
