@@ -138,11 +138,9 @@ async fn memory_budget_overflow_still_delivers_everything() {
     }
     let first = bus.receive(Topic::READINGS, 100_000).await.unwrap();
     assert_eq!(first.len(), 300);
-    let local = first.iter().filter(|d| d.has_local()).count();
-    assert!(
-        (1..300).contains(&local),
-        "{local} of 300 kept their in-process batch: the budget decides"
-    );
+    // Readings carry no in-process batch (see `readings::message`): every delivery is
+    // decoded from bytes, in memory or read back from the file.
+    assert!(first.iter().all(|d| !d.has_local()));
     for (tag, d) in (0..).zip(&first) {
         assert_eq!(batch(d), sample_batch(tag, size(tag)), "tag {tag}");
     }
