@@ -13,6 +13,7 @@ pub mod reading;
 pub mod role;
 pub mod rule;
 pub mod sensor;
+pub mod services;
 pub mod time;
 
 pub use alert::{Alert, AlertChange, AlertState};

@@ -8,16 +8,12 @@ use std::process::Command;
 
 use common::*;
 
-fn required() -> bool {
-    std::env::var("VIGIA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
 /// Skips (with a notice) when the browser tooling is absent, unless CI requires it.
 fn skip_or_fail(why: &str) {
-    if required() {
-        panic!("browser test cannot run: {why} (VIGIA_REQUIRE_SERVICES=1)");
-    }
-    eprintln!("SKIPPED browser test: {why}; install chromium and node to run it");
+    vigia_core::services::skip_or_fail(
+        "browser test",
+        &format!("{why}; install chromium and node to run it"),
+    );
 }
 
 fn browser_dir() -> PathBuf {
