@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -23,11 +24,18 @@ pub struct OpenContext {
     pub capacity: Capacity,
     /// Bytes of waiting messages a backend may hold in process memory.
     pub memory_budget_bytes: usize,
+    /// How long a delivery may stay unacknowledged before a broker-backed bus hands it to
+    /// another consumer (its consumer is presumed dead): Redis `XAUTOCLAIM` idle time,
+    /// JetStream `ack_wait`. Embedded backends redeliver on restart instead.
+    pub claim_idle: Duration,
 }
 
 impl OpenContext {
     /// Default memory budget for waiting messages: 32 MiB.
     pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 32 * 1024 * 1024;
+    /// Default [`OpenContext::claim_idle`]: long enough for a worker's slowest store
+    /// commit, short enough that a dead worker's readings move on within a minute.
+    pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
 
     /// A context for `data_dir` with every other setting at its default.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -36,6 +44,7 @@ impl OpenContext {
             durability: Durability::default(),
             capacity: Capacity::default(),
             memory_budget_bytes: Self::DEFAULT_MEMORY_BUDGET_BYTES,
+            claim_idle: Self::DEFAULT_CLAIM_IDLE,
         }
     }
 }

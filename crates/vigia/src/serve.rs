@@ -267,6 +267,7 @@ async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
             // Waiting payloads past this are read back from the bus file (hot in the OS
             // page cache) instead of being held in process memory.
             memory_budget_bytes: 8 * 1024 * 1024,
+            ..OpenContext::new(&config.data_dir)
         },
     )
     .await
