@@ -10,6 +10,7 @@
 //! [`alerts`] holds `vigia bench alerts` (reading accepted → alert on the WebSocket).
 
 pub mod alerts;
+mod copy_baseline;
 mod format;
 mod load;
 mod report;
@@ -23,9 +24,12 @@ use anyhow::bail;
 use hyper::StatusCode;
 use vigia_core::Timestamp;
 
+pub use copy_baseline::CopyBaselineReport;
 pub use format::TableReport;
 pub use load::{percentile, LatencySummary};
-pub use report::{BaselineReport, BenchReport, CommitReport, MemoryReport, ModeReport};
+pub use report::{
+    BaselineReport, BenchReport, CommitReport, MemoryReport, ModeReport, ProcessReport,
+};
 pub use workload::{sensor_key, Body, ReadingGenerator};
 
 use crate::http::{Connection, Target};
@@ -133,6 +137,14 @@ fn validate(args: &BenchIngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store URL of spawned processes when it is PostgreSQL.
+fn postgres_store(spawn: &SpawnArgs) -> Option<&str> {
+    spawn
+        .store
+        .as_deref()
+        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+}
+
 /// Largest values seen by the samplers.
 #[derive(Debug, Default, Clone, Copy)]
 struct Peaks {
@@ -164,8 +176,26 @@ async fn scrape(conn: &mut Connection) -> Option<MetricsSnapshot> {
 struct Bench<'a> {
     args: &'a BenchIngestArgs,
     load: LoadTarget,
+    /// The loaded process's metrics (memory, bus depth).
     metrics: Connection,
+    /// Every process's metrics, for commits summed over the workers.
+    all_metrics: Vec<Connection>,
     rss_max: Option<f64>,
+}
+
+/// Readings committed so far, summed over every process that exports the counter;
+/// `None` when none does (or none answered).
+async fn committed_total(conns: &mut [Connection]) -> Option<f64> {
+    let mut total = None;
+    for conn in conns {
+        if let Some(written) = scrape(conn)
+            .await
+            .and_then(|m| m.get(STORE_READINGS_WRITTEN_TOTAL))
+        {
+            *total.get_or_insert(0.0) += written;
+        }
+    }
+    total
 }
 
 async fn measure(args: &BenchIngestArgs, server: Measured) -> anyhow::Result<BenchReport> {
@@ -173,9 +203,15 @@ async fn measure(args: &BenchIngestArgs, server: Measured) -> anyhow::Result<Ben
         target,
         token,
         data_dir,
+        processes,
+        ..
     } = server;
     let mut metrics = Connection::new(&target, None, Duration::from_secs(5))?;
     server::ensure_vigia(&mut metrics, &target).await?;
+    let all_metrics = processes
+        .iter()
+        .map(|(_, t)| Connection::new(t, None, Duration::from_secs(5)))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let started = Instant::now();
     let single_requests = match args.mode {
@@ -211,6 +247,7 @@ async fn measure(args: &BenchIngestArgs, server: Measured) -> anyhow::Result<Ben
             timeout: REQUEST_TIMEOUT,
         },
         metrics,
+        all_metrics,
         rss_max: None,
     };
     let baseline = match args.baseline.is_zero() {
@@ -221,11 +258,41 @@ async fn measure(args: &BenchIngestArgs, server: Measured) -> anyhow::Result<Ben
         Some(bodies) => Some(bench.mode("single", 1, bodies).await?),
         None => None,
     };
+    // The PostgreSQL floor: the same rows by COPY, prepared before and run after the
+    // batched mode so neither competes with the other for the machine.
+    let copy_input = match (&batched, postgres_store(&args.server)) {
+        (Some(bodies), Some(_)) => Some(copy_baseline::csv_of(bodies)?),
+        _ => None,
+    };
     let batched = match batched {
         Some(bodies) => Some(bench.mode("batched", args.batch_size, bodies).await?),
         None => None,
     };
+    let copy_baseline = match (copy_input, postgres_store(&args.server)) {
+        (Some((csv, rows)), Some(url)) => {
+            eprintln!("baseline: COPY of the same {rows} rows into PostgreSQL with psql");
+            Some(copy_baseline::copy_into_postgres(url, &csv, rows).await?)
+        }
+        _ => None,
+    };
+    let batched_vs_copy = match (&batched, &copy_baseline) {
+        (Some(b), Some(c)) => b
+            .commit
+            .end_to_end_readings_per_sec
+            .map(|r| r / c.rows_per_sec.max(f64::EPSILON)),
+        _ => None,
+    };
     let after = scrape(&mut bench.metrics).await;
+    let mut process_reports = Vec::new();
+    for ((roles, t), conn) in processes.iter().zip(bench.all_metrics.iter_mut()) {
+        let m = scrape(conn).await;
+        process_reports.push(ProcessReport {
+            roles: roles.clone(),
+            url: t.url(),
+            peak_rss_bytes: m.as_ref().and_then(|m| m.get(PEAK_RESIDENT_MEMORY_BYTES)),
+            readings_written: m.as_ref().and_then(|m| m.get(STORE_READINGS_WRITTEN_TOTAL)),
+        });
+    }
 
     let single_vs_baseline = match (&single, &baseline) {
         (Some(s), Some(b)) if b.requests_per_sec > 0.0 => {
@@ -239,6 +306,9 @@ async fn measure(args: &BenchIngestArgs, server: Measured) -> anyhow::Result<Ben
         concurrency: args.concurrency,
         sensors: args.sensors,
         spawned_data_dir: data_dir,
+        processes: process_reports,
+        copy_baseline,
+        batched_vs_copy,
         baseline,
         single,
         batched,
@@ -288,9 +358,7 @@ impl Bench<'_> {
             "{name}: {} requests, {} readings, {} connections",
             planned, readings, self.args.concurrency
         );
-        let written_before = scrape(&mut self.metrics)
-            .await
-            .and_then(|m| m.get(STORE_READINGS_WRITTEN_TOTAL));
+        let written_before = committed_total(&mut self.all_metrics).await;
 
         let peaks = Arc::new(Mutex::new(Peaks::default()));
         let sampler = tokio::spawn(sample(self.load.target.clone(), peaks.clone()));
@@ -360,7 +428,9 @@ impl Bench<'_> {
                     .lock()
                     .expect("sampler never panics holding the lock")
                     .update(&m);
-                if let Some(written) = m.get(STORE_READINGS_WRITTEN_TOTAL) {
+            }
+            {
+                if let Some(written) = committed_total(&mut self.all_metrics).await {
                     seen_counter = true;
                     let now_committed = (written - before).max(0.0) as u64;
                     if now_committed > committed {

@@ -113,8 +113,10 @@ pub fn sensor_key(i: usize) -> String {
 async fn measure(args: &BenchAlertsArgs, server: Measured) -> anyhow::Result<AlertsReport> {
     let Measured {
         target,
+        api,
         token,
         data_dir,
+        ..
     } = server;
     let token = token.as_str();
     // A server we started ourselves holds nothing from earlier runs to clean up.
@@ -123,7 +125,7 @@ async fn measure(args: &BenchAlertsArgs, server: Measured) -> anyhow::Result<Ale
     ensure_vigia(&mut conn, &target).await?;
     let load_average_before = load_average();
 
-    let feed = match Feed::open(&target, token, FEED_TIMEOUT).await {
+    let feed = match Feed::open(&api, token, FEED_TIMEOUT).await {
         Err(FeedError::Refused { status, .. }) if status == StatusCode::UNAUTHORIZED => {
             bail!("the token was refused (401): check --token / VIGIA_TOKEN")
         }
@@ -135,12 +137,12 @@ async fn measure(args: &BenchAlertsArgs, server: Measured) -> anyhow::Result<Ale
         keys.len()
     );
     let chores: Vec<Chore> = keys.iter().cloned().map(Chore::Provision).collect();
-    run_chores(&target, token, chores).await?;
+    run_chores(&api, token, chores).await?;
     if !fresh {
         // A run that was cut short leaves open alerts behind; they would block the
         // new ones this run must open.
         let chores = keys.iter().cloned().map(Chore::ClearStale).collect();
-        let cleared = run_chores(&target, token, chores).await?;
+        let cleared = run_chores(&api, token, chores).await?;
         if cleared > 0 {
             eprintln!("resolved {cleared} alerts left open by an earlier run");
         }
@@ -179,7 +181,7 @@ async fn measure(args: &BenchAlertsArgs, server: Measured) -> anyhow::Result<Ale
     if !fresh && !opened.is_empty() {
         eprintln!("resolving the {} alerts this run opened", opened.len());
         let chores = opened.into_iter().map(Chore::Resolve).collect();
-        if let Err(e) = run_chores(&target, token, chores).await {
+        if let Err(e) = run_chores(&api, token, chores).await {
             eprintln!("warning: could not resolve every benchmark alert: {e:#}");
         }
     }

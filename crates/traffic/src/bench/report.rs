@@ -91,6 +91,19 @@ pub struct MemoryReport {
     pub rss_max_seen_bytes: Option<f64>,
 }
 
+/// One process of the measured deployment, at the end of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessReport {
+    /// Its `--roles`.
+    pub roles: String,
+    /// Where it listens.
+    pub url: String,
+    /// Peak RSS (VmHWM) since it started.
+    pub peak_rss_bytes: Option<f64>,
+    /// Readings it committed since it started.
+    pub readings_written: Option<f64>,
+}
+
 /// Everything `vigia bench ingest` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -102,6 +115,12 @@ pub struct BenchReport {
     pub sensors: usize,
     /// Data dir of the server started by `--spawn`.
     pub spawned_data_dir: Option<PathBuf>,
+    /// Every process of the deployment (one unless `--processes` started several).
+    pub processes: Vec<ProcessReport>,
+    /// The same batched rows loaded by `psql` COPY, when the store is PostgreSQL.
+    pub copy_baseline: Option<super::CopyBaselineReport>,
+    /// Batched end-to-end readings/s divided by the COPY baseline's rows/s.
+    pub batched_vs_copy: Option<f64>,
     /// The `GET /healthz` floor, unless skipped with `--baseline 0s`.
     pub baseline: Option<BaselineReport>,
     /// One reading per request.
@@ -191,6 +210,18 @@ impl TableReport for BenchReport {
                 }
             }
         }
+        if let Some(c) = &self.copy_baseline {
+            let _ = writeln!(
+                out,
+                "\nbaseline  psql COPY of the same {} rows: {:.2} s, {} rows/s{}",
+                count(c.rows as f64),
+                c.seconds,
+                count(c.rows_per_sec),
+                self.batched_vs_copy
+                    .map(|r| format!("; batched end to end = {r:.2}× COPY"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(ratio) = self.single_vs_baseline {
             let _ = writeln!(
                 out,
@@ -207,6 +238,18 @@ impl TableReport for BenchReport {
             mb(m.peak_rss_after_bytes),
             mb(m.rss_max_seen_bytes)
         );
+        if self.processes.len() > 1 {
+            for p in &self.processes {
+                let _ = writeln!(
+                    out,
+                    "process {} ({}): peak RSS {}, committed {}",
+                    p.url,
+                    p.roles,
+                    mb(p.peak_rss_bytes),
+                    p.readings_written.map(count).unwrap_or_else(|| "—".into())
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "budgets (DESIGN §7): batched ≥ 500,000 readings/s end to end, 2 million in ≤ 5 s; \
@@ -292,6 +335,9 @@ mod tests {
     #[test]
     fn the_table_holds_the_figures() {
         let report = BenchReport {
+            processes: Vec::new(),
+            copy_baseline: None,
+            batched_vs_copy: None,
             url: "http://127.0.0.1:1".into(),
             concurrency: 64,
             sensors: 100,

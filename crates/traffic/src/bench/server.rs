@@ -42,6 +42,22 @@ impl std::fmt::Debug for TargetArgs {
 /// `--spawn` and the flags that go with it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SpawnArgs {
+    /// With --spawn: the store every spawned process uses (`VIGIA_STORE`), e.g.
+    /// `postgres://postgres@127.0.0.1/bench`; default: each process's embedded SQLite.
+    #[arg(long, requires = "spawn", value_name = "URL")]
+    pub store: Option<String>,
+    /// With --spawn: the bus every spawned process uses (`VIGIA_BUS`), e.g. `redis://127.0.0.1`.
+    #[arg(long, requires = "spawn", value_name = "URL")]
+    pub bus: Option<String>,
+    /// With --spawn: the fan-out every spawned process uses (`VIGIA_FANOUT`).
+    #[arg(long, requires = "spawn", value_name = "URL")]
+    pub fanout: Option<String>,
+    /// With --spawn: the processes to start, separated by spaces, each a comma-separated
+    /// role list, e.g. "ingest,api worker worker". Load goes to the first process with
+    /// `ingest`; commits are summed over every process. More than one process needs a
+    /// shared --store and --bus.
+    #[arg(long, requires = "spawn", default_value = "all", value_name = "LIST")]
+    pub processes: String,
     /// Start a fresh server (this binary's `serve`) on a free port with a temporary
     /// data dir, measure it, then stop it with SIGTERM.
     #[arg(long)]
@@ -58,8 +74,14 @@ pub struct SpawnArgs {
 /// The server a measurement runs against.
 #[derive(Debug, Clone)]
 pub struct Measured {
-    /// Where it listens.
+    /// Where readings are posted (the process with the `ingest` role).
     pub target: Target,
+    /// Where reads and the live feed are served (the process with the `api` role; the same
+    /// as `target` for a single process).
+    pub api: Target,
+    /// Every process of the deployment, for metrics summed or compared across processes:
+    /// its roles and where it listens. Just `target` for a server named by `--url`.
+    pub processes: Vec<(String, Target)>,
     /// The API key to send.
     pub token: String,
     /// Its data dir, when the benchmark spawned it (and so it holds nothing else).
@@ -84,8 +106,11 @@ where
             .token
             .clone()
             .context("--token (or VIGIA_TOKEN) is required unless --spawn starts a server")?;
+        let target = Target::parse(&target.url)?;
         return measure(Measured {
-            target: Target::parse(&target.url)?,
+            api: target.clone(),
+            processes: vec![("?".into(), target.clone())],
+            target,
             token,
             data_dir: None,
         })
@@ -95,35 +120,121 @@ where
         Some(path) => path.clone(),
         None => std::env::current_exe().context("finding this executable to spawn `serve`")?,
     };
-    let server = SpawnedServer::start(&binary).await?;
-    eprintln!(
-        "spawned {} serve at {}, data dir {}",
-        binary.display(),
-        server.url,
-        server.data_dir.display()
-    );
+    let plan = ProcessPlan::parse(spawn)?;
+    let token = format!("{:032x}", rand::random::<u128>());
+    let mut servers: Vec<SpawnedServer> = Vec::new();
+    // One at a time: the first creates the schema and the bootstrap key the rest find.
+    for roles in &plan.roles {
+        match SpawnedServer::start_with(&binary, &token, roles, &plan.env).await {
+            Ok(server) => {
+                eprintln!(
+                    "spawned {} serve --roles {roles} at {}, data dir {}",
+                    binary.display(),
+                    server.url,
+                    server.data_dir.display()
+                );
+                servers.push(server);
+            }
+            Err(e) => {
+                for server in servers {
+                    let _ = server.stop(false).await;
+                }
+                return Err(e);
+            }
+        }
+    }
     let result = async {
+        let pick = |role: &str| {
+            plan.roles
+                .iter()
+                .position(|r| r == "all" || r.split(',').any(|x| x == role))
+        };
+        let ingest = pick("ingest").context("no spawned process has the ingest role")?;
+        let api = pick("api").unwrap_or(ingest);
+        let processes = plan
+            .roles
+            .iter()
+            .zip(&servers)
+            .map(|(roles, s)| Ok((roles.clone(), Target::parse(&s.url)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         measure(Measured {
-            target: Target::parse(&server.url)?,
-            token: server.token.clone(),
-            data_dir: Some(server.data_dir.clone()),
+            target: processes[ingest].1.clone(),
+            api: processes[api].1.clone(),
+            processes,
+            token: token.clone(),
+            data_dir: Some(servers[ingest].data_dir.clone()),
         })
         .await
     }
     .await;
     let keep = spawn.keep_data || result.is_err();
-    let dir = server.dir.clone();
-    match server.stop(keep).await {
-        Ok(status) if keep => {
-            eprintln!("spawned server stopped ({status}); kept {}", dir.display())
+    for server in servers {
+        let dir = server.dir.clone();
+        match server.stop(keep).await {
+            Ok(status) if keep => {
+                eprintln!("spawned server stopped ({status}); kept {}", dir.display())
+            }
+            Ok(status) => eprintln!(
+                "spawned server stopped ({status}); removed {}",
+                dir.display()
+            ),
+            Err(e) => eprintln!("stopping the spawned server: {e:#}"),
         }
-        Ok(status) => eprintln!(
-            "spawned server stopped ({status}); removed {}",
-            dir.display()
-        ),
-        Err(e) => eprintln!("stopping the spawned server: {e:#}"),
     }
     result
+}
+
+/// The processes `--spawn` starts and the backend settings they share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessPlan {
+    /// Each process's `--roles`.
+    pub roles: Vec<String>,
+    /// `VIGIA_STORE`, `VIGIA_BUS`, `VIGIA_FANOUT` as given.
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcessPlan {
+    /// Checks `--processes` against `--store`/`--bus`: separate processes only share
+    /// readings through a server store and a server bus.
+    pub fn parse(spawn: &SpawnArgs) -> anyhow::Result<Self> {
+        let roles: Vec<String> = spawn
+            .processes
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        if roles.is_empty() {
+            bail!("--processes needs at least one process, e.g. \"all\" or \"ingest,api worker\"");
+        }
+        if !roles
+            .iter()
+            .any(|r| r == "all" || r.split(',').any(|x| x == "ingest"))
+        {
+            bail!("--processes: no process has the ingest role, so there is nothing to load");
+        }
+        let embedded = |url: &Option<String>, embedded: &[&str]| {
+            url.as_deref().is_none_or(|u| {
+                let scheme = u.split(':').next().unwrap_or(u);
+                embedded.contains(&scheme)
+            })
+        };
+        if roles.len() > 1 {
+            if embedded(&spawn.store, &["sqlite", "volatile"]) {
+                bail!("--processes with {} processes needs a shared --store (postgres://… or mysql://…): each process's embedded store is its own", roles.len());
+            }
+            if embedded(&spawn.bus, &["memory", "embedded", "volatile"]) {
+                bail!("--processes with {} processes needs a shared --bus (redis://… or nats://…): each process's embedded bus is its own", roles.len());
+            }
+        }
+        let env = [
+            ("VIGIA_STORE", &spawn.store),
+            ("VIGIA_BUS", &spawn.bus),
+            ("VIGIA_FANOUT", &spawn.fanout),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+        .collect();
+        Ok(Self { roles, env })
+    }
 }
 
 /// Fails unless `target` answers `GET /healthz` with 200, so that a wrong `--url`
@@ -145,8 +256,6 @@ pub struct SpawnedServer {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    /// Its admin token (`VIGIA_BOOTSTRAP_TOKEN`).
-    pub token: String,
     /// Folder holding the data dir and `server.log`.
     pub dir: PathBuf,
     /// The server's `--data-dir`.
@@ -154,22 +263,35 @@ pub struct SpawnedServer {
 }
 
 impl SpawnedServer {
-    /// Starts `binary serve` on a free port and waits until `/readyz` answers 200.
-    /// The child inherits the environment (so `VIGIA_STORE` and friends select the
-    /// backends under test) and writes its output to `<dir>/server.log`.
+    /// Starts `binary serve` (every role, embedded defaults unless the environment says
+    /// otherwise) on a free port and waits until `/readyz` answers 200.
+    #[cfg(test)]
     pub async fn start(binary: &Path) -> anyhow::Result<Self> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        Self::start_with(binary, &token, "all", &[]).await
+    }
+
+    /// Starts `binary serve --roles roles` with `env` on a free port and waits until
+    /// `/readyz` answers 200. The child inherits the environment (so `VIGIA_STORE` and
+    /// friends select the backends under test; `env` wins) and writes its output to
+    /// `<dir>/server.log`.
+    pub async fn start_with(
+        binary: &Path,
+        token: &str,
+        roles: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("finding a free port")?
             .port();
-        let token = format!("{:032x}", rand::random::<u128>());
         let dir = std::env::temp_dir().join(format!(
             "vigia-bench-{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let started = Self::launch(binary, port, token, dir.clone()).await;
+        let started = Self::launch(binary, port, token, dir.clone(), roles, env).await;
         if started.is_err() {
             // The error carries the log's tail; a folder per failed start would only pile up.
             let _ = std::fs::remove_dir_all(&dir);
@@ -177,7 +299,14 @@ impl SpawnedServer {
         started
     }
 
-    async fn launch(binary: &Path, port: u16, token: String, dir: PathBuf) -> anyhow::Result<Self> {
+    async fn launch(
+        binary: &Path,
+        port: u16,
+        token: &str,
+        dir: PathBuf,
+        roles: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let data_dir = dir.join("data");
         let log_path = dir.join("server.log");
         let log = std::fs::File::create(&log_path)
@@ -188,7 +317,10 @@ impl SpawnedServer {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(&data_dir)
-            .env("VIGIA_BOOTSTRAP_TOKEN", &token)
+            .arg("--roles")
+            .arg(roles)
+            .env("VIGIA_BOOTSTRAP_TOKEN", token)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("sharing the log file")?)
             .stderr(log)
@@ -198,7 +330,6 @@ impl SpawnedServer {
         let mut server = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            token,
             dir,
             data_dir,
         };
@@ -294,6 +425,55 @@ mod tests {
             .expect("sh is no server");
         let text = format!("{err:#}");
         assert!(text.contains("exited") && text.contains("serve"), "{text}");
+    }
+
+    fn spawn_args(processes: &str, store: Option<&str>, bus: Option<&str>) -> SpawnArgs {
+        SpawnArgs {
+            store: store.map(String::from),
+            bus: bus.map(String::from),
+            fanout: None,
+            processes: processes.into(),
+            spawn: true,
+            keep_data: false,
+            server_bin: None,
+        }
+    }
+
+    #[test]
+    fn process_plans_need_shared_backends_and_an_ingest_process() {
+        let plan = ProcessPlan::parse(&spawn_args("all", None, None)).unwrap();
+        assert_eq!(plan.roles, vec!["all"]);
+        assert!(plan.env.is_empty());
+
+        let plan = ProcessPlan::parse(&spawn_args(
+            "ingest,api  worker worker",
+            Some("postgres://postgres@127.0.0.1/bench"),
+            Some("redis://127.0.0.1"),
+        ))
+        .unwrap();
+        assert_eq!(plan.roles, vec!["ingest,api", "worker", "worker"]);
+        assert_eq!(
+            plan.env,
+            vec![
+                (
+                    "VIGIA_STORE".into(),
+                    "postgres://postgres@127.0.0.1/bench".into()
+                ),
+                ("VIGIA_BUS".into(), "redis://127.0.0.1".into()),
+            ]
+        );
+
+        let err = |p, s, b| {
+            format!(
+                "{:#}",
+                ProcessPlan::parse(&spawn_args(p, s, b)).unwrap_err()
+            )
+        };
+        assert!(err("", None, None).contains("at least one process"));
+        assert!(err("api worker", Some("postgres://x"), Some("redis://x")).contains("ingest role"));
+        assert!(err("ingest worker", None, Some("redis://x")).contains("shared --store"));
+        assert!(err("ingest worker", Some("sqlite"), Some("redis://x")).contains("shared --store"));
+        assert!(err("ingest worker", Some("mysql://x"), Some("memory")).contains("shared --bus"));
     }
 
     #[tokio::test]
