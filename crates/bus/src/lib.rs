@@ -1,8 +1,8 @@
 //! The bus between the processes' parts: accepted readings on their way to the workers,
 //! domain events on their way to whoever reacts to them. The [`Bus`] trait, its
-//! backends (the embedded durable log, a volatile in-memory bus), the registry that
-//! opens one from a URL ([`open`]) and typed helpers per topic ([`readings`],
-//! [`events`]).
+//! backends (the embedded durable log, a volatile in-memory bus, Redis Streams in
+//! [`redis`]), the registry that opens one from a URL ([`open`]) and typed helpers per
+//! topic ([`readings`], [`events`]).
 //!
 //! Contract (the conformance suite checks it against every backend):
 //! - messages are published on a [`Topic`]; topics are independent (their own
@@ -31,6 +31,7 @@ mod message;
 pub mod metrics;
 mod queue;
 pub mod readings;
+pub mod redis;
 mod registry;
 mod typed;
 pub mod volatile;

@@ -159,15 +159,21 @@ impl BusRegistry {
     }
 
     /// The backends of this build: `memory`, `memory://` and `embedded://` (the embedded
-    /// durable log in the data dir; `memory` is the documented default) and
-    /// `volatile://` (in memory, not durable: tests and experiments).
+    /// durable log in the data dir; `memory` is the documented default),
+    /// `volatile://` (in memory, not durable: tests and experiments), and `redis://` /
+    /// `redis+cluster://` (Redis Streams, [`crate::redis`]; `rediss://` is refused, this
+    /// build has no TLS).
     pub fn builtin() -> Self {
         let mut registry = Self::new();
         let embedded: Arc<dyn BusFactory> = Arc::new(EmbeddedFactory);
+        let redis: Arc<dyn BusFactory> = Arc::new(crate::redis::RedisFactory);
         registry
             .register("memory", Arc::clone(&embedded))
             .register("embedded", embedded)
-            .register("volatile", Arc::new(VolatileFactory));
+            .register("volatile", Arc::new(VolatileFactory))
+            .register("redis", Arc::clone(&redis))
+            .register("redis+cluster", Arc::clone(&redis))
+            .register("rediss", redis);
         registry
     }
 
@@ -316,13 +322,25 @@ mod tests {
 
     #[test]
     fn validation_names_the_supported_schemes_and_what_is_wrong() {
-        assert_eq!(supported_schemes(), ["embedded", "memory", "volatile"]);
+        assert_eq!(
+            supported_schemes(),
+            [
+                "embedded",
+                "memory",
+                "redis",
+                "redis+cluster",
+                "rediss",
+                "volatile"
+            ]
+        );
         for good in [
             "memory",
             "memory://",
             "embedded://",
             "volatile://",
             "Memory",
+            "redis://127.0.0.1:6379/0?prefix=vigia",
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
         ] {
             validate_url(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
@@ -333,10 +351,16 @@ mod tests {
                 &[
                     "bus `kafka://broker`",
                     "unknown scheme `kafka`",
-                    "embedded, memory, volatile",
+                    "embedded, memory, redis, redis+cluster, rediss, volatile",
                 ],
             ),
-            ("redis", &["unknown scheme `redis`", "supported: embedded"]),
+            ("nats", &["unknown scheme `nats`", "supported: embedded"]),
+            ("redis", &["name a host"]),
+            (
+                "rediss://cache:6380",
+                &["TLS", "not supported by this build"],
+            ),
+            ("redis://h?bogus=1", &["unknown query parameter `bogus`"]),
             ("memory://elsewhere", &["takes no host or path", "data dir"]),
             ("volatile:///tmp", &["takes no host or path"]),
             ("", &["bare scheme"]),
