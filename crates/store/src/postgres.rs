@@ -497,6 +497,7 @@ impl CatalogRepo for PostgresStore {
         at: Timestamp,
     ) -> StoreResult<SensorPut> {
         let mut tx = self.write.begin().await.pg()?;
+        queries::lock_outbox(&mut tx).await?;
         let (sensor, created) = queries::put_sensor(&mut tx, tenant, key, spec, at).await?;
         // Appends one outbox event per resolved alert, in this transaction.
         let resolved = queries::resolve_removed_rules(&mut tx, &sensor, resolved_by, at).await?;
@@ -574,6 +575,7 @@ impl AlertRepo for PostgresStore {
         at: Timestamp,
     ) -> StoreResult<Alert> {
         let mut tx = self.write.begin().await.pg()?;
+        queries::lock_outbox(&mut tx).await?;
         let alert = queries::ack(&mut tx, tenant, id, by, at).await?;
         tx.commit().await.pg()?;
         Ok(alert)
@@ -587,6 +589,7 @@ impl AlertRepo for PostgresStore {
         at: Timestamp,
     ) -> StoreResult<Alert> {
         let mut tx = self.write.begin().await.pg()?;
+        queries::lock_outbox(&mut tx).await?;
         let alert = queries::resolve(&mut tx, tenant, id, by, at).await?;
         tx.commit().await.pg()?;
         Ok(alert)

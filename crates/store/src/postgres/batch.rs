@@ -180,6 +180,10 @@ pub(crate) async fn write_batch(
     let mut tx = store.write.begin().await.pg()?;
     let written = insert_readings(&mut tx, &readings).await?;
     upsert_latest(&mut tx, &newest).await?;
+    if !batch.alerts.is_empty() {
+        // After the readings (which never wait on it), before any alert row.
+        queries::lock_outbox(&mut tx).await?;
+    }
     let mut changed = Vec::new();
     for transition in &batch.alerts {
         match transition {

@@ -138,9 +138,11 @@ async fn create(conn: &mut PgConnection, start: i64, name: &str) -> StoreResult<
         .await
         .pg()?;
     // `name` is built from a number by partition_name, never from input.
+    // Not `persistent`: a statement run once a day is no use in the statement cache.
     sqlx::query(&format!(
         "CREATE TABLE {name} (LIKE readings INCLUDING DEFAULTS)"
     ))
+    .persistent(false)
     .execute(&mut *conn)
     .await
     .pg()?;
@@ -151,6 +153,7 @@ async fn create(conn: &mut PgConnection, start: i64, name: &str) -> StoreResult<
          INSERT INTO {name} (ts, sensor_id, metric_id, value)
          SELECT ts, sensor_id, metric_id, value FROM moved"
     ))
+    .persistent(false)
     .bind(start)
     .bind(end)
     .execute(&mut *conn)
@@ -160,6 +163,7 @@ async fn create(conn: &mut PgConnection, start: i64, name: &str) -> StoreResult<
     sqlx::query(&format!(
         "ALTER TABLE readings ATTACH PARTITION {name} FOR VALUES FROM ({start}) TO ({end})"
     ))
+    .persistent(false)
     .execute(&mut *conn)
     .await
     .pg()?;

@@ -688,12 +688,26 @@ pub(crate) async fn unresolved_counts(
 /// Advisory lock key that orders outbox appends ("vigiaobx").
 const OUTBOX_LOCK: i64 = 0x7669_6769_616f_6278;
 
-/// Appends the event of an alert change. Call inside the change's transaction.
+/// Takes the outbox's transaction-scoped advisory lock; every transaction that may
+/// append an event calls it BEFORE touching any alert row.
 ///
 /// Identity values are handed out at insert but become visible at commit, so two
 /// transactions could commit ids 11 then 10, and a consumer that read 11 and saved its
-/// cursor would never see 10. Taking a transaction-scoped advisory lock first makes
-/// appenders commit in id order (alert changes are rare; readings never take it).
+/// cursor would never see 10. Holding this lock until commit makes appenders commit in id
+/// order (alert changes are rare; readings alone never take it). Taking it before the
+/// alert rows, never after, keeps a lock-holder from waiting on an alert row of a
+/// transaction that waits for the lock (a deadlock).
+pub(crate) async fn lock_outbox(conn: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(OUTBOX_LOCK)
+        .execute(&mut *conn)
+        .await
+        .pg()?;
+    Ok(())
+}
+
+/// Appends the event of an alert change. Call inside the change's transaction, after
+/// [`lock_outbox`].
 pub(crate) async fn alert_changed(
     conn: &mut PgConnection,
     change: AlertChange,
@@ -705,11 +719,6 @@ pub(crate) async fn alert_changed(
         change,
         alert: alert.clone(),
     };
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(OUTBOX_LOCK)
-        .execute(&mut *conn)
-        .await
-        .pg()?;
     sqlx::query("INSERT INTO outbox (created_at, event) VALUES ($1, $2)")
         .bind(at.0)
         .bind(event.encode())
