@@ -683,3 +683,43 @@ async fn concurrent_alert_changes_do_not_deadlock() {
     assert!(changes > 0);
     store.close().await;
 }
+
+/// Text PostgreSQL cannot store (a NUL byte, which SQLite accepts) is refused as a
+/// `Conflict` naming the problem, and the store carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_postgres_cannot_store_is_a_conflict() {
+    if !available() {
+        return;
+    }
+    let db = TestDb::create().await;
+    let store = db.open().await;
+    let tenant = store.catalog().default_tenant().await.expect("tenant");
+    let bad = store
+        .catalog()
+        .provision_sensors(tenant.id, &["CF\0-1".into()])
+        .await;
+    assert!(
+        matches!(&bad, Err(StoreError::Conflict(m)) if m.contains("0x00")),
+        "{bad:?}"
+    );
+    let sensor = store
+        .catalog()
+        .provision_sensors(tenant.id, &["CF-1".into()])
+        .await
+        .expect("a good key still goes in")[0]
+        .id;
+    let bad_metric = store
+        .write_batch(WriteBatch {
+            readings: vec![SensorReading {
+                metric: "temp\0".into(),
+                ..reading(sensor, 1, 1.0)
+            }],
+            alerts: vec![],
+        })
+        .await;
+    assert!(
+        matches!(bad_metric, Err(StoreError::Conflict(_))),
+        "{bad_metric:?}"
+    );
+    store.close().await;
+}

@@ -41,8 +41,11 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
 /// The store error for a PostgreSQL SQLSTATE (Appendix A of the PostgreSQL manual).
 pub(crate) fn by_sqlstate(code: &str, message: String) -> StoreError {
     match code {
-        // Integrity constraint violations: a unique key, a foreign key, a check.
-        c if c.starts_with("23") => StoreError::Conflict(message),
+        // Integrity constraint violations (a unique key, a foreign key, a check), and data
+        // exceptions: a value the caller passed that PostgreSQL refuses (a NUL byte in
+        // text, which SQLite accepts; a number out of range). The write is refused, the
+        // store is fine.
+        c if c.starts_with("23") || c.starts_with("22") => StoreError::Conflict(message),
         // Connection exceptions, insufficient resources (too many connections, disk
         // full), shutdown / starting up, serialization failures and deadlocks, lock
         // and statement timeouts: retrying later may work.
@@ -79,6 +82,8 @@ mod tests {
             ("23505", "conflict"),    // unique_violation
             ("23503", "conflict"),    // foreign_key_violation
             ("23514", "conflict"),    // check_violation
+            ("22021", "conflict"),    // character_not_in_repertoire (NUL in text)
+            ("22003", "conflict"),    // numeric_value_out_of_range
             ("08006", "unavailable"), // connection_failure
             ("53300", "unavailable"), // too_many_connections
             ("53100", "unavailable"), // disk_full
