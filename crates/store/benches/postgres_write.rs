@@ -7,24 +7,28 @@
 //! - `unnest`: one `INSERT INTO readings SELECT * FROM UNNEST($1::bigint[], …) ON
 //!   CONFLICT DO NOTHING` (the store's write path);
 //! - `store`: `PostgresStore::write_batch` (sensor check, metric ids, sort, UNNEST
-//!   insert, latest-value upsert, one transaction).
+//!   insert, latest-value upsert, one transaction), from one caller and from
+//!   `VIGIA_BENCH_CALLERS` concurrent ones (default 2, as two workers would).
 //!
 //! Both raw variants also upsert the latest values as the store does, each batch in one
 //! transaction, so the three do the same database work. Every run gets a fresh database
 //! (no index grown by an earlier run), 1,000 sensors, readings stamped now (today's
 //! partition), `synchronous_commit = on`.
 //!
-//! Measured 2026-12-06 on the 2-core machine (PostgreSQL 15, load average 3–5 from other
-//! builds, so ±15 %), readings/s, median of 3:
+//! Measured 2026-12-06 on the 2-core machine (PostgreSQL 15 shared with other builds,
+//! load average ~1.8), readings/s, median of 3 runs of 200,000 readings:
 //!
-//! | batch  | copy    | unnest  | store   |
-//! |--------|---------|---------|---------|
-//! | 1,000  |  79,901 |  90,211 |  73,420 |
-//! | 10,000 | 141,310 | 139,985 | 135,850 |
+//! | batch  | copy    | unnest  | store   | store, 2 callers |
+//! |--------|---------|---------|---------|------------------|
+//! | 1,000  | 133,844 | 162,550 | 150,070 | 138,866          |
+//! | 10,000 | 285,793 | 292,264 | 270,282 | 369,505          |
 //!
-//! (an earlier, quieter run of the 10,000 batches: copy 208,673, unnest 214,454, store
-//! 195,832). UNNEST is ~13 % faster at 1,000 readings a batch (one statement, no staging
-//! table to fill and truncate at commit) and level at 10,000, so the store writes with it.
+//! (under load average ~5 the same ranking held: 1,000 → copy 79,901, unnest 90,211.)
+//! UNNEST is ~20 % faster at 1,000 readings a batch (one statement, no staging table to
+//! fill and truncate at commit, no second pass) and level at 10,000, so the store writes
+//! with it. Two callers with 1,000-reading batches of the SAME 1,000 sensors gain
+//! nothing: each transaction waits for the other's row locks on `latest_readings`;
+//! with 10,000-reading batches the lock wait is amortised and two callers reach ~370k/s.
 //!
 //! `cargo bench -p vigia-store --bench postgres_write`. Prints readings/s, the median of
 //! `VIGIA_BENCH_REPEAT` runs (default 3) of `VIGIA_BENCH_READINGS` readings (default
@@ -200,15 +204,18 @@ async fn write_raw(conn: &mut PgConnection, method: Method, b: &RawBatch) -> u64
     written
 }
 
-/// Readings/s of one run: `total` readings in batches of `batch`, on a fresh database.
-async fn run(method: Method, batch: usize, total: usize) -> f64 {
+/// Readings/s of one run: `total` readings in batches of `batch`, on a fresh database;
+/// the store variant from `callers` concurrent tasks (batch i to task i % callers).
+async fn run(method: Method, batch: usize, total: usize, callers: usize) -> f64 {
     let db = Db::create(&format!("{method:?}_{batch}").to_lowercase()).await;
-    let store = PostgresStore::open(PostgresStoreOptions {
-        durability: Durability::Full,
-        ..PostgresStoreOptions::new(db.url())
-    })
-    .await
-    .expect("open store");
+    let store = std::sync::Arc::new(
+        PostgresStore::open(PostgresStoreOptions {
+            durability: Durability::Full,
+            ..PostgresStoreOptions::new(db.url())
+        })
+        .await
+        .expect("open store"),
+    );
     let tenant = store.catalog().default_tenant().await.expect("tenant");
     let keys: Vec<String> = (0..SENSORS).map(|i| format!("S-{i:05}")).collect();
     let sensors: Vec<SensorId> = store
@@ -272,15 +279,32 @@ async fn run(method: Method, batch: usize, total: usize) -> f64 {
     let mut written = 0u64;
     match method {
         Method::Store => {
-            for b in batches {
-                written += store
-                    .write_batch(WriteBatch {
-                        readings: b,
-                        alerts: vec![],
+            let mut shares: Vec<Vec<Vec<SensorReading>>> = vec![Vec::new(); callers];
+            for (i, b) in batches.into_iter().enumerate() {
+                shares[i % callers].push(b);
+            }
+            let tasks: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    let store = std::sync::Arc::clone(&store);
+                    tokio::spawn(async move {
+                        let mut written = 0u64;
+                        for b in share {
+                            written += store
+                                .write_batch(WriteBatch {
+                                    readings: b,
+                                    alerts: vec![],
+                                })
+                                .await
+                                .expect("write_batch")
+                                .readings_written as u64;
+                        }
+                        written
                     })
-                    .await
-                    .expect("write_batch")
-                    .readings_written as u64;
+                })
+                .collect();
+            for t in tasks {
+                written += t.await.expect("caller");
             }
         }
         _ => {
@@ -303,6 +327,7 @@ fn main() {
     }
     let total: usize = env_or("VIGIA_BENCH_READINGS", 200_000);
     let repeat: usize = env_or("VIGIA_BENCH_REPEAT", 3).max(1);
+    let callers: usize = env_or("VIGIA_BENCH_CALLERS", 2).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -310,16 +335,20 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         for batch in [1_000usize, 10_000] {
-            for method in [Method::Copy, Method::Unnest, Method::Store] {
+            let mut runs = vec![(Method::Copy, 1), (Method::Unnest, 1), (Method::Store, 1)];
+            if callers > 1 {
+                runs.push((Method::Store, callers));
+            }
+            for (method, callers) in runs {
                 let mut rates = Vec::with_capacity(repeat);
                 for _ in 0..repeat {
-                    rates.push(run(method, batch, total).await);
+                    rates.push(run(method, batch, total, callers).await);
                 }
                 rates.sort_by(f64::total_cmp);
                 let median = rates[rates.len() / 2];
                 let all: Vec<String> = rates.iter().map(|r| format!("{:.0}", r)).collect();
                 println!(
-                    "postgres_write {:<6} batch {batch:>6}: {median:>9.0} readings/s (median of {repeat}: {}; {total} readings, synchronous_commit=on)",
+                    "postgres_write {:<6} x{callers} batch {batch:>6}: {median:>9.0} readings/s (median of {repeat}: {}; {total} readings, synchronous_commit=on)",
                     format!("{method:?}").to_lowercase(),
                     all.join(", ")
                 );

@@ -11,7 +11,7 @@
 //! CONFLICT DO NOTHING` (four array parameters, one statement, one round trip, whatever
 //! the batch size). `benches/postgres_write.rs` measured it against COPY into a temporary
 //! staging table + `INSERT … SELECT … ON CONFLICT DO NOTHING` and kept the faster: UNNEST
-//! ~90k vs ~80k readings/s in 1,000-reading batches, level (~140k) at 10,000, one writer,
+//! ~163k vs ~134k readings/s in 1,000-reading batches, level (~290k) at 10,000, one writer,
 //! `synchronous_commit = on` (figures in that file). COPY's fixed cost (filling a temporary
 //! table, truncating it at commit, a second pass to insert) is not won back by its
 //! cheaper parsing at these batch sizes. Rows are sorted by key and de-duplicated (first one wins, as the table
