@@ -123,7 +123,7 @@ impl PostgresStoreOptions {
 pub fn pool_sizes(total: u32, replica: bool) -> StoreResult<(u32, u32)> {
     if total < 2 {
         return Err(StoreError::Config(format!(
-            "store.max_connections is {total}; the PostgreSQL store needs at least 2"
+            "store_max_connections is {total}; the PostgreSQL store needs at least 2"
         )));
     }
     if !replica {
@@ -195,7 +195,7 @@ impl PostgresStore {
             Durability::Full => "on",
             Durability::Os => "off",
         };
-        let primary = connect_options(&options.url, "store.url")?
+        let primary = connect_options(&options.url, "the store URL (`store`)")?
             .application_name("vigia")
             .options([("synchronous_commit", synchronous_commit)]);
         let target = describe(&primary);
@@ -213,7 +213,7 @@ impl PostgresStore {
         let read = match &options.read_url {
             None => write.clone(),
             Some(url) => {
-                let replica = connect_options(url, "store.read_url")?
+                let replica = connect_options(url, "store_read_url")?
                     .application_name("vigia-read")
                     .options([("default_transaction_read_only", "on")]);
                 let replica_target = describe(&replica);
@@ -669,9 +669,9 @@ pub struct PostgresFactory;
 
 impl PostgresFactory {
     fn options(url: &str, ctx: &OpenContext) -> StoreResult<PostgresStoreOptions> {
-        connect_options(url, "store.url")?;
+        connect_options(url, "the store URL (`store`)")?;
         if let Some(read_url) = &ctx.read_url {
-            connect_options(read_url, "store.read_url")?;
+            connect_options(read_url, "store_read_url")?;
         }
         pool_sizes(ctx.max_connections, ctx.read_url.is_some())?;
         Ok(PostgresStoreOptions {
@@ -747,7 +747,7 @@ mod tests {
         };
         let err = f.validate("postgres://localhost/db", &replica).unwrap_err();
         assert!(
-            matches!(&err, StoreError::Config(m) if m.contains("store.read_url")),
+            matches!(&err, StoreError::Config(m) if m.contains("store_read_url")),
             "{err:?}"
         );
         let tiny = OpenContext {

@@ -534,7 +534,7 @@ async fn bad_urls_and_settings_are_config_errors() {
             },
         )
         .unwrap_err();
-    assert!(err.to_string().contains("store.read_url"), "{err}");
+    assert!(err.to_string().contains("store_read_url"), "{err}");
 }
 
 /// Nothing listening: `Unavailable` within the acquire timeout, not a hang.

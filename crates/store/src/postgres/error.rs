@@ -28,7 +28,7 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
         }
         sqlx::Error::PoolTimedOut => StoreError::Unavailable(
             "no PostgreSQL connection within the acquire timeout (server unreachable, or every \
-             connection of store.max_connections busy)"
+             connection of store_max_connections busy)"
                 .into(),
         ),
         sqlx::Error::PoolClosed => StoreError::Unavailable("the PostgreSQL store is closed".into()),
