@@ -66,6 +66,9 @@ use vigia_core::{
 };
 
 pub use partitions::{PartitionReport, DEFAULT_PARTITIONS_AHEAD, PARTITION_WIDTH_MS};
+/// The transaction-scoped advisory lock every outbox-writing transaction takes before it
+/// touches an alert row (so outbox ids commit in order; see `queries::lock_outbox`).
+pub use queries::OUTBOX_LOCK as OUTBOX_LOCK_KEY;
 pub use schema::SCHEMA_VERSION;
 
 use crate::registry::scheme_of;

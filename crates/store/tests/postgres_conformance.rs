@@ -723,3 +723,90 @@ async fn text_postgres_cannot_store_is_a_conflict() {
     );
     store.close().await;
 }
+
+/// A batch that changes alerts takes the outbox lock BEFORE it writes an alert row: while
+/// another session holds the lock, the batch has written nothing of its alerts, so that
+/// session can insert the same unresolved alert at once (had the batch inserted first,
+/// the session would wait on the batch's row while the batch waits on its lock: a
+/// deadlock). The batch then finds the alert open and opens nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_batches_take_the_outbox_lock_before_alert_rows() {
+    use vigia_core::{RuleKind, Severity};
+    use vigia_store::postgres::OUTBOX_LOCK_KEY;
+    use vigia_store::{AlertTransition, NewAlert};
+    if !available() {
+        return;
+    }
+    let db = TestDb::create().await;
+    let store = std::sync::Arc::new(db.open().await);
+    let tenant = store.catalog().default_tenant().await.expect("tenant");
+    let sensor = store
+        .catalog()
+        .provision_sensors(tenant.id, &["CF-1".into()])
+        .await
+        .expect("sensor")[0]
+        .id;
+    let mut holder = db.raw().await;
+    sqlx::raw_sql("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(OUTBOX_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .expect("take the outbox lock");
+    let batch = {
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .write_batch(WriteBatch {
+                    readings: vec![reading(sensor, 1, 1.0)],
+                    alerts: vec![AlertTransition::Open(NewAlert {
+                        tenant: tenant.id,
+                        sensor,
+                        rule: "b".into(),
+                        kind: RuleKind::Threshold,
+                        severity: Severity::Critical,
+                        metric: DEFAULT_METRIC.into(),
+                        value: 1.0,
+                        message: "warm".into(),
+                        opened_at: Timestamp(1),
+                    })],
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!batch.is_finished(), "the batch waits for the outbox lock");
+    let inserted = tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::query(
+            "INSERT INTO alerts (tenant_id, sensor_id, rule, kind, severity, state, metric,
+                 value, message, opened_at)
+             VALUES ($1, $2, 'b', 'threshold', 'critical', 'open', 'temperature', 1, 'x', 1)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.id.0)
+        .bind(sensor.0)
+        .execute(&mut holder),
+    )
+    .await
+    .expect("no alert row of the waiting batch blocks the insert")
+    .expect("insert");
+    assert_eq!(inserted.rows_affected(), 1);
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut holder)
+        .await
+        .expect("commit");
+    let outcome = batch
+        .await
+        .expect("join")
+        .expect("the batch commits after the lock");
+    assert_eq!(outcome.readings_written, 1);
+    assert!(
+        outcome.alerts.is_empty(),
+        "the alert was already open: {outcome:?}"
+    );
+    store.close().await;
+}

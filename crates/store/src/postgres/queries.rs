@@ -686,7 +686,7 @@ pub(crate) async fn unresolved_counts(
 // ---------------------------------------------------------------- outbox
 
 /// Advisory lock key that orders outbox appends ("vigiaobx").
-const OUTBOX_LOCK: i64 = 0x7669_6769_616f_6278;
+pub const OUTBOX_LOCK: i64 = 0x7669_6769_616f_6278;
 
 /// Takes the outbox's transaction-scoped advisory lock; every transaction that may
 /// append an event calls it BEFORE touching any alert row.
