@@ -9,7 +9,8 @@
 //! [`Store::write_batch`]. A new aggregate is a new port module, its conformance suite
 //! and its tables; no existing trait grows.
 //!
-//! Backends: `sqlite` (embedded, the default) and `volatile` (in memory, for tests and
+//! Backends: `sqlite` (embedded, the default), `postgres` (PostgreSQL 15+, for several
+//! processes on one database; `postgresql` too) and `volatile` (in memory, for tests and
 //! experiments), opened by [`open`] from a URL. Nothing outside a backend and the
 //! registry names a concrete backend type.
 //!
@@ -28,6 +29,7 @@ pub mod catalog;
 pub mod leases;
 pub mod memory;
 pub mod outbox;
+pub mod postgres;
 pub mod readings;
 pub mod registry;
 pub mod sqlite;

@@ -79,10 +79,11 @@ impl StoreRegistry {
         Self::default()
     }
 
-    /// The backends built into this crate: `sqlite` and `volatile`.
+    /// The backends built into this crate: `sqlite`, `postgres` and `volatile`.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         registry.register(Arc::new(crate::sqlite::SqliteFactory));
+        registry.register(Arc::new(crate::postgres::PostgresFactory));
         registry.register(Arc::new(crate::memory::VolatileFactory));
         registry
     }
@@ -147,16 +148,19 @@ mod tests {
     fn unknown_scheme_names_the_supported_ones() {
         let ctx = OpenContext::new("/tmp/x");
         let err = StoreRegistry::builtin()
-            .validate("postgres://localhost/db", &ctx)
+            .validate("nosuchdb://localhost/db", &ctx)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("store `postgres`"), "{err}");
+        assert!(err.contains("store `nosuchdb`"), "{err}");
         assert!(err.contains("sqlite") && err.contains("volatile"), "{err}");
     }
 
     #[test]
     fn schemes_are_listed() {
-        assert_eq!(supported_schemes(), vec!["sqlite", "volatile"]);
+        assert_eq!(
+            supported_schemes(),
+            vec!["postgres", "postgresql", "sqlite", "volatile"]
+        );
         assert_eq!(scheme_of("sqlite:///a/b"), "sqlite");
         assert_eq!(scheme_of("sqlite"), "sqlite");
     }
