@@ -387,8 +387,8 @@ mod tests {
     fn bad_settings_say_what_to_change() {
         let cases: Vec<(Change, &str)> = vec![
             (
-                Box::new(|c| c.store = "postgres://x".into()),
-                "store `postgres` is not available in this build; supported: `sqlite`",
+                Box::new(|c| c.store = "nosuchdb://x".into()),
+                "store `nosuchdb` is not available in this build; supported: `sqlite`",
             ),
             (
                 Box::new(|c| c.roles = "ingest,cook".into()),

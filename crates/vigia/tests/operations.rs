@@ -116,8 +116,8 @@ fn bad_configuration_is_refused_readably() {
         ),
         (
             vec![],
-            vec![("VIGIA_STORE", "postgres://db")],
-            "store `postgres`",
+            vec![("VIGIA_STORE", "nosuchdb://db")],
+            "store `nosuchdb`",
         ),
         (
             vec![],

@@ -468,9 +468,9 @@ async fn keys_create_refuses_bad_input_readably() {
                 "--tenant",
                 "acme",
                 "--store",
-                "postgres://x",
+                "nosuchdb://x",
             ],
-            "store `postgres`",
+            "store `nosuchdb`",
         ),
         (&["--data-dir", &dir], "--tenant"),
     ];
