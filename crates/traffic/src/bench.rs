@@ -180,22 +180,28 @@ struct Bench<'a> {
     metrics: Connection,
     /// Every process's metrics, for commits summed over the workers.
     all_metrics: Vec<Connection>,
+    /// Which of `all_metrics` is the loaded process.
+    load_index: usize,
     rss_max: Option<f64>,
+}
+
+/// Every process's metrics, in process order (`None` where one did not answer).
+async fn scrape_all(conns: &mut [Connection]) -> Vec<Option<MetricsSnapshot>> {
+    let mut out = Vec::with_capacity(conns.len());
+    for conn in conns {
+        out.push(scrape(conn).await);
+    }
+    out
 }
 
 /// Readings committed so far, summed over every process that exports the counter;
 /// `None` when none does (or none answered).
-async fn committed_total(conns: &mut [Connection]) -> Option<f64> {
-    let mut total = None;
-    for conn in conns {
-        if let Some(written) = scrape(conn)
-            .await
-            .and_then(|m| m.get(STORE_READINGS_WRITTEN_TOTAL))
-        {
-            *total.get_or_insert(0.0) += written;
-        }
-    }
-    total
+fn committed_total(snapshots: &[Option<MetricsSnapshot>]) -> Option<f64> {
+    snapshots
+        .iter()
+        .flatten()
+        .filter_map(|m| m.get(STORE_READINGS_WRITTEN_TOTAL))
+        .reduce(|a, b| a + b)
 }
 
 async fn measure(args: &BenchIngestArgs, server: Measured) -> anyhow::Result<BenchReport> {
@@ -208,6 +214,10 @@ async fn measure(args: &BenchIngestArgs, server: Measured) -> anyhow::Result<Ben
     } = server;
     let mut metrics = Connection::new(&target, None, Duration::from_secs(5))?;
     server::ensure_vigia(&mut metrics, &target).await?;
+    let load_index = processes
+        .iter()
+        .position(|(_, t)| t.url() == target.url())
+        .unwrap_or(0);
     let all_metrics = processes
         .iter()
         .map(|(_, t)| Connection::new(t, None, Duration::from_secs(5)))
@@ -248,6 +258,7 @@ async fn measure(args: &BenchIngestArgs, server: Measured) -> anyhow::Result<Ben
         },
         metrics,
         all_metrics,
+        load_index,
         rss_max: None,
     };
     let baseline = match args.baseline.is_zero() {
@@ -358,7 +369,7 @@ impl Bench<'_> {
             "{name}: {} requests, {} readings, {} connections",
             planned, readings, self.args.concurrency
         );
-        let written_before = committed_total(&mut self.all_metrics).await;
+        let written_before = committed_total(&scrape_all(&mut self.all_metrics).await);
 
         let peaks = Arc::new(Mutex::new(Peaks::default()));
         let sampler = tokio::spawn(sample(self.load.target.clone(), peaks.clone()));
@@ -423,21 +434,22 @@ impl Bench<'_> {
         let mut last_growth = waiting_since;
         let mut committed_at = None;
         let note = loop {
-            if let Some(m) = scrape(&mut self.metrics).await {
+            // One scrape per process and poll: the loaded process's snapshot also feeds
+            // the memory and bus-depth peaks.
+            let snapshots = scrape_all(&mut self.all_metrics).await;
+            if let Some(Some(m)) = snapshots.get(self.load_index) {
                 peaks
                     .lock()
                     .expect("sampler never panics holding the lock")
-                    .update(&m);
+                    .update(m);
             }
-            {
-                if let Some(written) = committed_total(&mut self.all_metrics).await {
-                    seen_counter = true;
-                    let now_committed = (written - before).max(0.0) as u64;
-                    if now_committed > committed {
-                        committed = now_committed;
-                        last_growth = Instant::now();
-                        committed_at = Some(last_growth);
-                    }
+            if let Some(written) = committed_total(&snapshots) {
+                seen_counter = true;
+                let now_committed = (written - before).max(0.0) as u64;
+                if now_committed > committed {
+                    committed = now_committed;
+                    last_growth = Instant::now();
+                    committed_at = Some(last_growth);
                 }
             }
             if committed >= expected {
