@@ -176,6 +176,33 @@ function checkProbeCommand(where, argv, port) {
   return true;
 }
 
+/** The store, bus and fan-out URLs must point at a service defined beside them (and, in
+ * Kubernetes, at one of its ports), or the processes would start and never be ready. */
+function checkUrlTargets(where, env, services) {
+  for (const key of ["VIGIA_STORE", "VIGIA_STORE_READ_URL", "VIGIA_BUS", "VIGIA_FANOUT"]) {
+    const value = env[key];
+    if (!value || !value.includes("://")) continue;
+    let url;
+    try {
+      url = new URL(value);
+    } catch {
+      problem(where, `${key} is not a URL: ${value}`);
+      continue;
+    }
+    // `vigia-redis.vigia.svc.cluster.local` names the Service `vigia-redis` too.
+    const host = url.hostname.split(".")[0];
+    if (!host) continue;
+    if (!services.has(host)) {
+      problem(where, `${key} points at \`${url.hostname}\`, which is not a service here`);
+      continue;
+    }
+    const ports = services.get(host);
+    if (ports && url.port && !ports.has(Number(url.port))) {
+      problem(where, `${key} uses port ${url.port}, not a port of ${host} (${[...ports].join(", ")})`);
+    }
+  }
+}
+
 // ---- Dockerfiles -------------------------------------------------------------------------------
 
 function checkDockerfile(path) {
@@ -289,6 +316,15 @@ function checkCompose(path) {
       const port = env.VIGIA_LISTEN?.split(":").pop();
       if (!service.healthcheck || !checkProbeCommand(where, service.healthcheck.test, port)) {
         problem(where, "a Vigía service needs a healthcheck running `vigia probe`");
+      }
+      // Compose publishes no port list for images it does not build: the host is checked.
+      checkUrlTargets(where, env, new Map(Object.keys(services).map((n) => [n, null])));
+      const store = env.VIGIA_STORE && URL.canParse(env.VIGIA_STORE) ? new URL(env.VIGIA_STORE) : null;
+      const db = store && services[store.hostname];
+      const dbEnv = db?.environment ?? {};
+      const dbPassword = dbEnv.POSTGRES_PASSWORD ?? dbEnv.MARIADB_PASSWORD;
+      if (store && dbPassword !== undefined && decodeURIComponent(store.password) !== interpolate(where, dbPassword)) {
+        problem(where, `the password in VIGIA_STORE differs from ${store.hostname}'s`);
       }
       envs.push({ source: `${rel(path)}#${name}`, env });
     }
@@ -414,6 +450,19 @@ async function checkKubernetes() {
             problem(cwhere, `VIGIA_LISTEN port ${listenPort} is not a container port`);
           }
           if (pod.securityContext?.runAsNonRoot !== true) problem(cwhere, "the pod must run as non-root");
+          const services = new Map(
+            byKind("Service").map((r) => [r.doc.metadata.name, new Set((r.doc.spec.ports ?? []).map((p) => p.port))]),
+          );
+          checkUrlTargets(cwhere, env, services);
+          // The store URL's password is the database's: two copies of one secret that
+          // must agree, or every pod fails authentication.
+          const store = env.VIGIA_STORE && URL.canParse(env.VIGIA_STORE) ? new URL(env.VIGIA_STORE) : null;
+          for (const [name, data] of Object.entries(secrets)) {
+            const dbPassword = data.POSTGRES_PASSWORD ?? data.MARIADB_PASSWORD;
+            if (store && dbPassword !== undefined && decodeURIComponent(store.password) !== dbPassword) {
+              problem(cwhere, `the password in VIGIA_STORE differs from the database's in Secret/${name}`);
+            }
+          }
           envs.push({ source: `${rel(path)}#${doc.metadata.name}`, env });
         }
       }

@@ -122,6 +122,24 @@ fn each_kind_of_mistake_in_deploy_fails_the_check() {
             "/ready is not a route",
         ),
         (
+            "k8s/01-config.yaml",
+            "VIGIA_BUS: redis://vigia-redis:6379/0",
+            "VIGIA_BUS: redis://vigia-cache:6379/0",
+            "VIGIA_BUS points at `vigia-cache`, which is not a service here",
+        ),
+        (
+            "k8s/02-secrets.yaml",
+            "POSTGRES_PASSWORD: change-me-postgres-password",
+            "POSTGRES_PASSWORD: another-password",
+            "the password in VIGIA_STORE differs",
+        ),
+        (
+            "docker-compose.yml",
+            "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-vigia-dev-only}",
+            "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-another-default}",
+            "the password in VIGIA_STORE differs from postgres's",
+        ),
+        (
             "docker-compose.yml",
             "VIGIA_STORE_MAX_CONNECTIONS",
             "VIGIA_STORE_CONNECTIONS",
