@@ -228,6 +228,70 @@ function checkDockerfile(path) {
   }
 }
 
+/** The runtime stage's `ENV K=V …` settings: the defaults under every container's own. */
+function imageEnv(path) {
+  const text = readFileSync(path, "utf8").replace(/\\\n/g, " ");
+  const stages = text.split(/^FROM\s/m);
+  const env = {};
+  for (const line of stages[stages.length - 1].split("\n")) {
+    const m = line.trim().match(/^ENV\s+(.*)$/i);
+    if (!m) continue;
+    for (const pair of m[1].matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S+)/g)) {
+      env[pair[1]] = pair[2].replace(/^"|"$/g, "");
+    }
+  }
+  return env;
+}
+
+/** dockerignore patterns as regular expressions (`**`, `*`, `?`; `!` exceptions unsupported
+ * and refused, so a pattern this check cannot read is not silently trusted). */
+function dockerignore(path) {
+  if (!existsSync(path)) return [];
+  const rules = [];
+  for (const raw of readFileSync(path, "utf8").split("\n")) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) continue;
+    if (line.startsWith("!")) {
+      problem(rel(path), `exception patterns (${line}) are not supported by this check`);
+      continue;
+    }
+    const body = line
+      .replace(/^\/+|\/+$/g, "")
+      .split("/")
+      .map((part) =>
+        part === "**"
+          ? "(.*/)?"
+          : part.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]") + "/",
+      )
+      .join("")
+      .replace(/\(\.\*\/\)\?\/$/, "(.*/)?");
+    // A pattern names a path and everything under it.
+    rules.push({ line, re: new RegExp(`^${body.replace(/\/$/, "")}(/.*)?$`) });
+  }
+  return rules;
+}
+
+/** What the image's `cargo build --locked -p vigia` reads must reach the build context. */
+function checkDockerignore() {
+  const rules = dockerignore(join(root, ".dockerignore"));
+  let tracked;
+  try {
+    tracked = execFileSync("git", ["-C", root, "ls-files", "Cargo.toml", "Cargo.lock", "crates"], {
+      encoding: "utf8",
+      maxBuffer: 64 << 20,
+    })
+      .split("\n")
+      .filter(Boolean);
+  } catch {
+    notices.add(".dockerignore not checked: not a git checkout");
+    return;
+  }
+  for (const file of tracked) {
+    const rule = rules.find((r) => r.re.test(file));
+    if (rule) problem(".dockerignore", `\`${rule.line}\` keeps ${file} out of the image's build`);
+  }
+}
+
 // ---- Compose ------------------------------------------------------------------------------------
 
 const ajv = new Ajv2019({ strict: false, allErrors: true });
@@ -258,6 +322,7 @@ ajv.addFormat("expose", /^\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
 ajv.addFormat("ports", /^((\[[0-9a-f:]+\]|[0-9.]+):)?(\d+(-\d+)?:)?\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
 ajv.addFormat("subnet_ip_address", /^[0-9a-f.:]+\/\d{1,3}$/);
 const validateCompose = ajv.compile(composeSchema);
+const IMAGE_ENV = imageEnv(join(deployDir, "Dockerfile"));
 
 /** Compose's `${NAME:-default}` with the default, as `docker compose config` resolves it
  * when NAME is unset; `${NAME}` with no default would silently become empty. */
@@ -326,7 +391,7 @@ function checkCompose(path) {
       if (store && dbPassword !== undefined && decodeURIComponent(store.password) !== interpolate(where, dbPassword)) {
         problem(where, `the password in VIGIA_STORE differs from ${store.hostname}'s`);
       }
-      envs.push({ source: `${rel(path)}#${name}`, env });
+      envs.push({ source: `${rel(path)}#${name}`, env: { ...IMAGE_ENV, ...env } });
     }
   }
   return envs;
@@ -463,7 +528,7 @@ async function checkKubernetes() {
               problem(cwhere, `the password in VIGIA_STORE differs from the database's in Secret/${name}`);
             }
           }
-          envs.push({ source: `${rel(path)}#${doc.metadata.name}`, env });
+          envs.push({ source: `${rel(path)}#${doc.metadata.name}`, env: { ...IMAGE_ENV, ...env } });
         }
       }
     }
@@ -562,6 +627,7 @@ function postgresBinary() {
 const mode = process.argv[2] ?? "check";
 checkVariablesInFiles();
 checkDockerfile(join(deployDir, "Dockerfile"));
+checkDockerignore();
 const envs = [];
 for (const path of composeFiles) envs.push(...checkCompose(path));
 envs.push(...(await checkKubernetes()));
