@@ -39,6 +39,17 @@ enum Command {
         #[command(subcommand)]
         what: vigia::keys::KeysCommand,
     },
+    /// GET a URL and exit 0 on a 2xx answer (health checks in images without curl).
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// The URL to GET, e.g. http://127.0.0.1:8080/readyz (plain http only).
+    url: String,
+    /// Give up after this many seconds (connect, request and body together).
+    #[arg(long, default_value_t = 5.0)]
+    timeout_s: f64,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +83,9 @@ struct ServeArgs {
     /// Roles of this process, comma separated: ingest, worker, api, scheduler [default: all].
     #[arg(long)]
     roles: Option<String>,
+    /// Load and validate the configuration, print a summary and exit (0 when valid).
+    #[arg(long)]
+    check: bool,
 }
 
 /// `mi_option_purge_delay` in mimalloc v2's `mi_option_e` (the -sys crate names only
@@ -116,6 +130,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 roles: args.roles,
             };
             let config = Config::load(args.config.as_deref(), &overrides)?;
+            if args.check {
+                print!("{}", vigia::check::summary(&config));
+                return Ok(());
+            }
             init_logging(&config.log);
             vigia::serve::serve(config).await
         }
@@ -145,6 +163,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { what } => {
             init_logging("warn");
             vigia::keys::run(what).await
+        }
+        Command::Probe(args) => {
+            // A bad timeout is a typo in a health check: say so rather than wait forever.
+            if !(args.timeout_s.is_finite() && args.timeout_s > 0.0 && args.timeout_s <= 3600.0) {
+                anyhow::bail!(
+                    "--timeout-s must be between 0 and 3600 seconds, got {}",
+                    args.timeout_s
+                );
+            }
+            let timeout = std::time::Duration::from_secs_f64(args.timeout_s);
+            let answer = vigia::probe::probe(&args.url, timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("probe: {e:#}"))?;
+            println!("{} {}", answer.status, answer.detail);
+            Ok(())
         }
     }
 }
