@@ -180,7 +180,11 @@ async fn a_body_with_bad_lines_names_them_and_writes_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 404, "the sensor of the refused body was not even created");
+    assert_eq!(
+        res.status(),
+        404,
+        "the sensor of the refused body was not even created"
+    );
     assert_eq!(metric(&server, "vigia_ingest_readings_total").await, 0.0);
 }
 
