@@ -14,6 +14,14 @@ use serde_json::Value;
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
+/// A sensor, a metric and the (epoch ms, value) points it must hold.
+type ExpectedSeries<'a> = (&'a str, &'a str, &'a [(i64, f64)]);
+
+type Headers = Vec<(&'static str, String)>;
+
+/// A refusal case: name, headers, URL, body, status, problem type.
+type Refusal = (&'static str, Headers, String, Vec<u8>, u16, &'static str);
+
 fn now_ns() -> i64 {
     vigia_core::Timestamp::now().0 * 1_000_000
 }
@@ -67,7 +75,7 @@ async fn a_telegraf_flush_lands_every_sensor_and_metric() {
     drained(&server).await;
 
     let (m0, m1) = (t0.div_euclid(1_000_000), t1.div_euclid(1_000_000));
-    let expected: &[(&str, &str, &[(i64, f64)])] = &[
+    let expected: &[ExpectedSeries] = &[
         ("CF-1", "temperature", &[(m0, -18.25), (m1, -18.0)]),
         ("CF-2", "temperature", &[(m0, -19.5), (m1, -19.75)]),
         ("REF-3", "temperature", &[(m0, 3.75), (m1, 4.0)]),
@@ -196,7 +204,7 @@ async fn refusals_answer_their_documented_statuses() {
     });
     let url = server.url("/api/v2/write");
     let good = "temperature,sensor=R value=1\n";
-    let post = |headers: Vec<(&'static str, String)>, uri: String, body: Vec<u8>| {
+    let post = |headers: Headers, uri: String, body: Vec<u8>| {
         let mut req = client().post(uri).body(body);
         for (k, v) in headers {
             req = req.header(k, v);
@@ -213,14 +221,7 @@ async fn refusals_answer_their_documented_statuses() {
         }
     };
     let token = || vec![("Authorization", format!("Token {TOKEN}"))];
-    let cases: Vec<(
-        &str,
-        Vec<(&'static str, String)>,
-        String,
-        Vec<u8>,
-        u16,
-        &str,
-    )> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "no key",
             vec![],

@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use vigia_ingest::decode::Precision;
 
 use crate::error::{ApiError, Problem};
+use crate::extract::ApiQuery;
 use crate::routes::readings::read_body;
 use crate::AppState;
 
@@ -76,8 +77,10 @@ fn influx_key(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// Query parameters of `POST /api/v2/write`.
+/// Query parameters of `POST /api/v2/write`. Others are refused (400) rather than
+/// silently ignored, so a misspelt `precison` cannot shift every timestamp.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct WriteV2Params {
     /// Accepted and ignored: the tenant is the key's.
@@ -93,8 +96,9 @@ pub struct WriteV2Params {
     pub precision: Option<String>,
 }
 
-/// Query parameters of `POST /write` (InfluxDB 1.x).
+/// Query parameters of `POST /write` (InfluxDB 1.x); others are refused (400).
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct WriteV1Params {
     /// Accepted and ignored: the tenant is the key's.
@@ -114,12 +118,27 @@ pub struct WriteV1Params {
 }
 
 /// Line protocol, as text. Documentation only: the decoder parses the body itself.
-#[derive(ToSchema)]
-#[schema(
-    value_type = String,
-    example = "temperature,sensor=CF-1 value=-18.5 1795428000000000000\nroom,sensor=REF-3 humidity=81i,door=false"
-)]
-pub struct LineProtocolBody(#[allow(dead_code)] String);
+pub struct LineProtocolBody;
+
+impl utoipa::PartialSchema for LineProtocolBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .description(Some(
+                "InfluxDB line protocol, one reading line per line: \
+                 `measurement,sensor=<key>[,tag=value…] field=value[,…] [timestamp]`. \
+                 Blank lines and `#` comments are skipped; at least one line is needed.",
+            ))
+            .examples([serde_json::json!(
+                "temperature,sensor=CF-1 value=-18.5 1795428000000000000\nroom,sensor=REF-3 humidity=81i,door=false"
+            )])
+            .into()
+    }
+}
+
+impl ToSchema for LineProtocolBody {}
 
 /// Write readings as InfluxDB line protocol (InfluxDB 2.x API).
 ///
@@ -148,7 +167,7 @@ pub struct LineProtocolBody(#[allow(dead_code)] String);
 pub async fn write_v2(
     State(state): State<AppState>,
     caller: InfluxCaller,
-    Query(params): Query<WriteV2Params>,
+    ApiQuery(params): ApiQuery<WriteV2Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
@@ -180,7 +199,7 @@ pub async fn write_v2(
 pub async fn write_v1(
     State(state): State<AppState>,
     caller: InfluxCaller,
-    Query(params): Query<WriteV1Params>,
+    ApiQuery(params): ApiQuery<WriteV1Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
@@ -200,7 +219,7 @@ async fn write(
         ));
     };
     let precision = match precision {
-        None | Some("") => Precision::Nanoseconds,
+        None => Precision::Nanoseconds,
         Some(p) => Precision::parse(p).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "precision `{p}` is not one of ns, us, ms, s (v1 also n, u, m, h)"
@@ -279,7 +298,10 @@ mod tests {
 
     #[test]
     fn finds_the_key_wherever_influx_clients_put_it() {
-        let basic = base64::engine::general_purpose::STANDARD.encode("telegraf:k3");
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("telegraf:k3")
+        );
         let cases = [
             (
                 vec![("authorization", "Token k1")],
@@ -297,7 +319,7 @@ mod tests {
                 Some("k2"),
             ),
             (
-                vec![("authorization", &*format!("Basic {basic}"))],
+                vec![("authorization", basic.as_str())],
                 "/write",
                 Some("k3"),
             ),
