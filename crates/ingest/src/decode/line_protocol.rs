@@ -149,15 +149,29 @@ pub fn decode_line_protocol(
             continue;
         }
         scratch.fields.clear();
-        match parse_line(line, options, now, limits, &mut scratch) {
+        let parsed = match std::str::from_utf8(line) {
+            Ok(line) => parse_line(line, options, now, limits, &mut scratch),
+            Err(e) => Err(element_error(
+                "",
+                format!("is not valid UTF-8 (byte {})", e.valid_up_to() + 1),
+            )),
+        };
+        match parsed {
             Ok(()) => {
                 if too_many > 0 || readings.len() + scratch.fields.len() > limits.max_rows {
                     too_many = too_many.max(readings.len()) + scratch.fields.len();
                     continue;
                 }
-                for (metric, value) in scratch.fields.drain(..) {
+                let last = scratch.fields.len() - 1;
+                for (i, (metric, value)) in scratch.fields.drain(..).enumerate() {
+                    // One allocation per reading: the last field takes the buffer.
+                    let sensor = if i == last {
+                        std::mem::take(&mut scratch.sensor)
+                    } else {
+                        scratch.sensor.clone()
+                    };
                     readings.push(Reading {
-                        sensor: scratch.sensor.clone(),
+                        sensor,
                         metric,
                         ts: scratch.ts,
                         value,
@@ -225,100 +239,88 @@ fn element_error(field: impl Into<String>, message: impl Into<String>) -> Elemen
 }
 
 fn parse_line(
-    line: &[u8],
+    line: &str,
     options: &LineProtocolOptions,
     now: Timestamp,
     limits: &DecodeLimits,
     out: &mut LineScratch,
 ) -> Result<(), ElementError> {
+    // The line was validated as UTF-8 once; every token ends at an ASCII delimiter (or
+    // the end), so slicing `line` at those offsets never splits a character.
+    let bytes = line.as_bytes();
     let mut pos = 0;
     // Measurement: up to an unescaped comma or space.
-    let end = scan(line, pos, |b| b == b',' || b == b' ' || b == b'\t');
+    let end = scan(bytes, pos, |b| b == b',' || b == b' ' || b == b'\t');
     let measurement = &line[pos..end];
     if measurement.is_empty() {
         return Err(element_error("measurement", "is missing"));
     }
     pos = end;
 
-    let mut sensor: Option<&[u8]> = None;
-    while pos < line.len() && line[pos] == b',' {
+    let mut sensor: Option<&str> = None;
+    while pos < bytes.len() && bytes[pos] == b',' {
         pos += 1;
-        let key_end = scan(line, pos, |b| b == b'=' || b == b',' || b == b' ');
+        let key_end = scan(bytes, pos, |b| b == b'=' || b == b',' || b == b' ');
         let key = &line[pos..key_end];
-        if key_end >= line.len() || line[key_end] != b'=' {
-            return Err(element_error(
-                format!("tag {}", lossy(key)),
-                "has no `=value`",
-            ));
+        if key_end >= bytes.len() || bytes[key_end] != b'=' {
+            return Err(element_error(format!("tag {key}"), "has no `=value`"));
         }
         if key.is_empty() {
             return Err(element_error("tag", "has an empty name"));
         }
         pos = key_end + 1;
-        let value_end = scan(line, pos, |b| b == b',' || b == b' ' || b == b'\t');
+        let value_end = scan(bytes, pos, |b| b == b',' || b == b' ' || b == b'\t');
         let value = &line[pos..value_end];
         if value.is_empty() {
-            return Err(element_error(
-                format!("tag {}", lossy(key)),
-                "has an empty value",
-            ));
+            return Err(element_error(format!("tag {key}"), "has an empty value"));
         }
-        if *unescape(key) == *options.sensor_tag.as_bytes() {
+        if unescape(key) == options.sensor_tag.as_str() {
             sensor = Some(value);
         }
         pos = value_end;
     }
 
-    let fields_start = skip_blanks(line, pos);
+    let fields_start = skip_blanks(bytes, pos);
     if fields_start == pos {
         return Err(element_error("", "expected a space before the fields"));
     }
     pos = fields_start;
-    if pos >= line.len() {
+    if pos >= bytes.len() {
         return Err(element_error("", "has no fields"));
     }
 
-    let sensor = match sensor {
-        Some(raw) => {
-            let key = utf8(unescape(raw), &format!("tag {}", options.sensor_tag))?;
-            validate_sensor_key(&key)
-                .map_err(|m| element_error(format!("tag {}", options.sensor_tag), m))?;
-            key
-        }
-        None => {
-            return Err(element_error(
-                format!("tag {}", options.sensor_tag),
-                format!(
-                    "is missing: the `{}` tag names the sensor (setting ingest.line_protocol_sensor_tag)",
-                    options.sensor_tag
-                ),
-            ))
-        }
+    let Some(sensor) = sensor else {
+        return Err(element_error(
+            format!("tag {}", options.sensor_tag),
+            format!(
+                "is missing: the `{}` tag names the sensor (setting ingest.line_protocol_sensor_tag)",
+                options.sensor_tag
+            ),
+        ));
     };
+    let sensor = unescape(sensor);
+    validate_sensor_key(&sensor)
+        .map_err(|m| element_error(format!("tag {}", options.sensor_tag), m))?;
 
     // Fields.
     loop {
-        let key_end = scan(line, pos, |b| b == b'=' || b == b',' || b == b' ');
-        let key = &line[pos..key_end];
-        let key_text = utf8(unescape(key), "field")?;
-        if key_end >= line.len() || line[key_end] != b'=' {
-            return Err(element_error(
-                format!("field {key_text}"),
-                "has no `=value`",
-            ));
+        let key_end = scan(bytes, pos, |b| b == b'=' || b == b',' || b == b' ');
+        let key = unescape(&line[pos..key_end]);
+        if key_end >= bytes.len() || bytes[key_end] != b'=' {
+            return Err(element_error(format!("field {key}"), "has no `=value`"));
         }
         if key.is_empty() {
             return Err(element_error("field", "has an empty name"));
         }
         pos = key_end + 1;
-        let label = || format!("field {key_text}");
-        if line.get(pos) == Some(&b'"') {
+        let label = || format!("field {key}");
+        if bytes.get(pos) == Some(&b'"') {
             // Skip the string (escapes `\"` and `\\`) only to report it.
             let mut i = pos + 1;
-            while i < line.len() && line[i] != b'"' {
-                i += if line[i] == b'\\' { 2 } else { 1 };
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
             }
-            if i >= line.len() {
+            if i >= bytes.len() {
                 return Err(element_error(label(), "has an unterminated string"));
             }
             return Err(element_error(
@@ -326,29 +328,29 @@ fn parse_line(
                 "is a string; only numbers and booleans can be readings",
             ));
         }
-        let value_end = scan_plain(line, pos);
+        let value_end = scan_plain(bytes, pos);
         let value =
             parse_field_value(&line[pos..value_end]).map_err(|m| element_error(label(), m))?;
         check_value(value).map_err(|m| element_error(label(), m))?;
-        let metric = if key_text == "value" {
-            utf8(unescape(measurement), "measurement")?.into_owned()
+        let metric = if key == "value" {
+            unescape(measurement).into_owned()
         } else {
-            key_text.to_string()
+            key.to_string()
         };
         check_metric(&metric)
             .map_err(|m| element_error(label(), format!("names metric `{metric}`, which {m}")))?;
         out.fields.push((metric, value));
         pos = value_end;
-        match line.get(pos) {
+        match bytes.get(pos) {
             Some(b',') => pos += 1,
             _ => break,
         }
     }
 
     // Timestamp.
-    let ts_start = skip_blanks(line, pos);
-    let ts = if ts_start >= line.len() {
-        if ts_start == pos && pos < line.len() {
+    let ts_start = skip_blanks(bytes, pos);
+    let ts = if ts_start >= bytes.len() {
+        if ts_start == pos && pos < bytes.len() {
             return Err(element_error("", "unexpected text after the fields"));
         }
         now
@@ -356,13 +358,12 @@ fn parse_line(
         if ts_start == pos {
             return Err(element_error("", "unexpected text after the fields"));
         }
-        let ts_end = scan_plain(line, ts_start);
-        if skip_blanks(line, ts_end) < line.len() {
+        let ts_end = scan_plain(bytes, ts_start);
+        if skip_blanks(bytes, ts_end) < bytes.len() {
             return Err(element_error("", "unexpected text after the timestamp"));
         }
         let text = &line[ts_start..ts_end];
-        let raw = std::str::from_utf8(text)
-            .ok()
+        let raw = Some(text)
             .filter(|t| !t.starts_with('+'))
             .and_then(|t| t.parse::<i64>().ok())
             .ok_or_else(|| element_error("timestamp", "must be an integer"))?;
@@ -375,20 +376,20 @@ fn parse_line(
         ts
     };
 
-    out.sensor = sensor.into_owned();
+    out.sensor.clear();
+    out.sensor.push_str(&sensor);
     out.ts = ts;
     Ok(())
 }
 
 /// Numbers (`1`, `-1.5`, `1e3`), integers (`1i`), unsigned (`1u`), booleans.
-fn parse_field_value(text: &[u8]) -> Result<f64, &'static str> {
+fn parse_field_value(text: &str) -> Result<f64, &'static str> {
     match text {
-        b"" => return Err("has no value"),
-        b"t" | b"T" | b"true" | b"True" | b"TRUE" => return Ok(1.0),
-        b"f" | b"F" | b"false" | b"False" | b"FALSE" => return Ok(0.0),
+        "" => return Err("has no value"),
+        "t" | "T" | "true" | "True" | "TRUE" => return Ok(1.0),
+        "f" | "F" | "false" | "False" | "FALSE" => return Ok(0.0),
         _ => {}
     }
-    let text = std::str::from_utf8(text).map_err(|_| "is not a number")?;
     let bad = "must be a number (1.5, 2i, 3u) or a boolean";
     if let Some(int) = text.strip_suffix('i') {
         return int.parse::<i64>().map(|v| v as f64).map_err(|_| bad);
@@ -485,42 +486,27 @@ fn trim_start(line: &[u8]) -> &[u8] {
     &line[start..]
 }
 
-/// Removes backslash escapes (`\,`, `\=`, `\ `, `\\`); a backslash before anything else
-/// stays, as InfluxDB reads it. Borrows when there is nothing to remove.
-fn unescape(raw: &[u8]) -> Cow<'_, [u8]> {
-    if !raw.contains(&b'\\') {
+/// Removes backslash escapes (`\,`, `\=`, `\ `, `\\`, `\"`); a backslash before anything
+/// else stays, as InfluxDB reads it. Borrows when there is nothing to remove.
+fn unescape(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('\\') {
         return Cow::Borrowed(raw);
     }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'\\'
-            && i + 1 < raw.len()
-            && matches!(raw[i + 1], b',' | b'=' | b' ' | b'\\' | b'"')
-        {
-            out.push(raw[i + 1]);
-            i += 2;
-        } else {
-            out.push(raw[i]);
-            i += 1;
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(&next) = chars.peek() {
+                if matches!(next, ',' | '=' | ' ' | '\\' | '"') {
+                    out.push(next);
+                    chars.next();
+                    continue;
+                }
+            }
         }
+        out.push(c);
     }
     Cow::Owned(out)
-}
-
-fn utf8<'a>(bytes: Cow<'a, [u8]>, element: &str) -> Result<Cow<'a, str>, ElementError> {
-    match bytes {
-        Cow::Borrowed(b) => std::str::from_utf8(b)
-            .map(Cow::Borrowed)
-            .map_err(|_| element_error(element, "is not valid UTF-8")),
-        Cow::Owned(b) => String::from_utf8(b)
-            .map(Cow::Owned)
-            .map_err(|_| element_error(element, "is not valid UTF-8")),
-    }
-}
-
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[cfg(test)]
