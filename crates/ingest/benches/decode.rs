@@ -1,12 +1,15 @@
 //! Readings decoder throughput, against parsing the same bytes into `serde_json::Value`
-//! in the same run. Prints figures; never fails on a timing.
+//! in the same run; and the line protocol decoder against the JSON decoder given the same
+//! readings. Prints figures; never fails on a timing.
 //! Run with `cargo bench -p vigia-ingest --bench decode`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use vigia_core::Timestamp;
-use vigia_ingest::decode::{decode_readings, DecodeLimits};
+use vigia_ingest::decode::{
+    decode_line_protocol, decode_readings, DecodeLimits, LineProtocolOptions,
+};
 
 const NOW: Timestamp = Timestamp(1_795_428_000_000);
 
@@ -80,4 +83,45 @@ fn main() {
             ours / baseline,
         );
     }
+    line_protocol(&limits, budget);
+}
+
+/// 5,000 lines as Telegraf sends them (ns timestamps, extra tags), against the JSON
+/// decoder given the same readings.
+fn line_protocol(limits: &DecodeLimits, budget: Duration) {
+    let lines = 5_000;
+    let mut lp = String::new();
+    let mut json = Vec::new();
+    for i in 0..lines {
+        let ts = NOW.0 - 5_000 * (lines - i) as i64;
+        let value = -20.0 + (i % 17) as f64 * 0.13;
+        let sensor = format!("CF-{}", i % 100);
+        lp.push_str(&format!(
+            "temperature,sensor={sensor},host=gw-1,site=plant-1 value={value:.2} {}\n",
+            ts * 1_000_000
+        ));
+        json.push(format!(
+            r#"{{"sensor":"{sensor}","ts":{ts},"value":{value:.2}}}"#
+        ));
+    }
+    let json = format!("[{}]", json.join(",")).into_bytes();
+    let options = LineProtocolOptions::default();
+    let decoded = decode_line_protocol(lp.as_bytes(), NOW, limits, &options).expect("valid");
+    assert_eq!(decoded, decode_readings(&json, NOW, limits).expect("valid"));
+    let ours = rate(budget, || {
+        black_box(
+            decode_line_protocol(black_box(lp.as_bytes()), NOW, limits, &options).expect("valid"),
+        );
+    }) * lines as f64;
+    let baseline = rate(budget, || {
+        black_box(decode_readings(black_box(&json), NOW, limits).expect("valid"));
+    }) * lines as f64;
+    println!(
+        "5,000 lines line protocol  ({:>6} bytes): decode_line_protocol {:>6.2} M readings/s | decode_readings (JSON, same readings, {} bytes) {:>6.2} M/s | ratio {:.2}x",
+        lp.len(),
+        ours / 1e6,
+        json.len(),
+        baseline / 1e6,
+        ours / baseline,
+    );
 }

@@ -1,5 +1,5 @@
-//! The ingest service: the one entry every device protocol calls (HTTP JSON now; MQTT
-//! and InfluxDB line protocol later). Decode → provisioning policy → publish on the bus
+//! The ingest service: the one entry every device protocol calls (HTTP JSON, InfluxDB
+//! line protocol; MQTT). Decode → provisioning policy → publish on the bus
 //! (durable before it returns) → metrics. Authentication happens before, in the front
 //! end, through the [`crate::Authenticator`]; the caller's role is checked here.
 
@@ -8,7 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use vigia_bus::{Bus, BusError};
 use vigia_core::{IngestBatch, Permission, Reading, Timestamp};
-use vigia_ingest::decode::{decode_readings, DecodeError, DecodeLimits};
+use vigia_ingest::decode::{
+    decode_line_protocol, decode_readings, DecodeError, DecodeLimits, LineProtocolError,
+    LineProtocolOptions, Precision,
+};
 use vigia_ingest::{metrics as m, Provisioning, SensorDirectory};
 
 use crate::{Caller, ServiceError};
@@ -32,6 +35,8 @@ pub struct IngestLimits {
 pub enum IngestError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error(transparent)]
+    LineProtocol(#[from] LineProtocolError),
     /// Readings of sensors nobody provisioned, under `provisioning = required`: the
     /// listed rows (row index when the request was a batch) and how many there were.
     #[error("readings of unprovisioned sensors")]
@@ -52,6 +57,8 @@ pub struct IngestService {
     directory: Arc<SensorDirectory>,
     provisioning: Provisioning,
     limits: IngestLimits,
+    /// The line protocol tag that names the sensor.
+    sensor_tag: String,
 }
 
 impl IngestService {
@@ -66,7 +73,14 @@ impl IngestService {
             directory,
             provisioning,
             limits,
+            sensor_tag: "sensor".into(),
         }
+    }
+
+    /// Names the line protocol tag that carries the sensor key (default `sensor`).
+    pub fn with_line_protocol_sensor_tag(mut self, tag: impl Into<String>) -> Self {
+        self.sensor_tag = tag.into();
+        self
     }
 
     /// The limits front ends enforce before calling (body size).
@@ -84,6 +98,33 @@ impl IngestService {
             decode_readings(&body, now, &limits)?
         } else {
             tokio::task::spawn_blocking(move || decode_readings(&body, now, &limits))
+                .await
+                .map_err(|e| BusError::Unavailable(format!("decoder task failed: {e}")))??
+        };
+        self.publish(caller, readings, now).await
+    }
+
+    /// Decodes an InfluxDB line protocol body (already inflated) whose timestamps are in
+    /// `precision` and publishes it; returns how many readings are now durable.
+    pub async fn ingest_line_protocol(
+        &self,
+        caller: &Caller,
+        body: Bytes,
+        precision: Precision,
+    ) -> Result<usize, IngestError> {
+        caller.require(Permission::Ingest)?;
+        let now = Timestamp::now();
+        let limits = self.limits.decode.clone();
+        let options = LineProtocolOptions {
+            sensor_tag: self.sensor_tag.clone(),
+            precision,
+        };
+        let inline = body.len() <= INLINE_DECODE_LIMIT;
+        let decode = move || decode_line_protocol(&body, now, &limits, &options);
+        let readings = if inline {
+            decode()?
+        } else {
+            tokio::task::spawn_blocking(decode)
                 .await
                 .map_err(|e| BusError::Unavailable(format!("decoder task failed: {e}")))??
         };

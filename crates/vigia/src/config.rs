@@ -113,6 +113,8 @@ pub struct IngestConfig {
     pub provisioning: Provisioning,
     /// Readings waiting on the bus before ingest answers 503.
     pub queue_capacity_readings: u64,
+    /// The InfluxDB line protocol tag that names the sensor.
+    pub line_protocol_sensor_tag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +169,7 @@ impl Default for IngestConfig {
             max_future: "24h".into(),
             provisioning: Provisioning::Auto,
             queue_capacity_readings: 1_000_000,
+            line_protocol_sensor_tag: "sensor".into(),
         }
     }
 }
@@ -336,6 +339,10 @@ impl Config {
         }
         if self.ingest.max_batch_rows == 0 {
             bail!("ingest.max_batch_rows must be at least 1");
+        }
+        let tag = &self.ingest.line_protocol_sensor_tag;
+        if tag.is_empty() || tag.len() > 128 || tag.chars().any(|c| c.is_control()) {
+            bail!("ingest.line_protocol_sensor_tag must be 1 to 128 characters without control characters");
         }
         if self.ingest.queue_capacity_readings < self.ingest.max_batch_rows as u64 {
             bail!("ingest.queue_capacity_readings must be at least ingest.max_batch_rows");

@@ -96,12 +96,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         workers = Some(pipeline.spawn_workers());
     }
     let ingest = match (&bus, roles.has("ingest")) {
-        (Some(bus), true) => Some(Arc::new(IngestService::new(
-            bus.clone(),
-            directory.clone(),
-            config.ingest.provisioning,
-            ingest_limits(&config),
-        ))),
+        (Some(bus), true) => Some(Arc::new(
+            IngestService::new(
+                bus.clone(),
+                directory.clone(),
+                config.ingest.provisioning,
+                ingest_limits(&config),
+            )
+            .with_line_protocol_sensor_tag(&config.ingest.line_protocol_sensor_tag),
+        )),
         _ => None,
     };
 

@@ -10,6 +10,8 @@ use vigia_core::Timestamp;
 /// server must be added here and to the document; a route listed here must be in it.
 const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/readings"),
+    ("post", "/api/v2/write"),
+    ("post", "/write"),
     ("get", "/api/v1/sensors"),
     ("get", "/api/v1/sensors/{key}"),
     ("put", "/api/v1/sensors/{key}"),

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use vigia_bus::BusError;
-use vigia_ingest::decode::DecodeError;
+use vigia_ingest::decode::{DecodeError, LineProtocolError};
 use vigia_services::{IngestError, ServiceError};
 use vigia_store::StoreError;
 
@@ -25,7 +25,8 @@ pub struct Problem {
     /// Fields that failed validation, with row indexes for batches.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ProblemField>,
-    /// For batches: how many rows had errors (the list may be capped).
+    /// For batches: how many rows (line protocol: lines) had errors (the list may be
+    /// capped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows_with_errors: Option<usize>,
 }
@@ -33,6 +34,9 @@ pub struct Problem {
 /// One failing field.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProblemField {
+    /// 1-based line of a line protocol body; absent for JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
     /// Row index within a batch; absent for a single object.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row: Option<usize>,
@@ -204,6 +208,7 @@ impl From<ServiceError> for ApiError {
                 errors
                     .into_iter()
                     .map(|e| ProblemField {
+                        line: None,
                         row: None,
                         field: e.field,
                         message: e.message,
@@ -221,11 +226,13 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::Decode(e) => decode_error(e),
+            IngestError::LineProtocol(e) => line_protocol_error(e),
             IngestError::Unprovisioned { rows, total } => {
                 let single = rows.len() == 1 && rows[0].0.is_none();
                 let errors = rows
                     .into_iter()
                     .map(|(row, sensor)| ProblemField {
+                        line: None,
                         row,
                         field: "sensor".into(),
                         message: format!(
@@ -244,6 +251,43 @@ impl From<IngestError> for ApiError {
             }
             IngestError::Bus(e) => e.into(),
             IngestError::Service(e) => e.into(),
+        }
+    }
+}
+
+/// The line protocol decoder's verdict: 400 for bad lines (InfluxDB answers 400 too, so
+/// Telegraf drops the batch instead of retrying it forever), 413 for too many readings.
+fn line_protocol_error(e: LineProtocolError) -> ApiError {
+    match e {
+        LineProtocolError::Invalid {
+            errors,
+            lines_with_errors,
+        } => {
+            let mut err = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "line-protocol",
+                "Invalid line protocol",
+                format!(
+                    "{lines_with_errors} line(s) are invalid; nothing from this body was stored"
+                ),
+            );
+            err.problem.errors = errors
+                .into_iter()
+                .map(|e| ProblemField {
+                    line: Some(e.line),
+                    row: None,
+                    field: e.field,
+                    message: e.message,
+                })
+                .collect();
+            err.problem.rows_with_errors = Some(lines_with_errors);
+            err
+        }
+        LineProtocolError::TooManyRows { readings, max } => ApiError::too_large(format!(
+            "the body holds {readings} readings; at most {max} are accepted per request"
+        )),
+        LineProtocolError::Empty => {
+            ApiError::bad_request("the body holds no lines; send at least one reading")
         }
     }
 }
@@ -273,6 +317,7 @@ fn decode_error(e: DecodeError) -> ApiError {
                 errors
                     .into_iter()
                     .map(|e| ProblemField {
+                        line: None,
                         row: e.row,
                         field: e.field,
                         message: e.message,
@@ -290,6 +335,7 @@ fn decode_error(e: DecodeError) -> ApiError {
         DecodeError::Empty => ApiError::invalid(
             "the batch is empty",
             vec![ProblemField {
+                line: None,
                 row: None,
                 field: "body".into(),
                 message: "send at least one reading".into(),

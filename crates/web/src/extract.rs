@@ -34,6 +34,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             ApiError::invalid(
                 "the body does not match the expected schema",
                 vec![ProblemField {
+                    line: None,
                     row: None,
                     field: field_from_serde(&detail),
                     message: detail,
@@ -84,6 +85,7 @@ where
                 let detail = e.body_text();
                 let mut err = ApiError::bad_request(format!("invalid query string: {detail}"));
                 err.problem.errors.push(ProblemField {
+                    line: None,
                     row: None,
                     field: field_from_serde(&detail),
                     message: detail,

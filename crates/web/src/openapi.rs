@@ -42,6 +42,26 @@ impl Modify for Security {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
+        // InfluxDB clients send `Authorization: Token <key>`, or (v1) Basic auth with the
+        // key as password; OpenAPI has no `Token` HTTP scheme, so it is an API key header.
+        components.add_security_scheme(
+            "influx_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Token <key>`, as InfluxDB clients send it",
+            ))),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "any user name, the API key as password (InfluxDB 1.x clients)",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 

@@ -1,4 +1,7 @@
-//! The JSON readings decoder behind `POST /api/v1/readings`.
+//! The readings decoders: JSON behind `POST /api/v1/readings` (this module) and InfluxDB
+//! line protocol ([`decode_line_protocol`], `line_protocol.rs`).
+//!
+//! The JSON decoder:
 //!
 //! A body is one reading object or an array of them:
 //! `{"sensor": string, "metric"?: string, "ts"?: RFC 3339 | epoch ms, "value": number}`.
@@ -17,7 +20,11 @@ use serde::Deserialize;
 use vigia_core::sensor::validate_sensor_key;
 use vigia_core::{Reading, Timestamp, DEFAULT_METRIC};
 
+mod line_protocol;
 mod slow;
+pub use line_protocol::{
+    decode_line_protocol, LineError, LineProtocolError, LineProtocolOptions, Precision,
+};
 use slow::slow_path;
 
 /// At most this many row errors are listed; `rows_with_errors` still counts them all.
@@ -253,7 +260,7 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
 // ---------------------------------------------------------------------------------------
 // Checks shared by both paths
 
-fn check_metric(metric: &str) -> Result<(), &'static str> {
+pub(crate) fn check_metric(metric: &str) -> Result<(), &'static str> {
     if metric.is_empty()
         || vigia_core::longer_than(metric, MAX_METRIC_LEN)
         || metric.chars().any(char::is_control)
@@ -263,7 +270,7 @@ fn check_metric(metric: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn check_value(value: f64) -> Result<(), &'static str> {
+pub(crate) fn check_value(value: f64) -> Result<(), &'static str> {
     if value.is_finite() {
         Ok(())
     } else {
@@ -273,7 +280,7 @@ fn check_value(value: f64) -> Result<(), &'static str> {
 
 /// An event time must be one RFC 3339 can write (responses show it so) and not too far
 /// ahead of the arrival time.
-fn check_ts(ts: Timestamp, now: Timestamp, limits: &DecodeLimits) -> Result<(), String> {
+pub(crate) fn check_ts(ts: Timestamp, now: Timestamp, limits: &DecodeLimits) -> Result<(), String> {
     if !ts.is_rfc3339() {
         return Err(
             "must be between 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z \

@@ -51,6 +51,7 @@ pub async fn list_alerts(
     let bad = |field: &str, message: &str| {
         let mut e = ApiError::bad_request(format!("invalid query parameter `{field}`: {message}"));
         e.problem.errors.push(ProblemField {
+            line: None,
             row: None,
             field: field.into(),
             message: message.into(),
@@ -157,6 +158,7 @@ fn parse_id(text: &str) -> Result<AlertId, ApiError> {
     text.parse::<i64>().map(AlertId).map_err(|_| {
         let mut e = ApiError::bad_request(format!("`{text}` is not an alert id"));
         e.problem.errors.push(ProblemField {
+            line: None,
             row: None,
             field: "id".into(),
             message: "must be an integer".into(),

@@ -143,6 +143,7 @@ pub async fn revoke_key(
     let id = id.parse::<i64>().map(ApiKeyId).map_err(|_| {
         let mut e = ApiError::bad_request(format!("`{id}` is not a key id"));
         e.problem.errors.push(ProblemField {
+            line: None,
             row: None,
             field: "id".into(),
             message: "must be an integer".into(),

@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource. `router()` is the single list of routes.
 
 pub mod alerts;
+pub mod influx;
 pub mod jobs;
 pub mod keys;
 pub mod live;
@@ -29,7 +30,10 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
     if surfaces.ingest {
-        router = router.routes(routes!(readings::post_readings));
+        router = router
+            .routes(routes!(readings::post_readings))
+            .routes(routes!(influx::write_v2))
+            .routes(routes!(influx::write_v1));
     }
     if surfaces.api {
         router = router

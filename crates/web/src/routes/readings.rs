@@ -172,7 +172,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Reads the body up to `limit` bytes; 413 past it.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

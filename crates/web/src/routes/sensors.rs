@@ -197,6 +197,7 @@ fn series_query(p: SeriesParams) -> Result<ReadingQuery, ApiError> {
     let bad = |field: &str, message: String| {
         let mut e = ApiError::bad_request(format!("invalid query parameter `{field}`: {message}"));
         e.problem.errors.push(ProblemField {
+            line: None,
             row: None,
             field: field.into(),
             message,
