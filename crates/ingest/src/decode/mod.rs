@@ -17,6 +17,7 @@ use serde::Deserialize;
 use vigia_core::sensor::validate_sensor_key;
 use vigia_core::{Reading, Timestamp, DEFAULT_METRIC};
 
+pub mod mqtt;
 mod slow;
 use slow::slow_path;
 
