@@ -10,6 +10,7 @@ use vigia_core::Timestamp;
 /// server must be added here and to the document; a route listed here must be in it.
 const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/readings"),
+    ("get", "/api/v1/ingest/rejections"),
     ("get", "/api/v1/sensors"),
     ("get", "/api/v1/sensors/{key}"),
     ("put", "/api/v1/sensors/{key}"),

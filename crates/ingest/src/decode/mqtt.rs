@@ -247,7 +247,10 @@ mod tests {
         let long = format!("vigia/acme/{}", "s".repeat(129));
         assert!(decode(&long, "1").unwrap_err().to_string().contains("128"));
         let long = format!("vigia/acme/s/{}", "m".repeat(65));
-        assert!(decode(&long, "1").unwrap_err().to_string().contains("1 to 64"));
+        assert!(decode(&long, "1")
+            .unwrap_err()
+            .to_string()
+            .contains("1 to 64"));
     }
 
     #[test]
@@ -293,6 +296,10 @@ mod tests {
         assert_eq!(decode_payload(&topic, two, NOW, &limits).unwrap().len(), 2);
         let three = br#"[{"value":1},{"value":2},{"value":3}]"#;
         let err = decode_payload(&topic, three, NOW, &limits).unwrap_err();
-        assert!(err.to_string().contains("3 readings in one message; at most 2"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("3 readings in one message; at most 2"),
+            "{err}"
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod live;
 pub mod ops;
 pub mod page;
 pub mod readings;
+pub mod rejections;
 pub mod sensors;
 
 use utoipa::OpenApi;
@@ -29,7 +30,9 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
     if surfaces.ingest {
-        router = router.routes(routes!(readings::post_readings));
+        router = router
+            .routes(routes!(readings::post_readings))
+            .routes(routes!(rejections::list_rejections));
     }
     if surfaces.api {
         router = router
