@@ -133,7 +133,7 @@ pub fn spawn(
     }
     let (client, mut eventloop) = AsyncClient::new(options, 2 * MAX_BATCH + 16);
     let filter = format!("$share/{}/vigia/#", config.share_group);
-    let (tx, rx) = mpsc::channel::<Publish>(MAX_BATCH);
+    let (tx, rx) = mpsc::channel::<(Publish, Timestamp)>(MAX_BATCH);
     let processor = tokio::spawn(process(
         ingest,
         client.clone(),
@@ -168,7 +168,7 @@ pub fn spawn(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if tx.send(publish).await.is_err() {
+                    if tx.send((publish, Timestamp::now())).await.is_err() {
                         break;
                     }
                 }
@@ -201,7 +201,7 @@ pub fn spawn(
 async fn process(
     ingest: Arc<MqttIngest>,
     client: AsyncClient,
-    mut rx: mpsc::Receiver<Publish>,
+    mut rx: mpsc::Receiver<(Publish, Timestamp)>,
     tenants: HashMap<String, Caller>,
     fallback: TenantId,
     mut stop: watch::Receiver<bool>,
@@ -220,13 +220,14 @@ async fn process(
         }
         let messages: Vec<Message> = batch
             .iter()
-            .map(|p| Message {
+            .map(|(p, received)| Message {
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
+                received: *received,
             })
             .collect();
         let now = Timestamp::now();
-        let mut pending = ingest.prepare(&sender, &messages, now);
+        let mut pending = ingest.prepare(&sender, &messages);
         loop {
             let wait = match ingest.commit(&mut pending, now).await {
                 Ok(()) => break,
@@ -242,7 +243,7 @@ async fn process(
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        for publish in &batch {
+        for (publish, _) in &batch {
             if client.ack(publish).await.is_err() {
                 return;
             }

@@ -54,6 +54,8 @@ pub enum Sender<'a> {
 pub struct Message {
     pub topic: String,
     pub payload: Bytes,
+    /// When it arrived: the readings' time when they carry none.
+    pub received: Timestamp,
 }
 
 /// The readings of a batch still to be published, grouped per tenant.
@@ -110,10 +112,20 @@ impl MqttIngest {
 
     /// Decodes every message: refused ones are recorded now (they will be acked), the
     /// rest wait in the returned [`Pending`] for [`MqttIngest::commit`].
-    pub fn prepare(&self, sender: &Sender<'_>, messages: &[Message], now: Timestamp) -> Pending {
+    pub fn prepare(&self, sender: &Sender<'_>, messages: &[Message]) -> Pending {
         let mut groups: Vec<Group> = Vec::new();
+        // A burst (a backlog the broker delivers after a restart) arrives within one
+        // millisecond; bare values of one topic would then share their default time and
+        // be stored as one reading. Each gets a later millisecond than the one before.
+        let mut stamps: HashMap<&str, Timestamp> = HashMap::new();
         for message in messages {
-            match self.decode(sender, message, now) {
+            let stamp = stamps
+                .get(message.topic.as_str())
+                .map_or(message.received, |last| {
+                    Timestamp(message.received.0.max(last.0 + 1))
+                });
+            stamps.insert(&message.topic, stamp);
+            match self.decode(sender, message, stamp) {
                 Ok((caller, readings)) => {
                     let group = match groups.iter_mut().position(|g| g.caller == *caller) {
                         Some(i) => &mut groups[i],
@@ -132,7 +144,7 @@ impl MqttIngest {
                     group.topics.push(message.topic.clone());
                 }
                 Err((tenant, reason, detail)) => {
-                    self.reject(tenant, &message.topic, reason, detail, now)
+                    self.reject(tenant, &message.topic, reason, detail, message.received)
                 }
             }
         }
@@ -187,7 +199,7 @@ impl MqttIngest {
         &self,
         sender: &'s Sender<'_>,
         message: &Message,
-        now: Timestamp,
+        received: Timestamp,
     ) -> Result<(&'s Caller, Vec<Reading>), (TenantId, &'static str, String)> {
         let home = match sender {
             Sender::Device { caller, .. } => caller.tenant,
@@ -218,7 +230,7 @@ impl MqttIngest {
                 )
             })?,
         };
-        let readings = decode_payload(&topic, &message.payload, now, &self.limits)
+        let readings = decode_payload(&topic, &message.payload, received, &self.limits)
             .map_err(|e| decode_error(caller.tenant, e))?;
         Ok((caller, readings))
     }

@@ -274,7 +274,7 @@ async fn connection(
                             "QoS 2 is not supported; publish with QoS 0 or 1".into(),
                         ));
                     }
-                    publishes.push(publish);
+                    publishes.push((publish, Timestamp::now()));
                     if publishes.len() < config.max_inflight {
                         next = reader.buffered()?;
                     }
@@ -362,7 +362,7 @@ async fn settle(
     shared: &Shared,
     sender: &Sender<'_>,
     reader: &mut Reader,
-    publishes: &mut Vec<Publish>,
+    publishes: &mut Vec<(Publish, Timestamp)>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     if publishes.is_empty() {
@@ -370,13 +370,14 @@ async fn settle(
     }
     let messages: Vec<Message> = publishes
         .iter()
-        .map(|p| Message {
+        .map(|(p, received)| Message {
             topic: p.topic.clone(),
             payload: p.payload.clone(),
+            received: *received,
         })
         .collect();
     let now = Timestamp::now();
-    let mut pending = shared.ingest.prepare(sender, &messages, now);
+    let mut pending = shared.ingest.prepare(sender, &messages);
     loop {
         match shared.ingest.commit(&mut pending, now).await {
             Ok(()) => break,
@@ -395,7 +396,7 @@ async fn settle(
         }
     }
     let mut out = BytesMut::new();
-    for publish in publishes.drain(..) {
+    for (publish, _) in publishes.drain(..) {
         if publish.qos == QoS::AtLeastOnce {
             PubAck::new(publish.pkid)
                 .write(&mut out)

@@ -134,15 +134,19 @@ async fn points(server: &TestServer, sensor: &str, metric: &str) -> Vec<(i64, f6
 }
 
 async fn wait_points(server: &TestServer, sensor: &str, metric: &str, n: usize) -> Vec<(i64, f64)> {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{n} readings of {sensor}"),
-        || async {
-            let got = points(server, sensor, metric).await;
-            (got.len() >= n).then_some(got)
-        },
-    )
-    .await
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = points(server, sensor, metric).await;
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {n} readings of {sensor}/{metric}, got {got:?}; server log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn rejections(server: &TestServer, token: &str) -> Vec<Value> {
