@@ -176,7 +176,7 @@ pub fn spawn(
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     let wait = Duration::from_millis(200 * u64::from(failures.min(25)));
-                    if failures == 1 || failures % 50 == 0 {
+                    if failures == 1 || failures.is_multiple_of(50) {
                         warn!(broker = %url, error = %e, "MQTT broker connection failed; retrying");
                     }
                     tokio::select! {

@@ -123,12 +123,12 @@ pub fn decode_payload(
         Some(b'{') => vec![serde_json::from_slice(payload).map_err(|e| bad(json_error(e)))?],
         Some(_) => {
             let value = serde_json::from_slice::<f64>(payload)
-                .or_else(|e| match std::str::from_utf8(payload) {
+                .map_err(|e| match std::str::from_utf8(payload) {
                     // serde_json reads 1e999 as an error; say what is wrong with it.
                     Ok(text) if text.trim().parse::<f64>().is_ok() => {
-                        Err(serde_json::Error::custom("must be a finite number"))
+                        serde_json::Error::custom("must be a finite number")
                     }
-                    _ => Err(e),
+                    _ => e,
                 })
                 .map_err(|e| {
                     bad(format!(
