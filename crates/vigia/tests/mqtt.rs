@@ -357,17 +357,22 @@ async fn mosquitto_to_vigia_lands_readings_and_lists_rejections() {
     if !available(true) {
         return;
     }
-    let group = unique("group");
     let server = TestServer::start(Options {
         env: vec![
             (
                 "VIGIA_MQTT__BROKER".into(),
                 format!("mqtt://{}:{}", BROKER.0, BROKER.1),
             ),
-            ("VIGIA_MQTT__CLIENT_ID".into(), unique("vigia-test")),
-            // A group of its own: another test server on the same Mosquitto must not take
-            // a share of this test's messages.
-            ("VIGIA_MQTT__SHARE_GROUP".into(), group),
+            // Fixed, not per run: a persistent session stays on the shared Mosquitto
+            // (queueing up to its max_queued_messages while nobody is connected), so one
+            // per run would pile up. A share group of its own: no other server takes a
+            // share of this test's messages (left-overs of an earlier run are delivered
+            // here too; they name other sensors).
+            (
+                "VIGIA_MQTT__CLIENT_ID".into(),
+                "vigia-test-mqtt-broker".into(),
+            ),
+            ("VIGIA_MQTT__SHARE_GROUP".into(), "vigia-test-mqtt".into()),
         ],
         ..Options::default()
     });

@@ -3,11 +3,16 @@
 //! (rumqttc), and the broker's own CPU time over the run (from `/proc/<pid>/stat`).
 //!
 //! The server must subscribe to the broker (`mqtt.broker`); `--spawn` starts one that
-//! does, with a share group and client id of its own. Payloads are generated before the
+//! does (client id and share group `vigia-bench`). Payloads are generated before the
 //! clock starts; commitment is observed through `/metrics`
-//! (`vigia_store_readings_written_total`), polled every 5 ms once every PUBACK came.
+//! (`vigia_store_readings_written_total`), polled every 5 ms. The publishers keep at most
+//! `--window` messages published and not yet committed: a broker's PUBACK to a publisher
+//! does not mean the subscriber will get the message (Mosquitto drops past
+//! `max_queued_messages` per subscriber), so an unbounded burst would measure the drops.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -49,6 +54,11 @@ pub struct BenchMqttArgs {
     /// Tenant slug in the topics (must be in the server's mqtt.broker_tenants).
     #[arg(long, default_value = "default")]
     pub tenant: String,
+    /// Most messages published and not yet committed, over all publishers. A broker drops
+    /// what it cannot queue for a slow subscriber (Mosquitto: `max_queued_messages`,
+    /// 1000 by default), so the publishers hold back past this.
+    #[arg(long, default_value_t = 500)]
+    pub window: u64,
     /// The broker's process id, for its CPU time (default: /run/mosquitto/mosquitto.pid).
     #[arg(long)]
     pub broker_pid: Option<u32>,
@@ -257,32 +267,57 @@ async fn measure(
         "publishing {messages} messages ({total} readings) from {} publishers to {host}:{port}",
         args.publishers
     );
+    let flow = Arc::new(Flow {
+        sent: AtomicU64::new(0),
+        committed: AtomicU64::new(0),
+        window: args.window.max(1),
+        per,
+    });
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (n, plan) in plans.into_iter().enumerate() {
         let host = host.to_string();
         let max_packet = plan.iter().map(|(_, p)| p.len()).max().unwrap_or(0) + 1024;
+        let flow = flow.clone();
         tasks.push(tokio::spawn(async move {
-            publisher(n, host, port, plan, max_packet).await
+            publisher(n, host, port, plan, max_packet, flow).await
         }));
     }
-    for task in tasks {
-        task.await.context("publisher task")??;
-    }
-    let published = start.elapsed();
-    eprintln!("every PUBACK after {published:.2?}; waiting for the commits");
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut published = None;
+    let mut last_progress = (0.0, Instant::now());
     loop {
         let done = written(target).await? - before;
+        flow.committed
+            .store(done.max(0.0) as u64, Ordering::Relaxed);
         if done >= total as f64 {
             break;
         }
-        if Instant::now() > deadline {
-            bail!("only {done} of {total} readings committed after 10 minutes");
+        if published.is_none() && tasks.iter().all(|t| t.is_finished()) {
+            for task in tasks.drain(..) {
+                task.await.context("publisher task")??;
+            }
+            published = Some(start.elapsed());
+            eprintln!(
+                "every PUBACK after {:.2?}; waiting for the commits",
+                start.elapsed()
+            );
+        }
+        if done > last_progress.0 {
+            last_progress = (done, Instant::now());
+        } else if last_progress.1.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "{done} of {total} readings committed and no progress for 20 s: did the broker \
+                 drop messages (Mosquitto's max_queued_messages; try a smaller --window), or is \
+                 the server not subscribed?"
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = start.elapsed();
+    for task in tasks {
+        task.await.context("publisher task")??;
+    }
+    let published = published.unwrap_or(elapsed);
     let cpu = match (cpu_before, broker_cpu(args.broker_pid)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -300,6 +335,14 @@ async fn measure(
     })
 }
 
+/// Messages sent and readings committed, shared by the publishers and the poller.
+struct Flow {
+    sent: AtomicU64,
+    committed: AtomicU64,
+    window: u64,
+    per: u64,
+}
+
 /// One QoS 1 publisher: sends its messages (up to rumqttc's in-flight window unacked)
 /// and returns once the broker acked every one.
 async fn publisher(
@@ -308,6 +351,7 @@ async fn publisher(
     port: u16,
     plan: Vec<(String, Vec<u8>)>,
     max_packet: usize,
+    flow: Arc<Flow>,
 ) -> anyhow::Result<()> {
     let id = format!("vigia-bench-pub-{n}-{:08x}", rand::random::<u32>());
     let mut options = MqttOptions::new(id, host, port);
@@ -319,6 +363,12 @@ async fn publisher(
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let sender = tokio::spawn(async move {
         for (topic, payload) in plan {
+            while flow.sent.load(Ordering::Relaxed)
+                >= flow.committed.load(Ordering::Relaxed) / flow.per + flow.window
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            flow.sent.fetch_add(1, Ordering::Relaxed);
             client
                 .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await?;
