@@ -17,7 +17,7 @@ pub mod broker;
 pub mod listener;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -93,7 +93,12 @@ pub struct MqttIngest {
     rejections: Arc<RejectionLog>,
     limits: DecodeLimits,
     source: &'static str,
+    /// The default time last given per topic (see `prepare`).
+    stamps: Mutex<HashMap<String, Timestamp>>,
 }
+
+/// Topics whose last default time is remembered before old ones are dropped.
+const MAX_STAMPED_TOPICS: usize = 10_000;
 
 impl MqttIngest {
     pub fn new(
@@ -107,6 +112,7 @@ impl MqttIngest {
             rejections,
             limits,
             source,
+            stamps: Mutex::new(HashMap::new()),
         }
     }
 
@@ -116,15 +122,27 @@ impl MqttIngest {
         let mut groups: Vec<Group> = Vec::new();
         // A burst (a backlog the broker delivers after a restart) arrives within one
         // millisecond; bare values of one topic would then share their default time and
-        // be stored as one reading. Each gets a later millisecond than the one before.
-        let mut stamps: HashMap<&str, Timestamp> = HashMap::new();
-        for message in messages {
-            let stamp = stamps
-                .get(message.topic.as_str())
-                .map_or(message.received, |last| {
-                    Timestamp(message.received.0.max(last.0 + 1))
-                });
-            stamps.insert(&message.topic, stamp);
+        // be stored as one reading. Each gets a later millisecond than the one before,
+        // also across batches.
+        let mut stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        if stamps.len() > MAX_STAMPED_TOPICS {
+            // A topic last stamped before this batch arrived cannot collide any more.
+            let oldest = messages.iter().map(|m| m.received).min();
+            stamps.retain(|_, last| Some(*last) >= oldest);
+        }
+        let stamped: Vec<Timestamp> = messages
+            .iter()
+            .map(|message| {
+                let stamp = match stamps.get(&message.topic) {
+                    Some(last) => Timestamp(message.received.0.max(last.0 + 1)),
+                    None => message.received,
+                };
+                stamps.insert(message.topic.clone(), stamp);
+                stamp
+            })
+            .collect();
+        drop(stamps);
+        for (message, stamp) in messages.iter().zip(stamped) {
             match self.decode(sender, message, stamp) {
                 Ok((caller, readings)) => {
                     let group = match groups.iter_mut().position(|g| g.caller == *caller) {

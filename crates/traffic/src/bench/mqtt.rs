@@ -158,16 +158,17 @@ pub async fn bench_mqtt(args: BenchMqttArgs) -> anyhow::Result<MqttReport> {
         None => std::env::current_exe().context("finding this executable to spawn `serve`")?,
     };
     let token = format!("{:032x}", rand::random::<u128>());
-    let tag = format!("{:08x}", rand::random::<u32>());
+    // Fixed names: the broker keeps a persistent session per client id, so a new one per
+    // run would pile up sessions (each queueing messages) on the broker.
     let env = vec![
         ("VIGIA_MQTT__BROKER".to_string(), args.broker.clone()),
         (
             "VIGIA_MQTT__SHARE_GROUP".to_string(),
-            format!("bench-{tag}"),
+            "vigia-bench".to_string(),
         ),
         (
             "VIGIA_MQTT__CLIENT_ID".to_string(),
-            format!("vigia-bench-{tag}"),
+            "vigia-bench".to_string(),
         ),
     ];
     let server = SpawnedServer::start_with(&binary, &token, "all", &env).await?;
