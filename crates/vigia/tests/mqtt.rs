@@ -445,3 +445,96 @@ async fn mosquitto_to_vigia_lands_readings_and_lists_rejections() {
         .unwrap()
         .contains("mqtt.broker_tenants"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_listener_limits_hold() {
+    if !available(false) {
+        return;
+    }
+    let server = TestServer::start(Options {
+        env: vec![
+            ("VIGIA_MQTT__LISTEN".into(), "127.0.0.1:0".into()),
+            ("VIGIA_MQTT__MAX_CONNECTIONS".into(), "1".into()),
+            ("VIGIA_MQTT__MAX_PACKET_BYTES".into(), "1024".into()),
+            ("VIGIA_MQTT__CONNECT_TIMEOUT".into(), "1s".into()),
+        ],
+        ..Options::default()
+    });
+    let port = mqtt_port(&server);
+    let login = Some(("default", TOKEN));
+
+    // A silent connection takes the only slot: the next client is refused at CONNECT.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = publish(port, login, "vigia/default/MQ-FULL", "1");
+    assert!(!out.status.success(), "past mqtt.max_connections");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unavailable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // mqtt.connect_timeout closes the silent one, which frees the slot.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = std::io::Read::read(&mut silent, &mut buf).unwrap_or(0);
+    assert_eq!(read, 0, "closed without a word");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_published(
+        &publish(port, login, "vigia/default/MQ-OK", "1"),
+        "slot free",
+    );
+
+    // A packet over mqtt.max_packet_bytes closes the connection: no PUBACK, nothing stored.
+    let big = format!("[{}]", vec![r#"{"value":1}"#; 200].join(","));
+    assert!(!publish(port, login, "vigia/default/MQ-BIG", &big)
+        .status
+        .success());
+    // QoS 2 is not supported: the connection is closed, nothing stored.
+    let mut cmd = Command::new(MOSQUITTO_PUB);
+    let q2 = cmd
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "2"])
+        .args([
+            "-u",
+            "default",
+            "-P",
+            TOKEN,
+            "-t",
+            "vigia/default/MQ-Q2",
+            "-m",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!q2.status.success(), "QoS 2 was accepted");
+    // SUBSCRIBE is answered with failure codes: this is an ingest endpoint.
+    let sub = Command::new("/usr/bin/mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .args(["-u", "default", "-P", TOKEN, "-t", "vigia/#"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&sub.stderr).contains("denied"),
+        "{}",
+        String::from_utf8_lossy(&sub.stderr)
+    );
+
+    wait_points(&server, "MQ-OK", "temperature", 1).await;
+    for sensor in ["MQ-FULL", "MQ-BIG", "MQ-Q2"] {
+        assert!(
+            points(&server, sensor, "temperature").await.is_empty(),
+            "{sensor}"
+        );
+    }
+}
