@@ -12,6 +12,7 @@ pub mod auth;
 pub mod error;
 pub mod ingest;
 pub mod keys;
+pub mod rejections;
 pub mod sensors;
 
 pub use alerts::AlertService;
@@ -22,4 +23,5 @@ pub use auth::{
 pub use error::ServiceError;
 pub use ingest::{IngestError, IngestLimits, IngestService};
 pub use keys::{KeyService, NewKey};
+pub use rejections::{Rejection, RejectionLog};
 pub use sensors::{LatestValue, SensorService, SensorView};

@@ -13,6 +13,7 @@ pub mod alerts;
 mod copy_baseline;
 mod format;
 mod load;
+pub mod mqtt;
 mod report;
 mod server;
 mod workload;

@@ -54,6 +54,67 @@ pub struct Config {
     pub rules: RulesConfig,
     pub auth: AuthConfig,
     pub scheduler: SchedulerConfig,
+    pub mqtt: MqttConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// External broker to subscribe to, `mqtt://[user[:password]@]host[:port]`; unset: off.
+    pub broker: Option<String>,
+    /// Tenants (slugs, comma separated) whose readings are taken from the broker's topics;
+    /// the broker's ACLs decide who may publish on them.
+    pub broker_tenants: String,
+    /// Client id on the broker (the persistent session's name); unset:
+    /// `vigia-{hostname}-{hash of the data dir}`.
+    pub client_id: Option<String>,
+    /// Group of the shared subscription `$share/{group}/vigia/#`.
+    pub share_group: String,
+    /// Keep-alive towards the broker.
+    pub broker_keep_alive: String,
+    /// Address of the embedded MQTT listener; unset: off.
+    pub listen: Option<SocketAddr>,
+    /// Open connections the embedded listener accepts.
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted (listener and broker).
+    pub max_packet_bytes: usize,
+    /// Publishes of one listener connection settled together before more are read.
+    pub max_inflight: usize,
+    /// Longest keep-alive honoured by the listener (also the idle limit when a client
+    /// asks for none).
+    pub max_keep_alive: String,
+    /// Time a new listener connection has to send CONNECT.
+    pub connect_timeout: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            broker: None,
+            broker_tenants: "default".into(),
+            client_id: None,
+            share_group: "vigia".into(),
+            broker_keep_alive: "30s".into(),
+            listen: None,
+            max_connections: 1_000,
+            max_packet_bytes: 256 * 1024,
+            max_inflight: 64,
+            max_keep_alive: "10m".into(),
+            connect_timeout: "10s".into(),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The trusted broker tenants' slugs.
+    pub fn broker_tenant_slugs(&self) -> Vec<String> {
+        self.broker_tenants
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +218,7 @@ impl Default for Config {
             rules: RulesConfig::default(),
             auth: AuthConfig::default(),
             scheduler: SchedulerConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -215,6 +277,7 @@ const KEYS: &[&str] = &[
     "rules",
     "auth",
     "scheduler",
+    "mqtt",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -331,6 +394,9 @@ impl Config {
                 "scheduler.outbox_retention",
                 &self.scheduler.outbox_retention,
             ),
+            ("mqtt.broker_keep_alive", &self.mqtt.broker_keep_alive),
+            ("mqtt.max_keep_alive", &self.mqtt.max_keep_alive),
+            ("mqtt.connect_timeout", &self.mqtt.connect_timeout),
         ] {
             parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
         }
@@ -355,6 +421,55 @@ impl Config {
         }
         if self.millis(&self.rules.rate_min_interval) > self.millis(&self.rules.rate_window) {
             bail!("rules.rate_min_interval must not exceed rules.rate_window");
+        }
+        self.validate_mqtt()
+    }
+
+    fn validate_mqtt(&self) -> anyhow::Result<()> {
+        let mqtt = &self.mqtt;
+        if let Some(url) = &mqtt.broker {
+            vigia_mqtt::broker::parse_broker_url(url)
+                .map_err(|e| anyhow::anyhow!("setting `mqtt.broker`: {e}"))?;
+            if mqtt.broker_tenant_slugs().is_empty() {
+                bail!("mqtt.broker_tenants must name at least one tenant when mqtt.broker is set");
+            }
+        }
+        if let Some(id) = &mqtt.client_id {
+            if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
+                bail!("mqtt.client_id must be 1 to 128 bytes without control characters");
+            }
+        }
+        if mqtt.share_group.is_empty()
+            || mqtt.share_group.contains(['/', '+', '#'])
+            || mqtt.share_group.chars().any(char::is_control)
+        {
+            bail!(
+                "mqtt.share_group must be non-empty, without `/`, `+`, `#` or control characters"
+            );
+        }
+        if self.millis(&mqtt.broker_keep_alive) < 5_000 {
+            bail!("mqtt.broker_keep_alive must be at least 5s");
+        }
+        if mqtt.max_connections == 0 {
+            bail!("mqtt.max_connections must be at least 1");
+        }
+        if mqtt.max_packet_bytes < 1024 || mqtt.max_packet_bytes > 256 * 1024 * 1024 {
+            bail!("mqtt.max_packet_bytes must be between 1024 and 268435456 (MQTT's limit)");
+        }
+        if mqtt.max_inflight == 0 || mqtt.max_inflight > 65_535 {
+            bail!("mqtt.max_inflight must be between 1 and 65535");
+        }
+        if self.millis(&mqtt.max_keep_alive) < 1_000 {
+            bail!("mqtt.max_keep_alive must be at least 1s");
+        }
+        if self.millis(&mqtt.connect_timeout) < 100 {
+            bail!("mqtt.connect_timeout must be at least 100ms");
+        }
+        if mqtt
+            .listen
+            .is_some_and(|a| a.port() != 0 && a == self.listen)
+        {
+            bail!("mqtt.listen must differ from listen (the HTTP address)");
         }
         Ok(())
     }
@@ -422,6 +537,34 @@ mod tests {
             (
                 Box::new(|c| c.rules.rate_min_interval = "2m".into()),
                 "rate_min_interval",
+            ),
+            (
+                Box::new(|c| c.mqtt.broker = Some("mqtts://broker".into())),
+                "mqtt.broker",
+            ),
+            (
+                Box::new(|c| {
+                    c.mqtt.broker = Some("mqtt://127.0.0.1:1883".into());
+                    c.mqtt.broker_tenants = " , ".into();
+                }),
+                "mqtt.broker_tenants",
+            ),
+            (
+                Box::new(|c| c.mqtt.share_group = "a/b".into()),
+                "mqtt.share_group",
+            ),
+            (
+                Box::new(|c| c.mqtt.max_connections = 0),
+                "mqtt.max_connections",
+            ),
+            (
+                Box::new(|c| c.mqtt.max_packet_bytes = 10),
+                "mqtt.max_packet_bytes",
+            ),
+            (Box::new(|c| c.mqtt.max_inflight = 0), "mqtt.max_inflight"),
+            (
+                Box::new(|c| c.mqtt.connect_timeout = "soon".into()),
+                "mqtt.connect_timeout",
             ),
         ];
         for (change, needle) in cases {

@@ -58,6 +58,9 @@ enum BenchCommand {
     Ingest(vigia_traffic::bench::BenchIngestArgs),
     /// Reading accepted → alert on the WebSocket latency, against a readings-frame baseline.
     Alerts(vigia_traffic::bench::alerts::BenchAlertsArgs),
+    /// MQTT QoS 1 through an external broker, first publish → every reading committed,
+    /// with the broker's CPU.
+    Mqtt(vigia_traffic::bench::mqtt::BenchMqttArgs),
 }
 
 #[derive(clap::Args)]
@@ -159,6 +162,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             // Prints a table, or JSON with `--json`; fails when an alert never arrived.
             vigia_traffic::bench::alerts::run(args).await
+        }
+        Command::Bench {
+            what: BenchCommand::Mqtt(args),
+        } => {
+            init_logging("warn");
+            vigia_traffic::bench::mqtt::run(args).await
         }
         Command::Keys { what } => {
             init_logging("warn");

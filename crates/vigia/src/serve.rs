@@ -19,7 +19,7 @@ use vigia_ingest::{Pipeline, PipelineConfig, SensorDirectory};
 use vigia_rules::EngineConfig;
 use vigia_services::{
     AlertService, AuditTrail, Authenticator, Bootstrap, IngestLimits, IngestService, KeyService,
-    SensorService,
+    RejectionLog, SensorService,
 };
 use vigia_web::{telemetry::Metrics, AppServices, AppState, FailedAuthLimiter, LiveHub, Surfaces};
 
@@ -114,6 +114,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
 
+    let auth = Authenticator::new(store.clone(), fanout.as_ref());
+    let rejections = Arc::new(RejectionLog::new());
+    let mqtt = match &ingest {
+        Some(ingest) => {
+            start_mqtt(
+                &config,
+                ingest,
+                &rejections,
+                &auth,
+                store.clone(),
+                stop_rx.clone(),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+
     let audit = AuditTrail::new(store.clone());
     let audit_flusher = audit.spawn_flusher(Duration::from_secs(1), stop_rx.clone());
     let live = LiveHub::new(fanout.clone());
@@ -126,8 +143,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             fanout.clone(),
             audit.clone(),
         )),
-        auth: Authenticator::new(store.clone(), fanout.as_ref()),
+        auth,
         audit,
+        rejections,
         failed_auth: Arc::new(FailedAuthLimiter::new(
             std::num::NonZeroU32::new(config.auth.max_failures_per_second)
                 .context("auth.max_failures_per_second must be at least 1")?,
@@ -192,6 +210,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     if let Some(sim) = simulator {
         let _ = sim.await;
+    }
+    // MQTT front ends settle (ack) or leave unacked what they hold before the bus closes.
+    for task in mqtt {
+        let _ = task.await;
     }
     let _ = audit_flusher.await;
     if let Some(scheduler) = &scheduler {
@@ -280,6 +302,85 @@ async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
         info!(depth, "replaying readings left on the bus by the last run");
     }
     Ok(bus)
+}
+
+/// Starts the MQTT front ends the configuration asks for (role `ingest`): the broker
+/// subscriber (`mqtt.broker`) and the embedded listener (`mqtt.listen`). They stop when
+/// `stop` turns true; the returned tasks end once they have settled what they hold.
+async fn start_mqtt(
+    config: &Config,
+    ingest: &Arc<IngestService>,
+    rejections: &Arc<RejectionLog>,
+    auth: &Arc<Authenticator>,
+    store: Arc<dyn vigia_store::Store>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use vigia_mqtt::{broker, listener, MqttIngest};
+    let mqtt = &config.mqtt;
+    let mut tasks = Vec::new();
+    if let Some(url) = &mqtt.broker {
+        let mut tenants = std::collections::HashMap::new();
+        for slug in mqtt.broker_tenant_slugs() {
+            let tenant = store
+                .catalog()
+                .tenant_by_slug(&slug)
+                .await?
+                .with_context(|| {
+                    format!("mqtt.broker_tenants names `{slug}`, which is not a tenant")
+                })?;
+            tenants.insert(slug, broker::broker_caller(tenant.id));
+        }
+        let fallback = store.catalog().default_tenant().await?.id;
+        let client_id = mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| broker::default_client_id(&config.data_dir));
+        let broker_config = broker::BrokerConfig {
+            url: url.clone(),
+            client_id: client_id.clone(),
+            share_group: mqtt.share_group.clone(),
+            keep_alive: config.duration(&mqtt.broker_keep_alive),
+            max_packet_bytes: mqtt.max_packet_bytes,
+        };
+        let core = Arc::new(MqttIngest::new(
+            ingest.clone(),
+            rejections.clone(),
+            "broker",
+        ));
+        let task = broker::spawn(broker_config, core, tenants, fallback, stop.clone())
+            .map_err(|e| anyhow::anyhow!("setting `mqtt.broker`: {e}"))?;
+        info!(broker = %url, client_id = %client_id, "MQTT broker subscriber started");
+        tasks.push(task);
+    }
+    if let Some(addr) = mqtt.listen {
+        let bound = listener::Listener::bind(addr).await.with_context(|| {
+            format!(
+                "could not listen for MQTT on {addr} (is another server using it? set mqtt.listen)"
+            )
+        })?;
+        let local = bound.local_addr()?;
+        // Tests and scripts read this exact line to find the port.
+        println!("Vigía MQTT listening on mqtt://{local}");
+        let core = Arc::new(MqttIngest::new(
+            ingest.clone(),
+            rejections.clone(),
+            "listener",
+        ));
+        tasks.push(bound.spawn(
+            core,
+            auth.clone(),
+            store,
+            listener::ListenerConfig {
+                max_connections: mqtt.max_connections,
+                max_packet_bytes: mqtt.max_packet_bytes,
+                max_inflight: mqtt.max_inflight,
+                max_keep_alive: config.duration(&mqtt.max_keep_alive),
+                connect_timeout: config.duration(&mqtt.connect_timeout),
+            },
+            stop,
+        ));
+    }
+    Ok(tasks)
 }
 
 fn pipeline_config(config: &Config) -> PipelineConfig {

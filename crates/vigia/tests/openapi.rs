@@ -12,6 +12,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/readings"),
     ("post", "/api/v2/write"),
     ("post", "/write"),
+    ("get", "/api/v1/ingest/rejections"),
     ("get", "/api/v1/sensors"),
     ("get", "/api/v1/sensors/{key}"),
     ("put", "/api/v1/sensors/{key}"),

@@ -61,6 +61,8 @@ pub struct AppServices {
     pub keys: Arc<KeyService>,
     pub auth: Arc<Authenticator>,
     pub audit: Arc<AuditTrail>,
+    /// Messages the protocol front ends (MQTT) refused lately, per tenant.
+    pub rejections: Arc<vigia_services::RejectionLog>,
     pub failed_auth: Arc<FailedAuthLimiter>,
     pub live: LiveHub,
     /// The scheduler's jobs, when this process has the `scheduler` role.

@@ -21,6 +21,7 @@ use vigia_core::sensor::validate_sensor_key;
 use vigia_core::{Reading, Timestamp, DEFAULT_METRIC};
 
 mod line_protocol;
+pub mod mqtt;
 mod slow;
 pub use line_protocol::{
     decode_line_protocol, LineError, LineProtocolError, LineProtocolOptions, Precision,

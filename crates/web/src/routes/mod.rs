@@ -8,6 +8,7 @@ pub mod live;
 pub mod ops;
 pub mod page;
 pub mod readings;
+pub mod rejections;
 pub mod sensors;
 
 use utoipa::OpenApi;
@@ -33,7 +34,8 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
         router = router
             .routes(routes!(readings::post_readings))
             .routes(routes!(influx::write_v2))
-            .routes(routes!(influx::write_v1));
+            .routes(routes!(influx::write_v1))
+            .routes(routes!(rejections::list_rejections));
     }
     if surfaces.api {
         router = router
