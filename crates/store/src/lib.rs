@@ -10,7 +10,8 @@
 //! and its tables; no existing trait grows.
 //!
 //! Backends: `sqlite` (embedded, the default), `postgres` (PostgreSQL 15+, for several
-//! processes on one database; `postgresql` too) and `volatile` (in memory, for tests and
+//! processes on one database; `postgresql` too), `mysql` (MariaDB 10.6+/MySQL, the same
+//! role; `mariadb` too) and `volatile` (in memory, for tests and
 //! experiments), opened by [`open`] from a URL. Nothing outside a backend and the
 //! registry names a concrete backend type.
 //!
@@ -28,6 +29,7 @@ pub mod audit;
 pub mod catalog;
 pub mod leases;
 pub mod memory;
+pub mod mysql;
 pub mod outbox;
 pub mod postgres;
 pub mod readings;

@@ -1,6 +1,6 @@
 //! Opening a store from a URL: the scheme picks a registered [`StoreFactory`] (as
 //! Quickwit's `StorageResolver` does), so callers ask for "the store at this URL" and
-//! never name a backend. Later backends (`postgres://`, `mysql://`) register here.
+//! never name a backend. Every backend registers here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,11 +79,12 @@ impl StoreRegistry {
         Self::default()
     }
 
-    /// The backends built into this crate: `sqlite`, `postgres` and `volatile`.
+    /// The backends built into this crate: `sqlite`, `postgres`, `mysql` and `volatile`.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         registry.register(Arc::new(crate::sqlite::SqliteFactory));
         registry.register(Arc::new(crate::postgres::PostgresFactory));
+        registry.register(Arc::new(crate::mysql::MysqlFactory));
         registry.register(Arc::new(crate::memory::VolatileFactory));
         registry
     }
@@ -159,7 +160,14 @@ mod tests {
     fn schemes_are_listed() {
         assert_eq!(
             supported_schemes(),
-            vec!["postgres", "postgresql", "sqlite", "volatile"]
+            vec![
+                "mariadb",
+                "mysql",
+                "postgres",
+                "postgresql",
+                "sqlite",
+                "volatile"
+            ]
         );
         assert_eq!(scheme_of("sqlite:///a/b"), "sqlite");
         assert_eq!(scheme_of("sqlite"), "sqlite");

@@ -74,7 +74,8 @@ struct ServeArgs {
     /// Data directory [default: ./vigia-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Store URL: `sqlite` (default), `sqlite:///path/file.sqlite3` or `volatile://`.
+    /// Store URL: `sqlite` (default), `sqlite:///path/file.sqlite3`, `volatile://`,
+    /// `postgres://user:password@host:5432/db` or `mysql://user:password@host:3306/db`.
     #[arg(long)]
     store: Option<String>,
     /// Bus URL: `memory` (embedded, durable; default) or `volatile://` (in memory, not durable).
