@@ -511,6 +511,24 @@ impl NatsBus {
         self.inner.ack_wait
     }
 
+    /// Deletes the streams of `config`'s prefix (topics and dead letters), with what
+    /// they hold: for tests and for retiring a bus. Returns how many existed.
+    pub async fn delete_streams(config: &NatsConfig) -> Result<usize, BusError> {
+        let bus = NatsBus::open(config.clone(), &OpenContext::new(std::env::temp_dir())).await?;
+        let timeout = config.timeout;
+        let mut deleted = 0;
+        for name in stream_names(&config.stream_prefix) {
+            bounded(
+                &format!("deleting stream {name}"),
+                timeout,
+                bus.inner.js.delete_stream(&name),
+            )
+            .await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Up to `max` of `topic`'s most recent dead letters, oldest first.
     pub async fn dead_letters(
         &self,
