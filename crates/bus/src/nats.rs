@@ -591,7 +591,9 @@ async fn jetstream_info(client: &async_nats::Client, timeout: Duration) -> Resul
     )
     .await?;
     let answer: serde_json::Value = serde_json::from_slice(&reply.payload).map_err(|e| {
-        BusError::Unavailable(format!("nats JetStream account info: unreadable answer: {e}"))
+        BusError::Unavailable(format!(
+            "nats JetStream account info: unreadable answer: {e}"
+        ))
     })?;
     match answer.get("error") {
         None => Ok(()),
@@ -681,7 +683,10 @@ async fn ensure_consumer(
     timeout: Duration,
 ) -> Result<Consumer<pull::Config>, BusError> {
     let name = wanted.durable_name.clone().unwrap_or_default();
-    let what = format!("creating consumer {name} of {}", stream.cached_info().config.name);
+    let what = format!(
+        "creating consumer {name} of {}",
+        stream.cached_info().config.name
+    );
     bounded(&what, timeout, stream.create_consumer(wanted)).await
 }
 
@@ -705,9 +710,11 @@ impl Inner {
     async fn exact_lag(&self, t: &TopicState) -> Result<u64, BusError> {
         self.connected()?;
         let timeout = self.config.timeout;
-        let stream = self.js.get_stream_no_info(&t.stream_name).await.map_err(|e| {
-            BusError::Unavailable(format!("nats stream {}: {e}", t.stream_name))
-        })?;
+        let stream = self
+            .js
+            .get_stream_no_info(&t.stream_name)
+            .await
+            .map_err(|e| BusError::Unavailable(format!("nats stream {}: {e}", t.stream_name)))?;
         bounded("reading the lag", timeout, async {
             let mut subjects = stream.info_with_subjects(&t.filter).await?;
             let mut lag = 0u64;
@@ -945,7 +952,11 @@ impl Inner {
     /// Sends `kind` (`+ACK`, `-NAK`) to a delivery's ack subject and waits for the
     /// server's confirmation (JetStream's double ack), so its effect (an acked message
     /// leaving the stream) is visible to the next request.
-    async fn confirm(&self, ack_subject: Subject, kind: &'static [u8]) -> Result<(), async_nats::RequestError> {
+    async fn confirm(
+        &self,
+        ack_subject: Subject,
+        kind: &'static [u8],
+    ) -> Result<(), async_nats::RequestError> {
         self.client
             .request(ack_subject, Bytes::from_static(kind))
             .await

@@ -268,7 +268,11 @@ async fn full_holds_under_concurrent_publishers_of_two_handles() {
     // The stream's max_msgs (= capacity) is the hard bound; the weight bound holds to
     // within the publishes in flight on the other handle.
     let lag = handles[0].lag(Topic::READINGS).await.unwrap();
-    assert_eq!(lag, admitted * WEIGHT as u64, "every admitted publish stored");
+    assert_eq!(
+        lag,
+        admitted * WEIGHT as u64,
+        "every admitted publish stored"
+    );
     assert!(
         lag <= CAPACITY + 40 * WEIGHT as u64,
         "lag {lag} far past the capacity {CAPACITY}"

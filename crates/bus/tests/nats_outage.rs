@@ -30,8 +30,7 @@ fn nats_server_installed(test: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    found
-        || vigia_core::services::skip_or_fail(test, &format!("`{NATS_SERVER}` is not installed"))
+    found || vigia_core::services::skip_or_fail(test, &format!("`{NATS_SERVER}` is not installed"))
 }
 
 fn free_port() -> u16 {
@@ -246,7 +245,10 @@ async fn a_nats_outage_is_unavailable_loses_nothing_acknowledged_and_the_same_ha
         assert!(
             Instant::now() < deadline,
             "missing after the restart: {:?}",
-            acknowledged.difference(&delivered).take(10).collect::<Vec<_>>()
+            acknowledged
+                .difference(&delivered)
+                .take(10)
+                .collect::<Vec<_>>()
         );
         let got = tokio::time::timeout(Duration::from_secs(5), readings::receive(&*bus, 1000))
             .await
