@@ -29,6 +29,7 @@ pub mod embedded;
 pub mod events;
 mod message;
 pub mod metrics;
+pub mod nats;
 mod queue;
 pub mod readings;
 pub mod redis;

@@ -162,12 +162,13 @@ impl BusRegistry {
     /// durable log in the data dir; `memory` is the documented default),
     /// `volatile://` (in memory, not durable: tests and experiments), and `redis://` /
     /// `redis+cluster://` (Redis Streams, [`crate::redis`]; `rediss://` is refused, this
-    /// build has no TLS).
+    /// build has no TLS), and `nats://` (NATS JetStream, [`crate::nats`]).
     pub fn builtin() -> Self {
         let mut registry = Self::new();
         let embedded: Arc<dyn BusFactory> = Arc::new(EmbeddedFactory);
         let redis: Arc<dyn BusFactory> = Arc::new(crate::redis::RedisFactory);
         registry
+            .register("nats", Arc::new(crate::nats::NatsFactory))
             .register("memory", Arc::clone(&embedded))
             .register("embedded", embedded)
             .register("volatile", Arc::new(VolatileFactory))
@@ -327,6 +328,7 @@ mod tests {
             [
                 "embedded",
                 "memory",
+                "nats",
                 "redis",
                 "redis+cluster",
                 "rediss",
@@ -341,6 +343,8 @@ mod tests {
             "Memory",
             "redis://127.0.0.1:6379/0?prefix=vigia",
             "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+            "nats://127.0.0.1:4222",
+            "nats://u:p@n1,n2:4223/?stream_prefix=plant_1&group=w",
         ] {
             validate_url(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
@@ -351,10 +355,12 @@ mod tests {
                 &[
                     "bus `kafka://broker`",
                     "unknown scheme `kafka`",
-                    "embedded, memory, redis, redis+cluster, rediss, volatile",
+                    "embedded, memory, nats, redis, redis+cluster, rediss, volatile",
                 ],
             ),
-            ("nats", &["unknown scheme `nats`", "supported: embedded"]),
+            ("amqp", &["unknown scheme `amqp`", "supported: embedded"]),
+            ("nats", &["name a server"]),
+            ("nats://h?prefix=x", &["unknown query parameter `prefix`"]),
             ("redis", &["name a host"]),
             (
                 "rediss://cache:6380",
