@@ -120,6 +120,15 @@ impl StoreRegistry {
             })
     }
 
+    /// True when both URLs open the same backend, whatever alias each uses
+    /// (`mysql://` and `mariadb://`, `postgres://` and `postgresql://`).
+    pub fn same_backend(&self, a: &str, b: &str) -> bool {
+        match (self.factory(a), self.factory(b)) {
+            (Ok(x), Ok(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+    }
+
     /// Checks that `url` names a known backend and is well formed.
     pub fn validate(&self, url: &str, ctx: &OpenContext) -> StoreResult<()> {
         self.factory(url)?.validate(url, ctx)
@@ -169,6 +178,11 @@ mod tests {
                 "volatile"
             ]
         );
+        let registry = StoreRegistry::builtin();
+        assert!(registry.same_backend("mysql://h/db", "mariadb://replica/db"));
+        assert!(registry.same_backend("postgres://h/db", "postgresql://r/db"));
+        assert!(!registry.same_backend("postgres://h/db", "mysql://h/db"));
+        assert!(!registry.same_backend("nosuch://h", "nosuch://h"));
         assert_eq!(scheme_of("sqlite:///a/b"), "sqlite");
         assert_eq!(scheme_of("sqlite"), "sqlite");
     }

@@ -356,9 +356,7 @@ impl Config {
             bail!("store_max_connections must be at least 2 (one writer, one reader)");
         }
         if let Some(read_url) = &self.store_read_url {
-            if vigia_store::registry::scheme_of(read_url)
-                != vigia_store::registry::scheme_of(&self.store)
-            {
+            if !vigia_store::StoreRegistry::builtin().same_backend(read_url, &self.store) {
                 bail!(
                     "store_read_url must use the same backend as `store` (`{}`), got `{read_url}`",
                     vigia_store::registry::scheme_of(&self.store)
@@ -600,5 +598,25 @@ mod tests {
             };
             c.validate().unwrap_or_else(|e| panic!("{url}: {e:#}"));
         }
+    }
+
+    #[test]
+    fn a_replica_may_use_the_other_alias_of_its_backend() {
+        let config = |store: &str, read: &str| Config {
+            store: store.into(),
+            store_read_url: Some(read.into()),
+            ..Config::default()
+        };
+        config("mysql://root@h/db", "mariadb://root@replica/db")
+            .validate()
+            .unwrap();
+        config("postgresql://h/db", "postgres://replica/db")
+            .validate()
+            .unwrap();
+        let err = config("postgres://h/db", "mysql://root@h/db")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store_read_url"), "{err}");
     }
 }
