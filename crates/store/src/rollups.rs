@@ -19,7 +19,6 @@ use crate::StoreResult;
 
 /// A rollup bucket width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Resolution {
     #[serde(rename = "1m")]
     Minute,
@@ -146,4 +145,53 @@ pub trait RollupRepo: Send + Sync {
         before: Timestamp,
         chunk: usize,
     ) -> StoreResult<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_floor_to_the_resolution_also_before_1970() {
+        assert_eq!(
+            Resolution::Minute.bucket_of(Timestamp(119_999)),
+            Timestamp(60_000)
+        );
+        assert_eq!(
+            Resolution::Hour.bucket_of(Timestamp(3_600_000)),
+            Timestamp(3_600_000)
+        );
+        // Truncating division would put -1 ms in the bucket starting at 0.
+        assert_eq!(
+            Resolution::Minute.bucket_of(Timestamp(-1)),
+            Timestamp(-60_000)
+        );
+        assert_eq!(
+            Resolution::Hour.bucket_of(Timestamp(-1)),
+            Timestamp(-3_600_000)
+        );
+    }
+
+    #[test]
+    fn resolutions_are_named_as_the_api_names_them() {
+        let names: Vec<&str> = Resolution::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["1m", "1h"]);
+        assert_eq!(
+            serde_json::to_string(&Resolution::Hour).expect("serialize"),
+            "\"1h\""
+        );
+    }
+
+    #[test]
+    fn a_point_averages_its_sum() {
+        let point = RollupPoint {
+            ts: Timestamp(0),
+            count: 4,
+            min: 1.0,
+            max: 4.0,
+            sum: 10.0,
+            last: 4.0,
+        };
+        assert_eq!(point.mean(), 2.5);
+    }
 }
