@@ -14,6 +14,7 @@ mod catalog;
 mod leases;
 mod outbox;
 mod readings;
+mod rollups;
 
 use std::future::Future;
 
@@ -40,6 +41,12 @@ pub use readings::{
     large_batches_count_exactly, latest_of_one_sensor, latest_only_moves_forward,
     readings_are_idempotent, recent_readings_for_rebuild, series_limit_and_range,
     series_step_buckets, tenant_isolation_of_readings,
+};
+pub use rollups::{
+    closed_ranges_roll_up_exactly_and_the_open_range_waits,
+    late_readings_fix_their_buckets_and_tenants_stay_apart,
+    retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors,
+    the_row_budget_stops_at_a_bucket_boundary, RollupStore,
 };
 
 /// The catalog port's checks (tenants, keys, sensors).
@@ -117,6 +124,20 @@ macro_rules! for_each_lease_check {
 macro_rules! for_each_outbox_check {
     ($callback:ident) => {
         $callback!(outbox_has_one_event_per_alert_change);
+    };
+}
+
+/// The rollups port's checks. Not yet in [`for_each_store_check!`]: only the backends
+/// that implement [`crate::RollupRepo`] (sqlite, volatile) run them, by this macro.
+#[macro_export]
+macro_rules! for_each_rollup_check {
+    ($callback:ident) => {
+        $callback!(
+            closed_ranges_roll_up_exactly_and_the_open_range_waits,
+            late_readings_fix_their_buckets_and_tenants_stay_apart,
+            the_row_budget_stops_at_a_bucket_boundary,
+            retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors,
+        );
     };
 }
 

@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod postgres;
 pub mod readings;
 pub mod registry;
+pub mod rollups;
 pub mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -48,6 +49,7 @@ pub use leases::LeaseRepo;
 pub use outbox::{OutboxEntry, OutboxRepo};
 pub use readings::{LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading};
 pub use registry::{open, supported_schemes, OpenContext, StoreFactory, StoreRegistry};
+pub use rollups::{Resolution, RetentionScope, RollupPoint, RollupQuery, RollupRepo, RollupReport};
 pub use vigia_core::Durability;
 
 /// Errors a store reports. Backends map their driver errors onto these.

@@ -32,6 +32,7 @@ mod catalog;
 mod leases;
 mod outbox;
 mod readings;
+mod rollups;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -55,6 +56,7 @@ struct Data {
     readings: Readings,
     alerts: Alerts,
     outbox: outbox::Outbox,
+    rollups: rollups::Rollups,
 }
 
 /// The in-memory implementation of [`Store`]. See the module docs for its design.

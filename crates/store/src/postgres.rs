@@ -50,6 +50,7 @@ mod batch;
 mod error;
 pub mod partitions;
 mod queries;
+mod rollups;
 mod schema;
 
 use std::collections::HashMap;

@@ -50,6 +50,7 @@ mod catalog;
 mod error;
 mod outbox;
 mod pool;
+mod rollups;
 mod schema;
 mod series;
 mod writer;

@@ -128,6 +128,7 @@ macro_rules! conformance_tests {
 }
 
 vigia_store::for_each_store_check!(conformance_tests);
+vigia_store::for_each_rollup_check!(conformance_tests);
 
 /// Every check within 5 connections in all (seed 004 §1.2), with full durability.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
 }
 
 vigia_store::for_each_store_check!(conformance_tests);
+vigia_store::for_each_rollup_check!(conformance_tests);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_all_passes_with_full_durability() {

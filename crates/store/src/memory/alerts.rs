@@ -26,6 +26,11 @@ pub(super) struct Alerts {
 }
 
 impl Alerts {
+    /// Whether the sensor has an open or acked alert (retention keeps its rows).
+    pub(super) fn has_unresolved(&self, sensor: SensorId) -> bool {
+        self.unresolved.contains_key(&sensor)
+    }
+
     fn get(&self, tenant: TenantId, id: AlertId) -> StoreResult<&Alert> {
         self.rows
             .get(&id)

@@ -17,13 +17,21 @@ impl Data {
             readings,
             alerts,
             outbox,
+            rollups,
         } = self;
         let now = Timestamp::now();
         let sensor_keys = check(catalog, batch)?;
 
         let mut written = 0;
         for reading in &batch.readings {
-            written += usize::from(readings.insert(reading));
+            if readings.insert(reading) {
+                written += 1;
+                // A late reading (behind a watermark) marks its buckets dirty here, in
+                // the same change as the reading.
+                if let Some(metric) = readings.metric_id(&reading.metric) {
+                    rollups.reading_stored(reading.sensor, metric, reading.ts);
+                }
+            }
         }
         let mut changed = Vec::new();
         for (transition, sensor_key) in batch.alerts.iter().zip(sensor_keys) {

@@ -12,10 +12,10 @@ use crate::{
 
 /// A metric name's index in [`Readings::metric_names`], assigned in first-seen order like
 /// SQLite's interned metric ids, so readings of one instant sort the same way.
-type MetricId = usize;
+pub(super) type MetricId = usize;
 
 /// The readings key: time first (see the module docs of `memory`).
-type ReadingKey = (Timestamp, SensorId, MetricId);
+pub(super) type ReadingKey = (Timestamp, SensorId, MetricId);
 
 /// The readings table, the latest value per (sensor, metric), and interned metric names
 /// (a key holds a small integer, not a string).
@@ -23,11 +23,16 @@ type ReadingKey = (Timestamp, SensorId, MetricId);
 pub(super) struct Readings {
     metric_ids: HashMap<String, MetricId>,
     metric_names: Vec<String>,
-    rows: BTreeMap<ReadingKey, f64>,
+    pub(super) rows: BTreeMap<ReadingKey, f64>,
     latest: BTreeMap<(SensorId, MetricId), (Timestamp, f64)>,
 }
 
 impl Readings {
+    /// The interned id of a metric name, if any reading used it.
+    pub(super) fn metric_id(&self, metric: &str) -> Option<MetricId> {
+        self.metric_ids.get(metric).copied()
+    }
+
     fn intern(&mut self, metric: &str) -> MetricId {
         if let Some(&id) = self.metric_ids.get(metric) {
             return id;

@@ -181,7 +181,13 @@ pub(crate) async fn write_batch(
     let (readings, newest) = prepare(rows);
 
     let mut tx = store.write.begin().await.pg()?;
+    // Read once per batch, FOR SHARE: a roll-up cannot move them until this commits.
+    let watermarks = super::rollups::watermarks(&mut tx, "FOR SHARE").await?;
     let written = insert_readings(&mut tx, &readings).await?;
+    let keys: Vec<(i64, i64, i64)> = (0..readings.len())
+        .map(|i| (readings.ts[i], readings.sensor[i], readings.metric[i]))
+        .collect();
+    super::rollups::mark_late(&mut tx, &watermarks, &keys).await?;
     upsert_latest(&mut tx, &newest).await?;
     if !batch.alerts.is_empty() {
         // After the readings (which never wait on it), before any alert row.

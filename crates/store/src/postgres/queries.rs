@@ -288,7 +288,7 @@ pub(crate) async fn get_sensor(
     .transpose()
 }
 
-async fn sensor_id(
+pub(crate) async fn sensor_id(
     conn: &mut PgConnection,
     tenant: TenantId,
     key: &str,
@@ -924,7 +924,7 @@ pub(crate) async fn drop_stale_leases(conn: &mut PgConnection, now: Timestamp) -
 
 // ---------------------------------------------------------------- readings
 
-async fn metric_id(conn: &mut PgConnection, name: &str) -> StoreResult<Option<i64>> {
+pub(crate) async fn metric_id(conn: &mut PgConnection, name: &str) -> StoreResult<Option<i64>> {
     sqlx::query_scalar("SELECT id FROM metrics WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut *conn)

@@ -10,7 +10,10 @@ use super::error::PgResultExt;
 use crate::{StoreError, StoreResult};
 
 /// Every migration, in order; version N is `MIGRATIONS[N - 1]`. Append-only.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_rollups.sql"),
+];
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

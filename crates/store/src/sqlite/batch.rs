@@ -133,11 +133,22 @@ fn commit_group_inner(
     // Newest (ts, value) per (sensor, metric) across the group's committed batches, so
     // latest_readings gets one upsert per pair rather than one per reading.
     let mut latest: BTreeMap<(i64, i64), (i64, f64)> = BTreeMap::new();
+    // Read once per group: a reading behind a watermark marks its buckets dirty.
+    let watermarks = super::rollups::watermarks(&tx)?;
     let mut outcomes = Vec::with_capacity(batches.len());
     for (batch, metrics) in batches.iter().zip(&metric_ids) {
         tx.execute_batch("SAVEPOINT batch")?;
         match apply(&tx, caches, batch, metrics) {
             Ok(outcome) => {
+                super::rollups::mark_late(
+                    &tx,
+                    &watermarks,
+                    batch
+                        .readings
+                        .iter()
+                        .zip(metrics)
+                        .map(|(r, &metric)| (r.sensor.0, metric, r.ts.0)),
+                )?;
                 tx.execute_batch("RELEASE batch")?;
                 for (r, &metric) in batch.readings.iter().zip(metrics) {
                     let slot = latest

@@ -12,6 +12,7 @@ use crate::{Durability, StoreError, StoreResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_roles_audit_leases_outbox.sql"),
+    include_str!("../../migrations/sqlite/0003_rollups.sql"),
 ];
 
 /// The schema version this build creates and understands (`PRAGMA user_version`).
