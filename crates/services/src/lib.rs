@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod keys;
 pub mod rejections;
 pub mod sensors;
+pub mod series;
 
 pub use alerts::AlertService;
 pub use audit::AuditTrail;
@@ -25,3 +26,4 @@ pub use ingest::{IngestError, IngestLimits, IngestService};
 pub use keys::{KeyService, NewKey};
 pub use rejections::{Rejection, RejectionLog};
 pub use sensors::{LatestValue, SensorService, SensorView};
+pub use series::{SeriesAnswer, SeriesRequest, SeriesSource, SeriesStep};

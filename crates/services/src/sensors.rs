@@ -12,7 +12,9 @@ use vigia_core::{
     Timestamp, DEFAULT_METRIC,
 };
 use vigia_fanout::Fanout;
-use vigia_store::{LatestReading, Point, ReadingQuery, Store};
+use vigia_store::{LatestReading, ReadingQuery, Resolution, Store};
+
+use crate::series::{self, SeriesAnswer, SeriesRequest, SeriesSource};
 
 use crate::{Caller, ServiceError};
 
@@ -131,19 +133,83 @@ impl SensorService {
         Ok((view, put.created))
     }
 
-    /// A series of one sensor's metric; `NotFound` for an unknown sensor.
+    /// A series of one sensor's metric, from rollups where the step allows (see
+    /// [`crate::series`]); `NotFound` for an unknown sensor.
     pub async fn series(
         &self,
         caller: &Caller,
         key: &str,
-        query: &ReadingQuery,
-    ) -> Result<Vec<Point>, ServiceError> {
+        request: &SeriesRequest,
+    ) -> Result<SeriesAnswer, ServiceError> {
         caller.require(Permission::Read)?;
-        self.store
-            .readings()
-            .series(caller.tenant, key, query)
+        let tenant = caller.tenant;
+        let readings = self.store.readings();
+        let not_found = || ServiceError::not_found_as(no_sensor(key).to_string());
+        let raw_query = |step_ms| ReadingQuery {
+            metric: request.metric.clone(),
+            from: request.from,
+            to: request.to,
+            limit: request.limit,
+            step_ms,
+        };
+        let step_ms = series::step_of(request);
+        let Some((step, resolution)) =
+            step_ms.and_then(|step| series::resolution_for(step).map(|r| (step, r)))
+        else {
+            let points = readings
+                .series(tenant, key, &raw_query(step_ms))
+                .await
+                .map_err(not_found())?;
+            return Ok(SeriesAnswer {
+                points,
+                step_ms,
+                source: SeriesSource::Raw,
+            });
+        };
+        let rows = self
+            .store
+            .rollups()
+            .series(
+                tenant,
+                key,
+                &series::rollup_query(request, step, resolution),
+            )
             .await
-            .map_err(ServiceError::not_found_as(no_sensor(key).to_string()))
+            .map_err(not_found())?;
+        let Some(tail_query) = series::tail_query(request, &rows, resolution) else {
+            // Nothing rolled up for this sensor (yet): the store averages raw readings.
+            let points = readings
+                .series(tenant, key, &raw_query(Some(step)))
+                .await
+                .map_err(not_found())?;
+            return Ok(SeriesAnswer {
+                points,
+                step_ms: Some(step),
+                source: SeriesSource::Raw,
+            });
+        };
+        let tail = readings
+            .series(tenant, key, &tail_query)
+            .await
+            .map_err(not_found())?;
+        let points = if tail.len() < series::RAW_TAIL_CAP {
+            series::merge(&rows, &tail, step, request.limit)
+        } else {
+            let averaged = series::averaged_tail_query(request, &rows, step, resolution);
+            let tail = readings
+                .series(tenant, key, &averaged)
+                .await
+                .map_err(not_found())?;
+            series::concat(&rows, tail, step, request.limit, averaged.from)
+        };
+        Ok(SeriesAnswer {
+            points,
+            step_ms: Some(step),
+            source: match resolution {
+                Resolution::Minute => SeriesSource::Minute,
+                Resolution::Hour => SeriesSource::Hour,
+            },
+        })
     }
 
     async fn single_view(

@@ -15,6 +15,7 @@ mod format;
 mod load;
 pub mod mqtt;
 mod report;
+pub mod series;
 mod server;
 mod workload;
 

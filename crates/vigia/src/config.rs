@@ -5,6 +5,7 @@
 //! `.env` file; nested keys use `__`, e.g. `VIGIA_INGEST__MAX_BODY_BYTES`) → command-line
 //! flags. With no file and no variables, `vigia serve` runs on the embedded defaults.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,6 +56,74 @@ pub struct Config {
     pub auth: AuthConfig,
     pub scheduler: SchedulerConfig,
     pub mqtt: MqttConfig,
+    pub rollups: RollupsConfig,
+    pub retention: RetentionConfig,
+}
+
+/// The `rollups` scheduler job: 1-minute and 1-hour summaries of closed raw ranges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RollupsConfig {
+    /// How often the job runs.
+    pub every: String,
+    /// How long after a minute ends its readings are rolled up: readings arriving later
+    /// mark their buckets dirty and are recomputed on the next run.
+    pub grace: String,
+    /// Raw readings one roll-up step scans; the job takes steps until it is caught up.
+    /// On PostgreSQL and MariaDB a step holds the watermark lock that batches wait on,
+    /// so smaller steps keep ingest smooth while a backlog is rolled up.
+    pub max_rows_per_step: usize,
+}
+
+impl Default for RollupsConfig {
+    fn default() -> Self {
+        Self {
+            every: "1m".into(),
+            grace: "1m".into(),
+            max_rows_per_step: 50_000,
+        }
+    }
+}
+
+/// The `readings-retention` scheduler job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How often the job runs.
+    pub every: String,
+    /// Raw readings older than this are deleted (never before they are rolled up, never
+    /// those of a sensor with an open or acknowledged alert).
+    pub raw: String,
+    /// Rollup rows older than this are deleted (same exceptions).
+    pub rollups: String,
+    /// Rows one delete statement removes; the job pauses `pause` between statements so
+    /// ingest never waits long on it.
+    pub chunk: usize,
+    /// Pause between two delete statements.
+    pub pause: String,
+    /// Per-tenant overrides by tenant slug, e.g. `[retention.tenants.acme] raw = "30d"`.
+    pub tenants: BTreeMap<String, TenantRetention>,
+}
+
+/// A tenant's own retention; an unset field takes the global value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantRetention {
+    pub raw: Option<String>,
+    pub rollups: Option<String>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            every: "10m".into(),
+            raw: "7d".into(),
+            rollups: "365d".into(),
+            chunk: 10_000,
+            pause: "20ms".into(),
+            tenants: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +288,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             scheduler: SchedulerConfig::default(),
             mqtt: MqttConfig::default(),
+            rollups: RollupsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -278,6 +349,8 @@ const KEYS: &[&str] = &[
     "auth",
     "scheduler",
     "mqtt",
+    "rollups",
+    "retention",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -395,6 +468,12 @@ impl Config {
             ("mqtt.broker_keep_alive", &self.mqtt.broker_keep_alive),
             ("mqtt.max_keep_alive", &self.mqtt.max_keep_alive),
             ("mqtt.connect_timeout", &self.mqtt.connect_timeout),
+            ("rollups.every", &self.rollups.every),
+            ("rollups.grace", &self.rollups.grace),
+            ("retention.every", &self.retention.every),
+            ("retention.raw", &self.retention.raw),
+            ("retention.rollups", &self.retention.rollups),
+            ("retention.pause", &self.retention.pause),
         ] {
             parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
         }
@@ -420,7 +499,59 @@ impl Config {
         if self.millis(&self.rules.rate_min_interval) > self.millis(&self.rules.rate_window) {
             bail!("rules.rate_min_interval must not exceed rules.rate_window");
         }
-        self.validate_mqtt()
+        self.validate_mqtt()?;
+        self.validate_rollups_and_retention()
+    }
+
+    fn validate_rollups_and_retention(&self) -> anyhow::Result<()> {
+        if self.millis(&self.rollups.every) < 1_000 {
+            bail!("rollups.every must be at least 1s");
+        }
+        if self.millis(&self.rollups.grace) < 0 {
+            bail!("rollups.grace must not be negative");
+        }
+        if self.rollups.max_rows_per_step < 1_000 {
+            bail!("rollups.max_rows_per_step must be at least 1000");
+        }
+        if self.millis(&self.retention.every) < 1_000 {
+            bail!("retention.every must be at least 1s");
+        }
+        if self.retention.chunk == 0 {
+            bail!("retention.chunk must be at least 1");
+        }
+        let check = |name: &str, raw: &str, rollups: &str| -> anyhow::Result<()> {
+            for (key, value) in [("raw", raw), ("rollups", rollups)] {
+                let ms = parse_duration_ms(value)
+                    .map_err(|e| anyhow::anyhow!("setting `{name}.{key}`: {e}"))?;
+                // Raw readings must outlive the roll-up that summarises them.
+                if ms < 3_600_000 {
+                    bail!("{name}.{key} must be at least 1h");
+                }
+            }
+            if self.millis(rollups) < self.millis(raw) {
+                bail!("{name}.rollups must not be shorter than {name}.raw");
+            }
+            Ok(())
+        };
+        check("retention", &self.retention.raw, &self.retention.rollups)?;
+        for (slug, own) in &self.retention.tenants {
+            let raw = own.raw.as_deref().unwrap_or(&self.retention.raw);
+            let rollups = own.rollups.as_deref().unwrap_or(&self.retention.rollups);
+            check(&format!("retention.tenants.{slug}"), raw, rollups)?;
+        }
+        Ok(())
+    }
+
+    /// Raw and rollup retention of a tenant (by slug), overrides applied.
+    pub fn retention_of(&self, slug: &str) -> (Duration, Duration) {
+        let own = self.retention.tenants.get(slug);
+        let raw = own
+            .and_then(|t| t.raw.as_deref())
+            .unwrap_or(&self.retention.raw);
+        let rollups = own
+            .and_then(|t| t.rollups.as_deref())
+            .unwrap_or(&self.retention.rollups);
+        (self.duration(raw), self.duration(rollups))
     }
 
     fn validate_mqtt(&self) -> anyhow::Result<()> {
@@ -564,6 +695,29 @@ mod tests {
                 Box::new(|c| c.mqtt.connect_timeout = "soon".into()),
                 "mqtt.connect_timeout",
             ),
+            (Box::new(|c| c.rollups.every = "0s".into()), "rollups.every"),
+            (
+                Box::new(|c| c.rollups.max_rows_per_step = 10),
+                "rollups.max_rows_per_step",
+            ),
+            (Box::new(|c| c.retention.raw = "5m".into()), "retention.raw"),
+            (
+                Box::new(|c| c.retention.rollups = "1d".into()),
+                "retention.rollups must not be shorter",
+            ),
+            (Box::new(|c| c.retention.chunk = 0), "retention.chunk"),
+            (
+                Box::new(|c| {
+                    c.retention.tenants.insert(
+                        "acme".into(),
+                        TenantRetention {
+                            raw: Some("forever".into()),
+                            rollups: None,
+                        },
+                    );
+                }),
+                "retention.tenants.acme.raw",
+            ),
         ];
         for (change, needle) in cases {
             let mut c = Config::default();
@@ -571,6 +725,22 @@ mod tests {
             let err = format!("{:#}", c.validate().unwrap_err());
             assert!(err.contains(needle), "{err} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn a_tenant_override_replaces_only_what_it_sets() {
+        let mut c = Config::default();
+        c.retention.tenants.insert(
+            "acme".into(),
+            TenantRetention {
+                raw: Some("30d".into()),
+                rollups: None,
+            },
+        );
+        c.validate().unwrap();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(c.retention_of("acme"), (30 * day, 365 * day));
+        assert_eq!(c.retention_of("other"), (7 * day, 365 * day));
     }
 
     #[test]

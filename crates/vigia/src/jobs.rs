@@ -1,7 +1,9 @@
 //! The `scheduler` role: the scheduler's leader lease kept in the store (so one process
-//! of several runs the jobs), and the housekeeping jobs every deployment needs. Later
-//! issues register their jobs (rollups, retention, partitions, price scraping, robots'
-//! loops) in [`register_jobs`].
+//! of several runs the jobs), the housekeeping jobs every deployment needs, and the
+//! readings' rollups and retention ([`readings`]). Later issues register their jobs
+//! (partitions, price scraping, robots' loops) in [`register_jobs`].
+
+pub mod readings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use vigia_scheduler::{
 use vigia_store::Store;
 
 use crate::config::Config;
+use readings::{RetentionSettings, RolledUpTo, RollupSettings};
 
 /// The store's lease table as the scheduler's lease port.
 pub struct StoreLeases(pub Arc<dyn Store>);
@@ -86,6 +89,7 @@ pub fn register_jobs(
             ..JobOptions::default()
         },
     )?;
+    register_readings_jobs(scheduler, config, store.clone())?;
     let audit_keep = config.duration(&config.scheduler.audit_retention);
     let outbox_keep = config.duration(&config.scheduler.outbox_retention);
     scheduler.register(
@@ -113,6 +117,47 @@ pub fn register_jobs(
             timeout: Some(Duration::from_secs(600)),
             ..JobOptions::default()
         },
+    )?;
+    Ok(())
+}
+
+/// `rollups` and `readings-retention`, sharing how far the rollups have got.
+fn register_readings_jobs(
+    scheduler: &mut Scheduler,
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let rolled = Arc::new(RolledUpTo::default());
+    let rollup_settings = Arc::new(RollupSettings::from_config(config));
+    let (rollup_store, rollup_mark, settings) =
+        (store.clone(), rolled.clone(), rollup_settings.clone());
+    scheduler.register(
+        "rollups",
+        Schedule::Every(config.duration(&config.rollups.every)),
+        job_fn("rollups", move |ctx| {
+            let (store, rolled, settings) =
+                (rollup_store.clone(), rollup_mark.clone(), settings.clone());
+            async move { readings::roll_up(&ctx, store.as_ref(), &settings, &rolled).await }
+        }),
+        JobOptions {
+            // Steps check for cancellation; a backlog may take long and that is fine.
+            timeout: None,
+            run_at_start: true,
+            ..JobOptions::default()
+        },
+    )?;
+    let settings = Arc::new(RetentionSettings::from_config(config));
+    scheduler.register(
+        "readings-retention",
+        Schedule::Every(config.duration(&config.retention.every)),
+        job_fn("readings-retention", move |ctx| {
+            let (store, rolled) = (store.clone(), rolled.clone());
+            let (settings, rollups) = (settings.clone(), rollup_settings.clone());
+            async move {
+                readings::apply_retention(&ctx, store.as_ref(), &settings, &rollups, &rolled).await
+            }
+        }),
+        JobOptions::default(),
     )?;
     Ok(())
 }
@@ -156,7 +201,15 @@ mod tests {
         register_jobs(&mut scheduler, &config, store).unwrap();
         let handle = scheduler.start();
         let names: Vec<String> = handle.status().into_iter().map(|j| j.name).collect();
-        assert_eq!(names, ["store-housekeeping", "retention"]);
+        assert_eq!(
+            names,
+            [
+                "store-housekeeping",
+                "rollups",
+                "readings-retention",
+                "retention"
+            ]
+        );
         handle.stop(Duration::from_secs(1)).await;
     }
 }

@@ -61,6 +61,9 @@ enum BenchCommand {
     /// MQTT QoS 1 through an external broker, first publish → every reading committed,
     /// with the broker's CPU.
     Mqtt(vigia_traffic::bench::mqtt::BenchMqttArgs),
+    /// A year of hourly points for one sensor among many, from the rollups, against raw
+    /// averaging and the `/healthz` floor.
+    Series(vigia_traffic::bench::series::BenchSeriesArgs),
 }
 
 #[derive(clap::Args)]
@@ -169,6 +172,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             init_logging("warn");
             vigia_traffic::bench::mqtt::run(args).await
+        }
+        Command::Bench {
+            what: BenchCommand::Series(args),
+        } => {
+            init_logging("warn");
+            vigia_traffic::bench::series::run(args).await
         }
         Command::Keys { what } => {
             init_logging("warn");

@@ -127,7 +127,8 @@ async function loadAll() {
   }
 }
 
-/** Fetches the last hour (one point a minute) for the card's sparkline. Returns the sensor
+/** Fetches the last hour (about 60 points: `step=auto` picks one a minute, read from the
+ * 1-minute rollups plus the newest raw readings) for the card's sparkline. Returns the sensor
  * key on failure, null on success, so one bad sensor does not hide the others. */
 async function loadHistory(view, session) {
   const to = new Date();
@@ -136,8 +137,8 @@ async function loadHistory(view, session) {
     metric: view.metric,
     from: from.toISOString(),
     to: to.toISOString(),
-    step: '60s',
-    limit: '1000',
+    step: 'auto',
+    points: '60',
   });
   try {
     const body = await api(`/api/v1/sensors/${encodeURIComponent(view.sensor.key)}/readings?${query}`);

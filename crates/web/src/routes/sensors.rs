@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use vigia_core::rule::MAX_METRIC_LEN;
 use vigia_core::{parse_duration_ms, SensorSpec, Timestamp, DEFAULT_METRIC};
-use vigia_services::SensorView;
-use vigia_store::{Point, ReadingQuery};
+use vigia_services::{SensorView, SeriesRequest, SeriesSource, SeriesStep};
+use vigia_store::Point;
 
 use crate::error::{ApiError, Problem, ProblemField};
 use crate::extract::{ApiJson, ApiQuery};
@@ -17,6 +17,8 @@ use crate::{AppState, Caller};
 /// Default and largest number of points per series request.
 const DEFAULT_POINTS: usize = 1_000;
 const MAX_POINTS: usize = 10_000;
+/// Points `step=auto` aims at when `points` is not given.
+const DEFAULT_AUTO_POINTS: usize = 300;
 
 // The `{key}` parameter is spelled out in each route below (utoipa takes only literals
 // there); `tests/openapi.rs` checks it against `vigia_core::sensor::SENSOR_KEY_PATTERN`.
@@ -120,10 +122,19 @@ pub struct SeriesParams {
     /// Most points, 1–10000; default 1000.
     #[param(minimum = 1, maximum = 10000, default = 1000)]
     limit: Option<usize>,
-    /// Average into buckets of this width: a number, then `ms` (the default), `s`,
-    /// `m`/`min`, `h` or `d`, e.g. `60s`, `1.5m`, `1500`; at least 1 ms once rounded.
+    /// `raw` (the default): every reading. A width — a number, then `ms` (the default),
+    /// `s`, `m`/`min`, `h` or `d`, e.g. `1m`, `1h`, `60s`, `1.5m`, `1500`; at least 1 ms
+    /// once rounded — averages into buckets of that width aligned to the epoch: whole
+    /// hours are read from the 1-hour rollups and whole minutes from the 1-minute ones
+    /// (also past raw retention; a bucket from rollups covers its whole width), other
+    /// widths from raw readings. `auto`: the smallest width giving at most `points`
+    /// points, rounded up to whole minutes or hours once that large.
     #[param(schema_with = step_schema)]
     step: Option<String>,
+    /// Target number of points for `step=auto`, 1–10000; default 300. Given alone it
+    /// implies `step=auto`; with another step it is ignored.
+    #[param(minimum = 1, maximum = 10000)]
+    points: Option<usize>,
 }
 
 fn series_metric_schema() -> utoipa::openapi::schema::Object {
@@ -143,7 +154,7 @@ fn instant_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
 /// The grammar `parse_duration_ms` takes, without the surrounding blanks it also trims:
 /// a decimal number (at most 8 integer digits, so no step overflows), then a unit. That it
 /// must come to at least 1 ms (`0.4ms` rounds to 0) the description says in words.
-const STEP_PATTERN: &str = r"^([0-9]{1,8}(\.[0-9]*)?|\.[0-9]+)(ms|s|m|min|h|d)?$";
+const STEP_PATTERN: &str = r"^(raw|auto|([0-9]{1,8}(\.[0-9]*)?|\.[0-9]+)(ms|s|m|min|h|d)?)$";
 
 fn step_schema() -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -158,6 +169,11 @@ fn step_schema() -> utoipa::openapi::schema::Object {
 pub struct Series {
     pub sensor: String,
     pub metric: String,
+    /// Bucket width in ms of the points; `null` for raw readings.
+    pub step_ms: Option<i64>,
+    /// Where the points came from: `raw` readings or the `1m`/`1h` rollups (plus the
+    /// newest raw readings not rolled up yet).
+    pub source: SeriesSource,
     #[schema(value_type = Vec<Object>)]
     pub points: Vec<Point>,
 }
@@ -184,16 +200,18 @@ pub async fn sensor_readings(
     Path(key): Path<String>,
     ApiQuery(params): ApiQuery<SeriesParams>,
 ) -> Result<Json<Series>, ApiError> {
-    let query = series_query(params)?;
-    let points = state.sensors.series(&caller, &key, &query).await?;
+    let request = series_request(params)?;
+    let answer = state.sensors.series(&caller, &key, &request).await?;
     Ok(Json(Series {
         sensor: key,
-        metric: query.metric,
-        points,
+        metric: request.metric,
+        step_ms: answer.step_ms,
+        source: answer.source,
+        points: answer.points,
     }))
 }
 
-fn series_query(p: SeriesParams) -> Result<ReadingQuery, ApiError> {
+fn series_request(p: SeriesParams) -> Result<SeriesRequest, ApiError> {
     let bad = |field: &str, message: String| {
         let mut e = ApiError::bad_request(format!("invalid query parameter `{field}`: {message}"));
         e.problem.errors.push(ProblemField {
@@ -227,25 +245,37 @@ fn series_query(p: SeriesParams) -> Result<ReadingQuery, ApiError> {
     if limit == 0 || limit > MAX_POINTS {
         return Err(bad("limit", format!("must be between 1 and {MAX_POINTS}")));
     }
-    let step_ms = match &p.step {
-        Some(s) => {
-            let ms = parse_duration_ms(s).map_err(|m| bad("step", m))?;
+    let points = match p.points {
+        Some(n) if n == 0 || n > MAX_POINTS => {
+            return Err(bad("points", format!("must be between 1 and {MAX_POINTS}")))
+        }
+        other => other,
+    };
+    let step = match (p.step.as_deref(), points) {
+        (None | Some("auto"), Some(points)) => SeriesStep::Auto { points },
+        (Some("auto"), None) => SeriesStep::Auto {
+            points: DEFAULT_AUTO_POINTS,
+        },
+        (None | Some("raw"), None) | (Some("raw"), Some(_)) => SeriesStep::Raw,
+        // `points` only steers `auto`: with an explicit step it has nothing to say.
+        (Some(s), _) => {
+            let ms = parse_duration_ms(s)
+                .map_err(|m| bad("step", format!("{m}; or `raw`, or `auto`")))?;
             if ms < 1 {
                 return Err(bad("step", "must be at least 1 ms".into()));
             }
-            Some(ms)
+            SeriesStep::Every(ms)
         }
-        None => None,
     };
     let metric = p.metric.unwrap_or_else(|| DEFAULT_METRIC.to_string());
     if metric.is_empty() || vigia_core::longer_than(&metric, MAX_METRIC_LEN) {
         return Err(bad("metric", "must be 1 to 64 characters".into()));
     }
-    Ok(ReadingQuery {
+    Ok(SeriesRequest {
         metric,
         from,
         to,
         limit,
-        step_ms,
+        step,
     })
 }
