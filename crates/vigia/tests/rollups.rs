@@ -243,6 +243,21 @@ async fn retention_deletes_exactly_what_is_older_than_set() {
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     post_readings(&server, "RET-ALARM", &[(aged(300), 1.0), (aged(200), 2.0)]).await;
     post_readings(&server, "RET-ALARM", &[(now, 9.0)]).await;
+    // Tenant `acme` keeps raw readings 4 h and rollups 5 h (overrides below).
+    let acme_key = new_key(server.data_dir(), "acme", "plant");
+    let acme = [(aged(360), 1.0), (aged(200), 2.0), (aged(90), 3.0)];
+    let body: Vec<Value> = acme
+        .iter()
+        .map(|&(ts, value)| json!({"sensor": "RET-1", "ts": ts, "value": value}))
+        .collect();
+    let res = client()
+        .post(server.url("/api/v1/readings"))
+        .bearer_auth(&acme_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
     drained(&server).await;
     let alerts = get_json(&server.url("/api/v1/alerts?state=open")).await;
     assert!(
@@ -269,6 +284,14 @@ async fn retention_deletes_exactly_what_is_older_than_set() {
         ("VIGIA_RETENTION__ROLLUPS".to_string(), "4h".to_string()),
         ("VIGIA_RETENTION__CHUNK".to_string(), "1".to_string()),
         ("VIGIA_RETENTION__PAUSE".to_string(), "1ms".to_string()),
+        (
+            "VIGIA_RETENTION__TENANTS__ACME__RAW".to_string(),
+            "4h".to_string(),
+        ),
+        (
+            "VIGIA_RETENTION__TENANTS__ACME__ROLLUPS".to_string(),
+            "5h".to_string(),
+        ),
     ]);
     let server = TestServer::start(Options {
         env,
@@ -278,14 +301,15 @@ async fn retention_deletes_exactly_what_is_older_than_set() {
     let job = job_after(&server, "readings-retention", 1).await;
     assert_eq!(job["last_run"]["outcome"], "ok", "{job}");
     let message = job["last_run"]["message"].as_str().unwrap().to_string();
-    // Raw: the two oldest of RET-1. Rollups: RET-1's oldest minute and hour, and the hour
-    // of the 200-minute-old reading when that hour started more than 4 h ago.
+    // Raw: the two oldest of RET-1 and acme's oldest. Rollups: the oldest minute and hour
+    // of RET-1 and of acme's RET-1, and the hour of the default tenant's 200-minute-old
+    // reading when that hour started more than 4 h ago.
     let deleted: Vec<u64> = message
         .split(' ')
         .filter_map(|word| word.parse().ok())
         .collect();
-    assert_eq!(deleted.first(), Some(&2), "{message}");
-    assert!(matches!(deleted.get(1), Some(2 | 3)), "{message}");
+    assert_eq!(deleted.first(), Some(&3), "{message}");
+    assert!(matches!(deleted.get(1), Some(4 | 5)), "{message}");
     let raw = points(&series(&server, "RET-1", &format!("step=raw&{whole}")).await);
     assert_eq!(raw, [plain[2], plain[3]]);
     let minutes = series(&server, "RET-1", &format!("step=1m&{whole}")).await;
@@ -295,6 +319,18 @@ async fn retention_deletes_exactly_what_is_older_than_set() {
         [2.0, 3.0, 4.0],
         "the 200-minute-old rollup outlives its raw row"
     );
+
+    // Acme's sensor of the same key kept what its longer retention keeps.
+    let acme_raw = client()
+        .get(server.url(&format!("/api/v1/sensors/RET-1/readings?step=raw&{whole}")))
+        .bearer_auth(&acme_key)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(points(&acme_raw), [acme[1], acme[2]], "{acme_raw}");
 
     let alarm = points(&series(&server, "RET-ALARM", &format!("step=raw&{whole}")).await);
     assert_eq!(alarm.len(), 3, "{alarm:?}");

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
@@ -24,36 +22,6 @@ fn now_ms() -> i64 {
 }
 
 /// Runs `vigia keys create` with `args`, in an environment free of `VIGIA_*` settings.
-fn keys_create(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigia"));
-    cmd.args(["keys", "create"]).args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("VIGIA_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.output().expect("run vigia keys create")
-}
-
-/// A new key of `tenant` on the server's store, as a script would capture it.
-fn new_key(data_dir: &Path, tenant: &str, name: &str) -> String {
-    let dir = data_dir.display().to_string();
-    let out = keys_create(&["--data-dir", &dir, "--tenant", tenant, "--name", name]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "keys create failed: {stderr}");
-    assert!(stderr.contains(&format!("tenant `{tenant}`")), "{stderr}");
-    let key = stdout
-        .lines()
-        .last()
-        .expect("a line on stdout")
-        .trim()
-        .to_string();
-    assert!(key.starts_with("vg_") && key.len() == 43, "{stdout:?}");
-    assert!(!stderr.contains(&key), "the key is printed once, on stdout");
-    key
-}
-
 async fn get(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
     client()
         .get(server.url(path))

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -246,4 +246,37 @@ pub async fn drained(server: &TestServer) {
         (depth == 0.0).then_some(())
     })
     .await;
+}
+
+/// Runs `vigia keys create` with these arguments, with no `VIGIA_*` setting leaking in.
+pub fn keys_create(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigia"));
+    cmd.args(["keys", "create"]).args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VIGIA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().expect("run vigia keys create")
+}
+
+/// A new key of `tenant` on the server's store, as a script would capture it.
+/// A new API key of `tenant` (created with the key if missing), made by the CLI on the
+/// data dir of a server.
+pub fn new_key(data_dir: &Path, tenant: &str, name: &str) -> String {
+    let dir = data_dir.display().to_string();
+    let out = keys_create(&["--data-dir", &dir, "--tenant", tenant, "--name", name]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "keys create failed: {stderr}");
+    assert!(stderr.contains(&format!("tenant `{tenant}`")), "{stderr}");
+    let key = stdout
+        .lines()
+        .last()
+        .expect("a line on stdout")
+        .trim()
+        .to_string();
+    assert!(key.starts_with("vg_") && key.len() == 43, "{stdout:?}");
+    assert!(!stderr.contains(&key), "the key is printed once, on stdout");
+    key
 }
