@@ -48,6 +48,7 @@
 mod batch;
 mod error;
 mod queries;
+mod rollups;
 mod schema;
 
 use std::collections::HashMap;
