@@ -1,9 +1,10 @@
-//! Runs every store conformance check against [`MysqlStore`] on MariaDB, each on a
-//! database of its own (created for it, dropped after it), plus what only a server backend
-//! has: the 5-connection budget, the read replica pool, URL errors, an unreachable
-//! server, migrations racing, statement sizes under max_allowed_packet, the generated
-//! column that keeps one unresolved alert per (sensor, rule), duplicates that are not
-//! hidden, and the outbox lock order.
+//! Runs every store conformance check (the rollups port's too) against [`MysqlStore`] on
+//! MariaDB, each on a database of its own (created for it, dropped after it), plus what
+//! only a server backend has: the 5-connection budget, the read replica pool, URL errors,
+//! an unreachable server, migrations racing, statement sizes under max_allowed_packet, the
+//! generated column that keeps one unresolved alert per (sensor, rule), duplicates that
+//! are not hidden, the outbox lock order, and the watermark row locks that order batches
+//! and roll-ups.
 //!
 //! Needs MariaDB at 127.0.0.1:3306 (user `root`, no password); skipped with a notice when
 //! it is not there, failed under `VIGIA_REQUIRE_SERVICES=1`.
@@ -125,6 +126,7 @@ macro_rules! conformance_tests {
 }
 
 vigia_store::for_each_store_check!(conformance_tests);
+vigia_store::for_each_rollup_check!(conformance_tests);
 
 /// Connections the server has open on `database` now (every client, this test's too).
 async fn server_connections(admin: &mut MySqlConnection, database: &str) -> i64 {
