@@ -213,6 +213,18 @@ async fn run_all_passes_with_a_read_url() {
     .await;
 }
 
+/// The default tenant and its sensor `CF-1`, provisioned.
+async fn tenant_and_sensor(store: &dyn Store) -> (vigia_core::Tenant, SensorId) {
+    let tenant = store.catalog().default_tenant().await.expect("tenant");
+    let sensor = store
+        .catalog()
+        .provision_sensors(tenant.id, &["CF-1".into()])
+        .await
+        .expect("sensor")[0]
+        .id;
+    (tenant, sensor)
+}
+
 fn reading(sensor: SensorId, ts: i64, value: f64) -> SensorReading {
     SensorReading {
         sensor,
@@ -262,13 +274,7 @@ async fn large_batches_split_under_the_statement_budget() {
     .await
     .expect("open");
     assert_eq!(store.statement_bytes(), 1024);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&store).await;
     let values: Vec<f64> = (0..5_000)
         .map(|i| match i % 5 {
             0 => (i as f64) / 3.0,
@@ -345,13 +351,7 @@ async fn the_unique_key_on_a_generated_column_allows_one_unresolved_alert() {
     }
     let db = TestDb::create().await;
     let store = db.open().await;
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&store).await;
     for round in 0..3 {
         let opened = store
             .write_batch(WriteBatch {
@@ -611,13 +611,7 @@ async fn read_url_serves_reads_through_a_second_pool() {
     let store = vigia_store::open(&primary, &ctx)
         .await
         .expect("open with replica");
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&*store).await;
     store
         .write_batch(WriteBatch {
             readings: (0..10)
@@ -730,13 +724,7 @@ async fn killed_connections_are_unavailable_then_recover() {
     })
     .await
     .expect("open");
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&store).await;
     let mut admin = MySqlConnection::connect(ADMIN_URL).await.expect("admin");
     let ids: Vec<i64> = sqlx::query_scalar(
         "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?",
@@ -791,13 +779,7 @@ async fn concurrent_alert_changes_do_not_deadlock() {
     }
     let db = TestDb::create().await;
     let store = Arc::new(db.open().await);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&*store).await;
     let resolve = |rule: &str| AlertTransition::Resolve {
         tenant: tenant.id,
         sensor,
@@ -872,13 +854,7 @@ async fn alert_batches_take_the_outbox_lock_before_alert_rows() {
     }
     let db = TestDb::create().await;
     let store = Arc::new(db.open().await);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&*store).await;
     let mut holder = db.raw().await;
     sqlx::raw_sql("BEGIN")
         .execute(&mut holder)
@@ -944,13 +920,7 @@ async fn put_sensor_and_alert_batches_do_not_deadlock() {
     }
     let db = TestDb::create().await;
     let store = Arc::new(db.open().await);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&*store).await;
     let writers: Vec<_> = (0..3)
         .map(|task| {
             let store = Arc::clone(&store);
@@ -1000,13 +970,7 @@ async fn batches_and_roll_ups_wait_for_each_other_but_batches_never_for_batches(
     }
     let db = TestDb::create().await;
     let store = Arc::new(db.open().await);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (_, sensor) = tenant_and_sensor(&*store).await;
     let mut in_flight = db.raw().await;
     let seeded: Vec<(i64, i64)> =
         sqlx::query_as("SELECT resolution, closed_before FROM rollup_watermarks ORDER BY 1")

@@ -274,12 +274,7 @@ async fn roll_up(
             .await
             .my()?;
             if let Some(ts) = past_budget {
-                let bucket = resolution.bucket_of(Timestamp(ts)).0;
-                watermark = if bucket > start {
-                    bucket
-                } else {
-                    bucket + width
-                };
+                watermark = resolution.budget_stop(start, ts);
             }
             let (scanned, buckets) = count_range(conn, resolution, start, watermark).await?;
             report.readings_scanned += scanned;
@@ -304,7 +299,7 @@ async fn roll_up(
     .await
     .my()?;
     for &(width, sensor, metric, bucket) in &dirty {
-        let Some(resolution) = Resolution::ALL.into_iter().find(|r| r.millis() == width) else {
+        let Some(resolution) = Resolution::from_millis(width) else {
             return Err(StoreError::Internal(format!(
                 "rollup_dirty has resolution {width}"
             )));
@@ -410,17 +405,7 @@ impl RollupRepo for MysqlStore {
         .fetch_all(&mut *conn)
         .await
         .my()?;
-        Ok(rows
-            .into_iter()
-            .map(|(ts, count, min, max, sum, last)| RollupPoint {
-                ts: Timestamp(ts),
-                count: count.max(0) as u64,
-                min,
-                max,
-                sum,
-                last,
-            })
-            .collect())
+        Ok(rows.into_iter().map(RollupPoint::from_columns).collect())
     }
 
     async fn delete_raw_before(
