@@ -29,12 +29,12 @@
 //!
 //! Rollups (issue 14) added one statement to every batch with readings: the watermark
 //! read, LOCK IN SHARE MODE (late readings add one dirty-mark INSERT; these have none).
-//! Measured on its own at the end of the bench: 55 and 121 µs per batch in two runs
-//! (2026-12-07, other builds running; an empty BEGIN/COMMIT 51 and 134 µs in the same
-//! runs), about 1 % of a 1,000-reading batch (~7.5 ms) and 0.3 % of a 10,000 one. The
-//! whole bench run before and after it, interleaved (x2 each, 5 repeats), moved by less
-//! than its own noise: store x1 at 1,000 a batch 128,813 / 134,131 readings/s before and
-//! 119,875 / 79,618 after, while `prepared`, code untouched, ranged 97,541–165,881.
+//! Measured on its own at the end of the bench: 48, 55, 64 and 121 µs per batch in four
+//! runs (2026-12-07, other builds running; an empty BEGIN/COMMIT 52, 51, 58 and 134 µs in
+//! the same runs), under 1 % of a 1,000-reading batch (~7.5 ms) and ~0.2 % of a 10,000 one.
+//! The bench before and after it, interleaved, moved by less than the machine's noise
+//! (outside load halved some runs): store x1 in the quietest pair 132,195 → 126,896
+//! readings/s at 1,000 a batch, 343,102 → 348,276 at 10,000 (medians of 5).
 //!
 //! `cargo bench -p vigia-store --bench mysql_write`. Prints readings/s, the median of
 //! `VIGIA_BENCH_REPEAT` runs (default 3) of `VIGIA_BENCH_READINGS` readings (default
