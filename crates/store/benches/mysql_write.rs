@@ -27,6 +27,15 @@
 //! format and parse for doubles), though this variant does not count duplicates: moving
 //! the store to them is an open follow-up.
 //!
+//! Rollups (issue 14) added one statement to every batch with readings: the watermark
+//! read, LOCK IN SHARE MODE (late readings add one dirty-mark INSERT; these have none).
+//! Measured on its own at the end of the bench: 48, 55, 64 and 121 µs per batch in four
+//! runs (2026-12-07, other builds running; an empty BEGIN/COMMIT 52, 51, 58 and 134 µs in
+//! the same runs), under 1 % of a 1,000-reading batch (~7.5 ms) and ~0.2 % of a 10,000 one.
+//! The bench before and after it, interleaved, moved by less than the machine's noise
+//! (outside load halved some runs): store x1 in the quietest pair 132,195 → 126,896
+//! readings/s at 1,000 a batch, 343,102 → 348,276 at 10,000 (medians of 5).
+//!
 //! `cargo bench -p vigia-store --bench mysql_write`. Prints readings/s, the median of
 //! `VIGIA_BENCH_REPEAT` runs (default 3) of `VIGIA_BENCH_READINGS` readings (default
 //! 200,000), for batches of 1,000 and 10,000. Never fails on a timing; skips when no
@@ -299,6 +308,60 @@ async fn run(method: Method, batch: usize, total: usize, callers: usize) -> f64 
     total as f64 / elapsed.max(Duration::from_micros(1)).as_secs_f64()
 }
 
+/// Microseconds one batch transaction pays for reading the rollup watermarks LOCK IN
+/// SHARE MODE (what `write_batch` does first since the rollups): the median, over rounds
+/// of `n` transactions each, of (BEGIN; the read; COMMIT) minus (BEGIN; COMMIT), the two
+/// alternating round by round so load from other processes hits both alike.
+async fn watermark_read_cost(n: usize, rounds: usize) -> (f64, f64) {
+    let db = Db::create("watermarks").await;
+    // Opening migrates: the watermark rows are seeded.
+    MysqlStore::open(MysqlStoreOptions::new(db.url()))
+        .await
+        .expect("open store")
+        .close()
+        .await;
+    let mut conn = MySqlConnection::connect(&db.url()).await.expect("connect");
+    sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut conn)
+        .await
+        .expect("isolation");
+    let mut with_read = Vec::with_capacity(rounds);
+    let mut without = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        for read in [true, false] {
+            let started = Instant::now();
+            for _ in 0..n {
+                let mut tx = conn.begin().await.expect("begin");
+                if read {
+                    let rows: Vec<(i64, i64)> = sqlx::query_as(
+                        "SELECT resolution, closed_before FROM rollup_watermarks
+                         ORDER BY resolution LOCK IN SHARE MODE",
+                    )
+                    .fetch_all(&mut *tx)
+                    .await
+                    .expect("watermarks");
+                    assert_eq!(rows.len(), 2, "seeded by migration 3");
+                }
+                tx.commit().await.expect("commit");
+            }
+            let micros = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+            if read {
+                with_read.push(micros);
+            } else {
+                without.push(micros);
+            }
+        }
+    }
+    conn.close().await.ok();
+    db.drop().await;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (with_read, without) = (median(with_read), median(without));
+    (with_read - without, without)
+}
+
 fn main() {
     if !vigia_core::services::service_available("mariadb", "127.0.0.1:3306") {
         return;
@@ -336,5 +399,10 @@ fn main() {
                 );
             }
         }
+        let (cost, empty) = watermark_read_cost(1_000, 7).await;
+        println!(
+            "mysql_write watermark read: {cost:.0} µs per batch (median of 7 rounds of 1,000 \
+             transactions; an empty BEGIN/COMMIT takes {empty:.0} µs)"
+        );
     });
 }

@@ -46,7 +46,7 @@ pub use rollups::{
     closed_ranges_roll_up_exactly_and_the_open_range_waits,
     late_readings_fix_their_buckets_and_tenants_stay_apart,
     retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors,
-    the_row_budget_stops_at_a_bucket_boundary, RollupStore,
+    the_row_budget_stops_at_a_bucket_boundary,
 };
 
 /// The catalog port's checks (tenants, keys, sensors).
@@ -127,8 +127,9 @@ macro_rules! for_each_outbox_check {
     };
 }
 
-/// The rollups port's checks. Not yet in [`for_each_store_check!`]: only the backends
-/// that implement [`crate::RollupRepo`] (sqlite, volatile) run them, by this macro.
+/// The rollups port's checks, through [`crate::Store::rollups`]. Outside
+/// [`for_each_store_check!`] so a backend's test file names them; every backend runs them
+/// (sqlite, volatile, postgres, mysql), and [`run_all`] includes them.
 #[macro_export]
 macro_rules! for_each_rollup_check {
     ($callback:ident) => {
@@ -155,7 +156,7 @@ macro_rules! for_each_store_check {
     };
 }
 
-/// Runs every check, each against a new store from `new_store`.
+/// Runs every check (the rollups port's too), each against a new store from `new_store`.
 pub async fn run_all<F, Fut, S>(new_store: F)
 where
     F: Fn() -> Fut,
@@ -169,6 +170,7 @@ where
         )*};
     }
     for_each_store_check!(run);
+    for_each_rollup_check!(run);
 }
 
 /// An instant well inside the range every backend handles.

@@ -4,9 +4,9 @@
 //!
 //! Ports: [`CatalogRepo`] (tenants, keys, sensors), [`ReadingRepo`], [`AlertRepo`],
 //! [`AuditRepo`], [`LeaseRepo`], [`OutboxRepo`] (domain events written in the same
-//! transaction as the change they describe). Writes that must be atomic across aggregates — readings,
-//! latest values and the alert changes they cause — go through the unit of work,
-//! [`Store::write_batch`]. A new aggregate is a new port module, its conformance suite
+//! transaction as the change they describe), [`RollupRepo`] (rollups and retention).
+//! Writes that must be atomic across aggregates — readings, latest values and the alert
+//! changes they cause — go through the unit of work, [`Store::write_batch`]. A new aggregate is a new port module, its conformance suite
 //! and its tables; no existing trait grows.
 //!
 //! Backends: `sqlite` (embedded, the default), `postgres` (PostgreSQL 15+, for several
@@ -99,6 +99,7 @@ pub trait Store: Send + Sync + 'static {
     fn audit(&self) -> &dyn AuditRepo;
     fn leases(&self) -> &dyn LeaseRepo;
     fn outbox(&self) -> &dyn OutboxRepo;
+    fn rollups(&self) -> &dyn RollupRepo;
 
     /// Commits readings, latest values and alert transitions atomically. Idempotent for
     /// readings.

@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use async_trait::async_trait;
 
 use crate::{
-    AlertRepo, AuditRepo, CatalogRepo, LeaseRepo, OpenContext, OutboxRepo, ReadingRepo, Store,
-    StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
+    AlertRepo, AuditRepo, CatalogRepo, LeaseRepo, OpenContext, OutboxRepo, ReadingRepo, RollupRepo,
+    Store, StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
 };
 use alerts::Alerts;
 use audit::AuditLog;
@@ -152,6 +152,9 @@ impl Store for VolatileStore {
         self
     }
     fn outbox(&self) -> &dyn OutboxRepo {
+        self
+    }
+    fn rollups(&self) -> &dyn RollupRepo {
         self
     }
 

@@ -48,6 +48,7 @@
 mod batch;
 mod error;
 mod queries;
+mod rollups;
 mod schema;
 
 use std::collections::HashMap;
@@ -70,8 +71,8 @@ use crate::registry::scheme_of;
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
     LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
-    ReadingRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory, StoreResult,
-    WriteBatch, WriteOutcome,
+    ReadingRepo, RollupRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory,
+    StoreResult, WriteBatch, WriteOutcome,
 };
 use error::MyResultExt;
 
@@ -448,6 +449,9 @@ impl Store for MysqlStore {
         self
     }
     fn outbox(&self) -> &dyn OutboxRepo {
+        self
+    }
+    fn rollups(&self) -> &dyn RollupRepo {
         self
     }
 

@@ -76,8 +76,8 @@ use crate::registry::scheme_of;
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
     LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
-    ReadingRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory, StoreResult,
-    WriteBatch, WriteOutcome,
+    ReadingRepo, RollupRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory,
+    StoreResult, WriteBatch, WriteOutcome,
 };
 use error::PgResultExt;
 
@@ -405,6 +405,9 @@ impl Store for PostgresStore {
         self
     }
     fn outbox(&self) -> &dyn OutboxRepo {
+        self
+    }
+    fn rollups(&self) -> &dyn RollupRepo {
         self
     }
 

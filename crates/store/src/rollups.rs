@@ -43,6 +43,24 @@ impl Resolution {
         Timestamp(ts.0.div_euclid(self.millis()) * self.millis())
     }
 
+    /// The resolution `millis` wide (a `resolution` column's value read back).
+    pub fn from_millis(millis: i64) -> Option<Resolution> {
+        Resolution::ALL.into_iter().find(|r| r.millis() == millis)
+    }
+
+    /// Where a roll-up from `start` (a bucket boundary) stops when `first_past_budget` is
+    /// the instant of the first reading past its row budget: at that reading's bucket, so
+    /// every bucket behind the watermark is complete, or right after it when it is still
+    /// the first bucket (one bucket alone is over the budget), so the watermark moves.
+    pub const fn budget_stop(self, start: i64, first_past_budget: i64) -> i64 {
+        let bucket = self.bucket_of(Timestamp(first_past_budget)).0;
+        if bucket > start {
+            bucket
+        } else {
+            bucket + self.millis()
+        }
+    }
+
     /// The name used in the API and the tables (`1m`, `1h`).
     pub const fn name(self) -> &'static str {
         match self {
@@ -66,6 +84,20 @@ pub struct RollupPoint {
 }
 
 impl RollupPoint {
+    /// A point from a rollup row's (bucket, count, min, max, sum, last) columns.
+    pub(crate) fn from_columns(
+        (bucket, count, min, max, sum, last): (i64, i64, f64, f64, f64, f64),
+    ) -> RollupPoint {
+        RollupPoint {
+            ts: Timestamp(bucket),
+            count: count.max(0) as u64,
+            min,
+            max,
+            sum,
+            last,
+        }
+    }
+
     /// The bucket average.
     pub fn mean(&self) -> f64 {
         self.sum / self.count as f64
@@ -180,6 +212,24 @@ mod tests {
             serde_json::to_string(&Resolution::Hour).expect("serialize"),
             "\"1h\""
         );
+    }
+
+    #[test]
+    fn the_budget_stops_at_a_bucket_boundary_and_always_moves() {
+        let m = Resolution::Minute;
+        assert_eq!(
+            m.budget_stop(0, 185_000),
+            180_000,
+            "at the reading's bucket"
+        );
+        assert_eq!(
+            m.budget_stop(0, 59_999),
+            60_000,
+            "past a first bucket too big"
+        );
+        assert_eq!(m.budget_stop(-60_000, -1), 0);
+        assert_eq!(Resolution::from_millis(3_600_000), Some(Resolution::Hour));
+        assert_eq!(Resolution::from_millis(1), None);
     }
 
     #[test]

@@ -72,8 +72,8 @@ pub use schema::SCHEMA_VERSION;
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
     LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
-    ReadingRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory, StoreResult,
-    WriteBatch, WriteOutcome,
+    ReadingRepo, RollupRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory,
+    StoreResult, WriteBatch, WriteOutcome,
 };
 use error::writer_gone;
 use pool::ReadPool;
@@ -186,6 +186,9 @@ impl Store for SqliteStore {
         self
     }
     fn outbox(&self) -> &dyn OutboxRepo {
+        self
+    }
+    fn rollups(&self) -> &dyn RollupRepo {
         self
     }
 

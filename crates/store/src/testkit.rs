@@ -43,8 +43,9 @@ use vigia_core::{
 
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, LatestReading,
-    LeaseRepo, NewApiKey, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo, SensorPut,
-    SensorReading, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    LeaseRepo, NewApiKey, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
+    RetentionScope, RollupPoint, RollupQuery, RollupRepo, RollupReport, SensorPut, SensorReading,
+    Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// Declares [`Method`] and its names from one list, so the two cannot drift apart.
@@ -106,6 +107,10 @@ methods! {
     SaveCursor => "outbox.save_cursor",
     PruneOutbox => "outbox.prune",
     Release => "leases.release",
+    RollUp => "rollups.roll_up",
+    RollupSeries => "rollups.series",
+    DeleteRawBefore => "rollups.delete_raw_before",
+    DeleteRollupsBefore => "rollups.delete_rollups_before",
 }
 
 impl Method {
@@ -386,6 +391,9 @@ impl Store for FaultyStore {
     fn outbox(&self) -> &dyn OutboxRepo {
         self
     }
+    fn rollups(&self) -> &dyn RollupRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         self.faults.enter(Method::WriteBatch).await?;
@@ -642,6 +650,54 @@ impl OutboxRepo for FaultyStore {
     async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
         self.faults.enter(Method::PruneOutbox).await?;
         self.inner.outbox().prune(before).await
+    }
+}
+
+#[async_trait]
+impl RollupRepo for FaultyStore {
+    async fn roll_up(
+        &self,
+        closed_before: Timestamp,
+        max_rows: usize,
+    ) -> StoreResult<RollupReport> {
+        self.faults.enter(Method::RollUp).await?;
+        self.inner.rollups().roll_up(closed_before, max_rows).await
+    }
+
+    async fn series(
+        &self,
+        tenant: TenantId,
+        sensor_key: &str,
+        query: &RollupQuery,
+    ) -> StoreResult<Vec<RollupPoint>> {
+        self.faults.enter(Method::RollupSeries).await?;
+        self.inner.rollups().series(tenant, sensor_key, query).await
+    }
+
+    async fn delete_raw_before(
+        &self,
+        scope: RetentionScope,
+        before: Timestamp,
+        chunk: usize,
+    ) -> StoreResult<u64> {
+        self.faults.enter(Method::DeleteRawBefore).await?;
+        self.inner
+            .rollups()
+            .delete_raw_before(scope, before, chunk)
+            .await
+    }
+
+    async fn delete_rollups_before(
+        &self,
+        scope: RetentionScope,
+        before: Timestamp,
+        chunk: usize,
+    ) -> StoreResult<u64> {
+        self.faults.enter(Method::DeleteRollupsBefore).await?;
+        self.inner
+            .rollups()
+            .delete_rollups_before(scope, before, chunk)
+            .await
     }
 }
 

@@ -1,9 +1,10 @@
-//! Runs every store conformance check against [`MysqlStore`] on MariaDB, each on a
-//! database of its own (created for it, dropped after it), plus what only a server backend
-//! has: the 5-connection budget, the read replica pool, URL errors, an unreachable
-//! server, migrations racing, statement sizes under max_allowed_packet, the generated
-//! column that keeps one unresolved alert per (sensor, rule), duplicates that are not
-//! hidden, and the outbox lock order.
+//! Runs every store conformance check (the rollups port's too) against [`MysqlStore`] on
+//! MariaDB, each on a database of its own (created for it, dropped after it), plus what
+//! only a server backend has: the 5-connection budget, the read replica pool, URL errors,
+//! an unreachable server, migrations racing, statement sizes under max_allowed_packet, the
+//! generated column that keeps one unresolved alert per (sensor, rule), duplicates that
+//! are not hidden, the outbox lock order, and the watermark row locks that order batches
+//! and roll-ups.
 //!
 //! Needs MariaDB at 127.0.0.1:3306 (user `root`, no password); skipped with a notice when
 //! it is not there, failed under `VIGIA_REQUIRE_SERVICES=1`.
@@ -17,8 +18,8 @@ use vigia_core::{RuleKind, SensorId, Severity, Timestamp, DEFAULT_METRIC};
 use vigia_store::conformance;
 use vigia_store::mysql::{MysqlFactory, MysqlStore, MysqlStoreOptions, SCHEMA_VERSION};
 use vigia_store::{
-    AlertTransition, Durability, NewAlert, OpenContext, ReadingQuery, SensorReading, Store,
-    StoreError, StoreFactory, WriteBatch,
+    AlertTransition, Durability, NewAlert, OpenContext, ReadingQuery, Resolution, RollupRepo,
+    SensorReading, Store, StoreError, StoreFactory, WriteBatch,
 };
 
 const SERVER: &str = "127.0.0.1:3306";
@@ -125,6 +126,7 @@ macro_rules! conformance_tests {
 }
 
 vigia_store::for_each_store_check!(conformance_tests);
+vigia_store::for_each_rollup_check!(conformance_tests);
 
 /// Connections the server has open on `database` now (every client, this test's too).
 async fn server_connections(admin: &mut MySqlConnection, database: &str) -> i64 {
@@ -211,6 +213,18 @@ async fn run_all_passes_with_a_read_url() {
     .await;
 }
 
+/// The default tenant and its sensor `CF-1`, provisioned.
+async fn tenant_and_sensor(store: &dyn Store) -> (vigia_core::Tenant, SensorId) {
+    let tenant = store.catalog().default_tenant().await.expect("tenant");
+    let sensor = store
+        .catalog()
+        .provision_sensors(tenant.id, &["CF-1".into()])
+        .await
+        .expect("sensor")[0]
+        .id;
+    (tenant, sensor)
+}
+
 fn reading(sensor: SensorId, ts: i64, value: f64) -> SensorReading {
     SensorReading {
         sensor,
@@ -260,13 +274,7 @@ async fn large_batches_split_under_the_statement_budget() {
     .await
     .expect("open");
     assert_eq!(store.statement_bytes(), 1024);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&store).await;
     let values: Vec<f64> = (0..5_000)
         .map(|i| match i % 5 {
             0 => (i as f64) / 3.0,
@@ -343,13 +351,7 @@ async fn the_unique_key_on_a_generated_column_allows_one_unresolved_alert() {
     }
     let db = TestDb::create().await;
     let store = db.open().await;
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&store).await;
     for round in 0..3 {
         let opened = store
             .write_batch(WriteBatch {
@@ -609,13 +611,7 @@ async fn read_url_serves_reads_through_a_second_pool() {
     let store = vigia_store::open(&primary, &ctx)
         .await
         .expect("open with replica");
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&*store).await;
     store
         .write_batch(WriteBatch {
             readings: (0..10)
@@ -728,13 +724,7 @@ async fn killed_connections_are_unavailable_then_recover() {
     })
     .await
     .expect("open");
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&store).await;
     let mut admin = MySqlConnection::connect(ADMIN_URL).await.expect("admin");
     let ids: Vec<i64> = sqlx::query_scalar(
         "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?",
@@ -789,13 +779,7 @@ async fn concurrent_alert_changes_do_not_deadlock() {
     }
     let db = TestDb::create().await;
     let store = Arc::new(db.open().await);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&*store).await;
     let resolve = |rule: &str| AlertTransition::Resolve {
         tenant: tenant.id,
         sensor,
@@ -870,13 +854,7 @@ async fn alert_batches_take_the_outbox_lock_before_alert_rows() {
     }
     let db = TestDb::create().await;
     let store = Arc::new(db.open().await);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&*store).await;
     let mut holder = db.raw().await;
     sqlx::raw_sql("BEGIN")
         .execute(&mut holder)
@@ -942,13 +920,7 @@ async fn put_sensor_and_alert_batches_do_not_deadlock() {
     }
     let db = TestDb::create().await;
     let store = Arc::new(db.open().await);
-    let tenant = store.catalog().default_tenant().await.expect("tenant");
-    let sensor = store
-        .catalog()
-        .provision_sensors(tenant.id, &["CF-1".into()])
-        .await
-        .expect("sensor")[0]
-        .id;
+    let (tenant, sensor) = tenant_and_sensor(&*store).await;
     let writers: Vec<_> = (0..3)
         .map(|task| {
             let store = Arc::clone(&store);
@@ -984,5 +956,229 @@ async fn put_sensor_and_alert_batches_do_not_deadlock() {
         w.await.expect("writer");
     }
     putter.await.expect("putter");
+    store.close().await;
+}
+
+/// The watermark rows migration 3 seeds (InnoDB can only lock rows that exist) order
+/// batches and roll-ups: while a batch is in flight (a session holding them LOCK IN SHARE
+/// MODE, as a batch does first), another batch commits at once, but a roll-up waits for
+/// it to commit; while a roll-up holds them, a batch waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_roll_ups_wait_for_each_other_but_batches_never_for_batches() {
+    if !available() {
+        return;
+    }
+    let db = TestDb::create().await;
+    let store = Arc::new(db.open().await);
+    let (_, sensor) = tenant_and_sensor(&*store).await;
+    let mut in_flight = db.raw().await;
+    let seeded: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT resolution, closed_before FROM rollup_watermarks ORDER BY 1")
+            .fetch_all(&mut in_flight)
+            .await
+            .expect("watermarks");
+    assert_eq!(
+        seeded,
+        [(60_000, i64::MIN), (3_600_000, i64::MIN)],
+        "seeded as not rolled up yet"
+    );
+    sqlx::raw_sql("BEGIN")
+        .execute(&mut in_flight)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT closed_before FROM rollup_watermarks LOCK IN SHARE MODE")
+        .fetch_all(&mut in_flight)
+        .await
+        .expect("shared locks");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(3),
+        store.write_batch(WriteBatch {
+            readings: vec![reading(sensor, 1_000, 1.0)],
+            alerts: vec![],
+        }),
+    )
+    .await
+    .expect("a batch does not wait for a batch in flight")
+    .expect("batch");
+    assert_eq!(outcome.readings_written, 1);
+    let roll_up = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.roll_up(Timestamp(3_600_000), 1_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !roll_up.is_finished(),
+        "the roll-up waits for the batch in flight"
+    );
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut in_flight)
+        .await
+        .expect("commit");
+    let report = roll_up
+        .await
+        .expect("join")
+        .expect("the roll-up runs once the batch committed");
+    assert_eq!(report.watermark, Some(Timestamp(3_600_000)));
+    assert_eq!(
+        report.readings_scanned, 2,
+        "the batch's reading, once per resolution"
+    );
+
+    // The other way round: while a roll-up holds the rows (FOR UPDATE, as it does first),
+    // a batch waits for it to commit.
+    let mut rolling = db.raw().await;
+    sqlx::raw_sql("BEGIN")
+        .execute(&mut rolling)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT closed_before FROM rollup_watermarks FOR UPDATE")
+        .fetch_all(&mut rolling)
+        .await
+        .expect("exclusive locks");
+    let batch = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .write_batch(WriteBatch {
+                    readings: vec![reading(sensor, 2_000, 1.0)],
+                    alerts: vec![],
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!batch.is_finished(), "the batch waits for the roll-up");
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut rolling)
+        .await
+        .expect("commit");
+    let late = batch.await.expect("join").expect("the batch commits after");
+    assert_eq!(late.readings_written, 1);
+    let report = store
+        .roll_up(Timestamp(3_600_000), 1_000)
+        .await
+        .expect("roll up");
+    assert_eq!(
+        report.dirty_recomputed, 2,
+        "the batch read the watermark the roll-up left and marked its reading"
+    );
+    store.close().await;
+}
+
+/// (sensor, metric, bucket, count, sum, newest ts) of every bucket of `resolution`, from
+/// the raw readings (`from_raw`) or from the rollup table.
+async fn buckets(
+    conn: &mut MySqlConnection,
+    resolution: Resolution,
+    from_raw: bool,
+) -> Vec<(i64, i64, i64, i64, f64, i64)> {
+    let w = resolution.millis();
+    let sql = if from_raw {
+        format!(
+            "SELECT sensor_id, metric_id, ts - MOD(MOD(ts, {w}) + {w}, {w}) AS b, COUNT(*),
+                    SUM(value), MAX(ts)
+             FROM readings GROUP BY sensor_id, metric_id, b ORDER BY 1, 2, 3"
+        )
+    } else {
+        let table = match resolution {
+            Resolution::Minute => "rollups_1m",
+            Resolution::Hour => "rollups_1h",
+        };
+        format!(
+            "SELECT sensor_id, metric_id, bucket, value_count, value_sum, last_ts FROM {table}
+             ORDER BY 1, 2, 3"
+        )
+    };
+    sqlx::query_as(&sql).fetch_all(conn).await.expect("buckets")
+}
+
+/// Writers race repeated roll-ups, many of their readings landing behind the watermark
+/// by the time they commit: after a last roll-up every 1m and 1h rollup equals the raw
+/// readings of its bucket, so no reading committed behind a watermark without its mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_batches_and_roll_ups_leave_no_bucket_stale() {
+    use std::sync::atomic::AtomicI64;
+    const MIN: i64 = 60_000;
+    const T0: i64 = 1_699_999_200_000;
+    if !available() {
+        return;
+    }
+    let db = TestDb::create().await;
+    let store = Arc::new(db.open().await);
+    let tenant = store.catalog().default_tenant().await.expect("tenant");
+    let keys: Vec<String> = (0..4).map(|i| format!("CF-{i}")).collect();
+    let sensors: Vec<SensorId> = store
+        .catalog()
+        .provision_sensors(tenant.id, &keys)
+        .await
+        .expect("sensors")
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    let clock = Arc::new(AtomicI64::new(T0 + 2 * MIN));
+    let writers: Vec<_> = (0..3_i64)
+        .map(|task| {
+            let (store, clock, sensors) = (Arc::clone(&store), clock.clone(), sensors.clone());
+            tokio::spawn(async move {
+                for round in 0..60_i64 {
+                    // Up to two minutes behind the roll-up clock: often behind the
+                    // watermark (at most a minute behind it) already.
+                    let now = clock.load(Ordering::SeqCst);
+                    let readings = sensors
+                        .iter()
+                        .map(|&s| reading(s, now - (round * 7_919 + task * 101) % (2 * MIN), 1.0))
+                        .collect();
+                    store
+                        .write_batch(WriteBatch {
+                            readings,
+                            alerts: vec![],
+                        })
+                        .await
+                        .expect("batch commits");
+                }
+            })
+        })
+        .collect();
+    let roller = {
+        let (store, clock) = (Arc::clone(&store), clock.clone());
+        tokio::spawn(async move {
+            let mut dirty = 0;
+            for _ in 0..40 {
+                let now = clock.fetch_add(5_000, Ordering::SeqCst) + 5_000;
+                dirty += store
+                    .roll_up(Timestamp(now), 1_000)
+                    .await
+                    .expect("roll-up commits")
+                    .dirty_recomputed;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            dirty
+        })
+    };
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let dirty = roller.await.expect("roller");
+    let last = store
+        .roll_up(
+            Timestamp(clock.load(Ordering::SeqCst) + 3 * 3_600_000),
+            usize::MAX,
+        )
+        .await
+        .expect("last roll-up");
+    assert!(
+        dirty + last.dirty_recomputed > 0,
+        "some readings landed behind the watermark"
+    );
+    let mut raw = db.raw().await;
+    for resolution in Resolution::ALL {
+        let want = buckets(&mut raw, resolution, true).await;
+        assert!(!want.is_empty());
+        assert_eq!(
+            buckets(&mut raw, resolution, false).await,
+            want,
+            "{resolution:?} rollups equal the raw readings"
+        );
+    }
     store.close().await;
 }

@@ -6,13 +6,9 @@ use vigia_core::{RuleKind, Severity, DEFAULT_METRIC};
 use vigia_core::{SensorId, TenantId, Timestamp};
 
 use crate::{
-    AlertTransition, NewAlert, Resolution, RetentionScope, RollupPoint, RollupQuery, RollupRepo,
-    SensorReading, Store, StoreError, WriteBatch,
+    AlertTransition, NewAlert, Resolution, RetentionScope, RollupPoint, RollupQuery, SensorReading,
+    Store, StoreError, WriteBatch,
 };
-
-/// A store with the rollups port (not yet every backend: see `crate::rollups`).
-pub trait RollupStore: Store + RollupRepo {}
-impl<S: Store + RollupRepo> RollupStore for S {}
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
@@ -28,7 +24,7 @@ fn reading(sensor: SensorId, ts: i64, value: f64) -> SensorReading {
     }
 }
 
-async fn write<S: RollupStore>(store: &S, readings: Vec<SensorReading>) {
+async fn write<S: Store>(store: &S, readings: Vec<SensorReading>) {
     store
         .write_batch(WriteBatch {
             readings,
@@ -38,7 +34,7 @@ async fn write<S: RollupStore>(store: &S, readings: Vec<SensorReading>) {
         .expect("write batch");
 }
 
-async fn setup<S: RollupStore>(store: &S, keys: &[&str]) -> (TenantId, Vec<SensorId>) {
+async fn setup<S: Store>(store: &S, keys: &[&str]) -> (TenantId, Vec<SensorId>) {
     let tenant = store.catalog().default_tenant().await.expect("tenant").id;
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     let sensors = store
@@ -59,18 +55,20 @@ fn query(resolution: Resolution, from: i64, to: i64) -> RollupQuery {
     }
 }
 
-async fn series<S: RollupStore>(
+async fn series<S: Store>(
     store: &S,
     tenant: TenantId,
     key: &str,
     q: &RollupQuery,
 ) -> Vec<RollupPoint> {
-    RollupRepo::series(store, tenant, key, q)
+    store
+        .rollups()
+        .series(tenant, key, q)
         .await
         .expect("series")
 }
 
-pub async fn closed_ranges_roll_up_exactly_and_the_open_range_waits<S: RollupStore>(store: &S) {
+pub async fn closed_ranges_roll_up_exactly_and_the_open_range_waits<S: Store>(store: &S) {
     let (tenant, sensors) = setup(store, &["a"]).await;
     // Minute 0: 1, 5, 3; minute 1: 10; minute 2 (open): 7.
     write(
@@ -85,6 +83,7 @@ pub async fn closed_ranges_roll_up_exactly_and_the_open_range_waits<S: RollupSto
     )
     .await;
     let report = store
+        .rollups()
         .roll_up(Timestamp(T0 + 2 * MIN + 30_000), 1_000)
         .await
         .expect("roll up");
@@ -114,6 +113,7 @@ pub async fn closed_ranges_roll_up_exactly_and_the_open_range_waits<S: RollupSto
 
     // Idempotent: the same run again changes nothing.
     let again = store
+        .rollups()
         .roll_up(Timestamp(T0 + 2 * MIN + 30_000), 1_000)
         .await
         .expect("roll up");
@@ -131,6 +131,7 @@ pub async fn closed_ranges_roll_up_exactly_and_the_open_range_waits<S: RollupSto
 
     // The hour closes: one bucket of all five readings.
     store
+        .rollups()
         .roll_up(Timestamp(T0 + HOUR), 1_000)
         .await
         .expect("roll up");
@@ -139,16 +140,18 @@ pub async fn closed_ranges_roll_up_exactly_and_the_open_range_waits<S: RollupSto
     assert_eq!((hour[0].count, hour[0].sum, hour[0].last), (5, 26.0, 7.0));
 }
 
-pub async fn late_readings_fix_their_buckets_and_tenants_stay_apart<S: RollupStore>(store: &S) {
+pub async fn late_readings_fix_their_buckets_and_tenants_stay_apart<S: Store>(store: &S) {
     let (tenant, sensors) = setup(store, &["a"]).await;
     write(store, vec![reading(sensors[0], T0 + 10, 2.0)]).await;
     store
+        .rollups()
         .roll_up(Timestamp(T0 + HOUR), 1_000)
         .await
         .expect("roll up");
     // Behind both watermarks: marked dirty, recomputed by the next run.
     write(store, vec![reading(sensors[0], T0 + 20, 4.0)]).await;
     let report = store
+        .rollups()
         .roll_up(Timestamp(T0 + HOUR), 1_000)
         .await
         .expect("roll up");
@@ -167,29 +170,28 @@ pub async fn late_readings_fix_their_buckets_and_tenants_stay_apart<S: RollupSto
         .await
         .expect("tenant");
     assert!(matches!(
-        RollupRepo::series(
-            store,
-            other.id,
-            "a",
-            &query(Resolution::Minute, T0, T0 + HOUR)
-        )
-        .await,
+        store
+            .rollups()
+            .series(other.id, "a", &query(Resolution::Minute, T0, T0 + HOUR))
+            .await,
         Err(StoreError::NotFound)
     ));
 }
 
-pub async fn the_row_budget_stops_at_a_bucket_boundary<S: RollupStore>(store: &S) {
+pub async fn the_row_budget_stops_at_a_bucket_boundary<S: Store>(store: &S) {
     let (tenant, sensors) = setup(store, &["a"]).await;
     let readings = (0..10)
         .map(|i| reading(sensors[0], T0 + i * MIN, 1.0))
         .collect();
     write(store, readings).await;
     let first = store
+        .rollups()
         .roll_up(Timestamp(T0 + HOUR), 3)
         .await
         .expect("roll up");
     assert_eq!(first.watermark, Some(Timestamp(T0 + 3 * MIN)));
     while store
+        .rollups()
         .roll_up(Timestamp(T0 + HOUR), 3)
         .await
         .expect("roll up")
@@ -207,7 +209,7 @@ pub async fn the_row_budget_stops_at_a_bucket_boundary<S: RollupStore>(store: &S
     assert!(points.iter().all(|p| p.count == 1));
 }
 
-pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors<S: RollupStore>(
+pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors<S: Store>(
     store: &S,
 ) {
     let (tenant, sensors) = setup(store, &["a", "b"]).await;
@@ -221,6 +223,7 @@ pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors
         .collect();
     write(store, readings).await;
     store
+        .rollups()
         .roll_up(Timestamp(T0 + 5 * HOUR), 1_000)
         .await
         .expect("roll up");
@@ -245,6 +248,7 @@ pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors
     // Sensor a has 3 raw readings older than 3 h; b has an open alert.
     assert_eq!(
         store
+            .rollups()
             .delete_raw_before(RetentionScope::All, before, 2)
             .await
             .expect("delete"),
@@ -252,6 +256,7 @@ pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors
     );
     assert_eq!(
         store
+            .rollups()
             .delete_raw_before(RetentionScope::All, before, 2)
             .await
             .expect("delete"),
@@ -259,6 +264,7 @@ pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors
     );
     assert_eq!(
         store
+            .rollups()
             .delete_raw_before(RetentionScope::All, before, 2)
             .await
             .expect("delete"),
@@ -267,6 +273,7 @@ pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors
     // 1m and 1h rollups of a older than 3 h: 3 + 3.
     assert_eq!(
         store
+            .rollups()
             .delete_rollups_before(RetentionScope::Tenant(tenant), before, 100)
             .await
             .expect("delete"),

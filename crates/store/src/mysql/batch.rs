@@ -27,6 +27,10 @@
 //! Rows are sorted by key and de-duplicated before they are sent, so concurrent batches
 //! sharing readings take their key locks in the same order; latest values are upserted in
 //! (sensor, metric) order for the same reason, and only move forward.
+//!
+//! Rollups: a batch with readings first reads the rollup watermarks with shared row locks
+//! and, after its readings, marks the buckets of those behind a watermark dirty, in the
+//! same transaction (`rollups.rs` says why that orders it with a roll-up).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -194,7 +198,16 @@ pub(crate) async fn write_batch(
     let (readings, newest) = prepare(rows);
 
     let mut tx = store.write.begin().await.my()?;
+    // First, shared row locks on the watermarks held to the commit: a roll-up cannot move
+    // them until this batch's late readings are marked (see `rollups.rs`). A batch of
+    // alerts only has nothing to mark.
+    let watermarks = if readings.is_empty() {
+        [None, None]
+    } else {
+        super::rollups::watermarks_for_batch(&mut tx).await?
+    };
     let written = insert_readings(&mut tx, &readings, store.statement_bytes).await?;
+    super::rollups::mark_late(&mut tx, &watermarks, &readings, store.statement_bytes).await?;
     upsert_latest(&mut tx, &newest, store.statement_bytes).await?;
     if !batch.alerts.is_empty() {
         // After the readings (which never wait on it), before any alert row.

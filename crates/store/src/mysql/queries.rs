@@ -62,7 +62,7 @@ fn bad_column(what: String) -> StoreError {
 }
 
 /// A `usize` limit as SQL `LIMIT` takes it.
-fn sql_limit(limit: usize) -> i64 {
+pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
@@ -349,7 +349,7 @@ pub(crate) async fn get_sensor(
     .transpose()
 }
 
-async fn sensor_id(
+pub(crate) async fn sensor_id(
     conn: &mut MySqlConnection,
     tenant: TenantId,
     key: &str,
@@ -1099,7 +1099,7 @@ pub(crate) async fn drop_stale_leases(
 
 // ---------------------------------------------------------------- readings
 
-async fn metric_id(conn: &mut MySqlConnection, name: &str) -> StoreResult<Option<i64>> {
+pub(crate) async fn metric_id(conn: &mut MySqlConnection, name: &str) -> StoreResult<Option<i64>> {
     sqlx::query_scalar("SELECT id FROM metrics WHERE name = ?")
         .bind(name)
         .fetch_optional(&mut *conn)

@@ -15,6 +15,7 @@ use crate::{StoreError, StoreResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/mysql/0001_init.sql"),
     include_str!("../../migrations/mysql/0002_rollups.sql"),
+    include_str!("../../migrations/mysql/0003_rollup_watermarks.sql"),
 ];
 
 /// The schema version this build creates and understands.

@@ -165,12 +165,7 @@ async fn roll_up(
             .await
             .pg()?;
             if let Some(ts) = past_budget {
-                let bucket = resolution.bucket_of(Timestamp(ts)).0;
-                watermark = if bucket > start {
-                    bucket
-                } else {
-                    bucket + width
-                };
+                watermark = resolution.budget_stop(start, ts);
             }
             let scanned: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM readings WHERE ts >= $1 AND ts < $2")
@@ -202,7 +197,7 @@ async fn roll_up(
     .await
     .pg()?;
     for (width, sensor, metric, bucket) in dirty {
-        let Some(resolution) = Resolution::ALL.into_iter().find(|r| r.millis() == width) else {
+        let Some(resolution) = Resolution::from_millis(width) else {
             return Err(StoreError::Internal(format!(
                 "rollup_dirty has resolution {width}"
             )));
@@ -273,17 +268,7 @@ impl RollupRepo for PostgresStore {
         .fetch_all(&mut *conn)
         .await
         .pg()?;
-        Ok(rows
-            .into_iter()
-            .map(|(ts, count, min, max, sum, last)| RollupPoint {
-                ts: Timestamp(ts),
-                count: count as u64,
-                min,
-                max,
-                sum,
-                last,
-            })
-            .collect())
+        Ok(rows.into_iter().map(RollupPoint::from_columns).collect())
     }
 
     async fn delete_raw_before(

@@ -125,12 +125,7 @@ fn roll_up(
                 .query_row(params![start, end, max_rows as i64], |r| r.get(0))
                 .optional()?;
             if let Some(ts) = past_budget {
-                let bucket = resolution.bucket_of(Timestamp(ts)).0;
-                watermark = if bucket > start {
-                    bucket
-                } else {
-                    bucket + width
-                };
+                watermark = resolution.budget_stop(start, ts);
             }
             report.readings_scanned += conn
                 .prepare_cached("SELECT count(*) FROM readings WHERE ts >= ?1 AND ts < ?2")?
@@ -152,7 +147,7 @@ fn roll_up(
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     for (width, sensor, metric, bucket) in dirty {
-        let Some(resolution) = Resolution::ALL.into_iter().find(|r| r.millis() == width) else {
+        let Some(resolution) = Resolution::from_millis(width) else {
             return Err(StoreError::Internal(format!(
                 "rollup_dirty has resolution {width}"
             )));
