@@ -239,6 +239,9 @@ pub struct IngestConfig {
     pub max_batch_rows: usize,
     /// How far in the future a timestamp may be.
     pub max_future: String,
+    /// How far in the past a timestamp may be; at most `retention.raw` (and every
+    /// tenant's own), so no reading arrives already past its raw retention.
+    pub max_age: String,
     /// `auto`: unknown sensors are created on first reading; `required`: refused (422).
     pub provisioning: Provisioning,
     /// Readings waiting on the bus before ingest answers 503.
@@ -300,6 +303,7 @@ impl Default for IngestConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_batch_rows: 100_000,
             max_future: "24h".into(),
+            max_age: "7d".into(),
             provisioning: Provisioning::Auto,
             queue_capacity_readings: 1_000_000,
             line_protocol_sensor_tag: "sensor".into(),
@@ -452,6 +456,7 @@ impl Config {
         for (name, value) in [
             ("shutdown_timeout", &self.shutdown_timeout),
             ("ingest.max_future", &self.ingest.max_future),
+            ("ingest.max_age", &self.ingest.max_age),
             ("rules.rate_window", &self.rules.rate_window),
             ("rules.rate_min_interval", &self.rules.rate_min_interval),
             ("rules.resolve_hold", &self.rules.resolve_hold),
@@ -533,11 +538,22 @@ impl Config {
             }
             Ok(())
         };
+        let max_age = self.millis(&self.ingest.max_age);
+        if max_age < 60_000 {
+            bail!("ingest.max_age must be at least 1m");
+        }
         check("retention", &self.retention.raw, &self.retention.rollups)?;
+        if max_age > self.millis(&self.retention.raw) {
+            bail!("ingest.max_age must not exceed retention.raw: older readings would be deleted on arrival");
+        }
         for (slug, own) in &self.retention.tenants {
             let raw = own.raw.as_deref().unwrap_or(&self.retention.raw);
             let rollups = own.rollups.as_deref().unwrap_or(&self.retention.rollups);
-            check(&format!("retention.tenants.{slug}"), raw, rollups)?;
+            let name = format!("retention.tenants.{slug}");
+            check(&name, raw, rollups)?;
+            if max_age > self.millis(raw) {
+                bail!("ingest.max_age must not exceed {name}.raw: older readings would be deleted on arrival");
+            }
         }
         Ok(())
     }
@@ -706,6 +722,10 @@ mod tests {
                 "retention.rollups must not be shorter",
             ),
             (Box::new(|c| c.retention.chunk = 0), "retention.chunk"),
+            (
+                Box::new(|c| c.ingest.max_age = "30d".into()),
+                "ingest.max_age must not exceed retention.raw",
+            ),
             (
                 Box::new(|c| {
                     c.retention.tenants.insert(

@@ -403,6 +403,7 @@ fn ingest_limits(config: &Config) -> IngestLimits {
         decode: DecodeLimits {
             max_rows: config.ingest.max_batch_rows,
             max_future_ms: config.millis(&config.ingest.max_future),
+            max_age_ms: config.millis(&config.ingest.max_age),
         },
     }
 }

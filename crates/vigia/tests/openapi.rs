@@ -365,7 +365,10 @@ async fn put_status(server: &TestServer, key: &str, body: &Value) -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn documented_boundaries_hold() {
     use serde_json::json;
-    let server = TestServer::start(Options::default());
+    let server = TestServer::start(Options {
+        env: any_history(),
+        ..Options::default()
+    });
 
     for (limit, want) in [(1, 200), (1000, 200), (0, 400), (1001, 400)] {
         let path = format!("/api/v1/alerts?limit={limit}");

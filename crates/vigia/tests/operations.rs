@@ -80,10 +80,11 @@ async fn config_file_and_environment_layer() {
         ..Options::default()
     });
     let url = server.url("/api/v1/readings");
+    let now = vigia_core::Timestamp::now().0;
     let rows = |n: usize| {
         serde_json::Value::Array(
             (0..n)
-                .map(|i| json!({"sensor": "C", "ts": i, "value": 1}))
+                .map(|i| json!({"sensor": "C", "ts": now - i as i64, "value": 1}))
                 .collect(),
         )
     };

@@ -76,8 +76,16 @@ async fn job_after(server: &TestServer, name: &str, runs: u64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_year_of_hourly_points_comes_from_the_rollups_in_one_query() {
+    let mut env = fast_rollups();
+    for key in [
+        "VIGIA_INGEST__MAX_AGE",
+        "VIGIA_RETENTION__RAW",
+        "VIGIA_RETENTION__ROLLUPS",
+    ] {
+        env.push((key.into(), "400d".into()));
+    }
     let server = TestServer::start(Options {
-        env: fast_rollups(),
+        env,
         ..Options::default()
     });
     let end = now_ms().div_euclid(HOUR) * HOUR - HOUR;
@@ -281,6 +289,7 @@ async fn retention_deletes_exactly_what_is_older_than_set() {
     env.extend([
         ("VIGIA_RETENTION__EVERY".to_string(), "1s".to_string()),
         ("VIGIA_RETENTION__RAW".to_string(), "2h".to_string()),
+        ("VIGIA_INGEST__MAX_AGE".to_string(), "1h".to_string()),
         ("VIGIA_RETENTION__ROLLUPS".to_string(), "4h".to_string()),
         ("VIGIA_RETENTION__CHUNK".to_string(), "1".to_string()),
         ("VIGIA_RETENTION__PAUSE".to_string(), "1ms".to_string()),
@@ -374,6 +383,15 @@ async fn bad_series_parameters_are_refused_clearly() {
         let body = res.text().await.unwrap();
         assert!(body.contains(needle), "{query}: {body}");
     }
+    // A reading older than `ingest.max_age` (7 d) is refused, naming the limit.
+    let res = post_json(
+        &server.url("/api/v1/readings"),
+        &json!({"sensor": "Q-1", "ts": now_ms() - 8 * 24 * HOUR, "value": 1.0}),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("7 d in the past"), "{body}");
     // `points` alone means `auto`; beside another step it is ignored.
     let auto = series(&server, "Q-1", "points=10").await;
     assert!(auto["step_ms"].as_i64().unwrap() > 0, "{auto}");

@@ -46,6 +46,11 @@ pub struct DecodeLimits {
     /// How far past the arrival time a reading's `ts` may be, in milliseconds
     /// (device clocks drift; a reading from tomorrow is a broken clock).
     pub max_future_ms: i64,
+    /// How far before the arrival time a reading's `ts` may be, in milliseconds. Set to
+    /// the raw retention: an older reading would be deleted at once, and its bucket's
+    /// raw readings may be gone, so recomputing the bucket would replace its rollup with
+    /// this reading alone.
+    pub max_age_ms: i64,
 }
 
 impl Default for DecodeLimits {
@@ -53,6 +58,7 @@ impl Default for DecodeLimits {
         Self {
             max_rows: 100_000,
             max_future_ms: 24 * 3_600_000,
+            max_age_ms: i64::MAX,
         }
     }
 }
@@ -289,16 +295,31 @@ pub(crate) fn check_ts(ts: Timestamp, now: Timestamp, limits: &DecodeLimits) -> 
                 .into(),
         );
     }
-    if ts.0.saturating_sub(now.0) <= limits.max_future_ms {
-        return Ok(());
+    if ts.0.saturating_sub(now.0) > limits.max_future_ms {
+        return Err(format!(
+            "is more than {} in the future",
+            span(limits.max_future_ms)
+        ));
     }
-    let ms = limits.max_future_ms;
-    let span = if ms % 3_600_000 == 0 {
+    if now.0.saturating_sub(ts.0) > limits.max_age_ms {
+        return Err(format!(
+            "is more than {} in the past (`ingest.max_age`: older readings are past the raw retention)",
+            span(limits.max_age_ms)
+        ));
+    }
+    Ok(())
+}
+
+/// A limit in the largest whole unit that writes it exactly (days from two on, so the
+/// default 24 h reads as hours).
+fn span(ms: i64) -> String {
+    if ms % 86_400_000 == 0 && ms >= 2 * 86_400_000 {
+        format!("{} d", ms / 86_400_000)
+    } else if ms % 3_600_000 == 0 {
         format!("{} h", ms / 3_600_000)
     } else if ms % 1000 == 0 {
         format!("{} s", ms / 1000)
     } else {
         format!("{ms} ms")
-    };
-    Err(format!("is more than {span} in the future"))
+    }
 }

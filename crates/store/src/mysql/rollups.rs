@@ -176,10 +176,14 @@ async fn upsert(
     resolution: Resolution,
     from: i64,
     to: i64,
-    only: Option<(i64, i64)>,
+    dirty_only: bool,
 ) -> StoreResult<()> {
-    let filter = if only.is_some() {
-        "AND sensor_id = ? AND metric_id = ?"
+    // With `dirty_only`, the keys marked dirty for the bucket starting at `from`: one scan
+    // of the bucket's range for all of them, not one per key (the readings key is time
+    // first).
+    let filter = if dirty_only {
+        "AND (sensor_id, metric_id) IN
+             (SELECT sensor_id, metric_id FROM rollup_dirty WHERE resolution = ? AND bucket = ?)"
     } else {
         ""
     };
@@ -202,8 +206,8 @@ async fn upsert(
         bucket = bucket_sql(resolution),
     );
     let mut query = sqlx::query(&sql).bind(from).bind(to);
-    if let Some((sensor, metric)) = only {
-        query = query.bind(sensor).bind(metric);
+    if dirty_only {
+        query = query.bind(resolution.millis()).bind(from);
     }
     query.execute(&mut *conn).await.my()?;
     Ok(())
@@ -279,7 +283,7 @@ async fn roll_up(
             let (scanned, buckets) = count_range(conn, resolution, start, watermark).await?;
             report.readings_scanned += scanned;
             report.buckets_written += buckets;
-            upsert(conn, resolution, start, watermark, None).await?;
+            upsert(conn, resolution, start, watermark, false).await?;
         }
         sqlx::query("UPDATE rollup_watermarks SET closed_before = ? WHERE resolution = ?")
             .bind(watermark)
@@ -298,21 +302,18 @@ async fn roll_up(
     .fetch_all(&mut *conn)
     .await
     .my()?;
-    for &(width, sensor, metric, bucket) in &dirty {
+    let mut buckets: std::collections::BTreeMap<(i64, i64), u64> = Default::default();
+    for &(width, _, _, bucket) in &dirty {
+        *buckets.entry((width, bucket)).or_default() += 1;
+    }
+    for (&(width, bucket), &keys) in &buckets {
         let Some(resolution) = Resolution::from_millis(width) else {
             return Err(StoreError::Internal(format!(
                 "rollup_dirty has resolution {width}"
             )));
         };
-        upsert(
-            conn,
-            resolution,
-            bucket,
-            bucket + width,
-            Some((sensor, metric)),
-        )
-        .await?;
-        report.dirty_recomputed += 1;
+        upsert(conn, resolution, bucket, bucket + width, true).await?;
+        report.dirty_recomputed += keys;
     }
     if !dirty.is_empty() {
         sqlx::query("DELETE FROM rollup_dirty")

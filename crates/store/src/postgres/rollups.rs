@@ -91,8 +91,14 @@ async fn upsert(
     resolution: Resolution,
     from: i64,
     to: i64,
-    only: Option<(i64, i64)>,
+    dirty_only: bool,
 ) -> StoreResult<u64> {
+    let filter = if dirty_only {
+        "AND (sensor_id, metric_id) IN
+             (SELECT sensor_id, metric_id FROM rollup_dirty WHERE resolution = $3 AND bucket = $1)"
+    } else {
+        ""
+    };
     let sql = format!(
         "INSERT INTO {table} (sensor_id, metric_id, bucket, value_count, value_min, value_max,
                                value_sum, value_last, last_ts)
@@ -104,8 +110,7 @@ async fn upsert(
                       count(*) AS n, min(value) AS lo, max(value) AS hi, sum(value) AS total,
                       max(ts) AS last_ts
                FROM readings
-               WHERE ts >= $1 AND ts < $2
-                 AND ($4::bigint IS NULL OR (sensor_id = $4 AND metric_id = $5))
+               WHERE ts >= $1 AND ts < $2 {filter}
                GROUP BY sensor_id, metric_id, bucket) g
          ON CONFLICT (sensor_id, metric_id, bucket) DO UPDATE SET
              value_count = excluded.value_count, value_min = excluded.value_min,
@@ -113,13 +118,10 @@ async fn upsert(
              value_last = excluded.value_last, last_ts = excluded.last_ts",
         table = table(resolution)
     );
-    let (sensor, metric) = only.unzip();
     Ok(sqlx::query(&sql)
         .bind(from)
         .bind(to)
         .bind(resolution.millis())
-        .bind(sensor)
-        .bind(metric)
         .execute(&mut *conn)
         .await
         .pg()?
@@ -175,7 +177,7 @@ async fn roll_up(
                     .await
                     .pg()?;
             report.readings_scanned += scanned as u64;
-            report.buckets_written += upsert(conn, resolution, start, watermark, None).await?;
+            report.buckets_written += upsert(conn, resolution, start, watermark, false).await?;
         }
         sqlx::query(
             "INSERT INTO rollup_watermarks (resolution, closed_before) VALUES ($1, $2)
@@ -190,27 +192,28 @@ async fn roll_up(
             report.watermark = Some(Timestamp(watermark));
         }
     }
-    let dirty: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-        "DELETE FROM rollup_dirty RETURNING resolution, sensor_id, metric_id, bucket",
+    // No batch adds a mark meanwhile: each holds the watermarks FOR SHARE, which the
+    // EXCLUSIVE lock above waits out and keeps out.
+    let dirty: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT resolution, bucket, count(*) FROM rollup_dirty GROUP BY resolution, bucket",
     )
     .fetch_all(&mut *conn)
     .await
     .pg()?;
-    for (width, sensor, metric, bucket) in dirty {
+    for &(width, bucket, keys) in &dirty {
         let Some(resolution) = Resolution::from_millis(width) else {
             return Err(StoreError::Internal(format!(
                 "rollup_dirty has resolution {width}"
             )));
         };
-        upsert(
-            conn,
-            resolution,
-            bucket,
-            bucket + width,
-            Some((sensor, metric)),
-        )
-        .await?;
-        report.dirty_recomputed += 1;
+        upsert(conn, resolution, bucket, bucket + width, true).await?;
+        report.dirty_recomputed += keys as u64;
+    }
+    if !dirty.is_empty() {
+        sqlx::query("DELETE FROM rollup_dirty")
+            .execute(&mut *conn)
+            .await
+            .pg()?;
     }
     Ok(report)
 }

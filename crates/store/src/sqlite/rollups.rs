@@ -57,19 +57,22 @@ pub(crate) fn mark_late(
     Ok(())
 }
 
-/// Replaces the rollups of `resolution` for readings in `[from, to)` (of one sensor and
-/// metric when given); `last` is found by primary key at the group's newest instant.
+/// Replaces the rollups of `resolution` for readings in `[from, to)` (with `dirty_only`,
+/// of the sensors and metrics marked dirty for the bucket starting at `from`: one scan of
+/// the bucket's range for all of them, not one per key, since the readings key is time
+/// first); `last` is found by primary key at the group's newest instant.
 fn upsert(
     conn: &Connection,
     resolution: Resolution,
     from: i64,
     to: i64,
-    only: Option<(i64, i64)>,
+    dirty_only: bool,
 ) -> StoreResult<u64> {
-    let filter = if only.is_some() {
-        "AND sensor_id = ?4 AND metric_id = ?5"
+    let filter = if dirty_only {
+        "AND (sensor_id, metric_id) IN
+             (SELECT sensor_id, metric_id FROM rollup_dirty WHERE resolution = ?3 AND bucket = ?1)"
     } else {
-        "AND ?4 IS NULL AND ?5 IS NULL"
+        ""
     };
     let sql = format!(
         "INSERT INTO {table} (sensor_id, metric_id, bucket, value_count, value_min, value_max,
@@ -90,10 +93,9 @@ fn upsert(
              value_last = excluded.value_last, last_ts = excluded.last_ts",
         table = table(resolution)
     );
-    let (sensor, metric) = only.unzip();
     Ok(conn
         .prepare_cached(&sql)?
-        .execute(params![from, to, resolution.millis(), sensor, metric])? as u64)
+        .execute(params![from, to, resolution.millis()])? as u64)
 }
 
 fn roll_up(
@@ -131,7 +133,7 @@ fn roll_up(
                 .prepare_cached("SELECT count(*) FROM readings WHERE ts >= ?1 AND ts < ?2")?
                 .query_row(params![start, watermark], |r| r.get::<_, i64>(0))?
                 as u64;
-            report.buckets_written += upsert(conn, resolution, start, watermark, None)?;
+            report.buckets_written += upsert(conn, resolution, start, watermark, false)?;
         }
         conn.prepare_cached(
             "INSERT INTO rollup_watermarks (resolution, closed_before) VALUES (?1, ?2)
@@ -142,24 +144,20 @@ fn roll_up(
             report.watermark = Some(Timestamp(watermark));
         }
     }
-    let dirty: Vec<(i64, i64, i64, i64)> = conn
-        .prepare_cached("SELECT resolution, sensor_id, metric_id, bucket FROM rollup_dirty")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+    let dirty: Vec<(i64, i64, u64)> = conn
+        .prepare_cached(
+            "SELECT resolution, bucket, count(*) FROM rollup_dirty GROUP BY resolution, bucket",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for (width, sensor, metric, bucket) in dirty {
+    for (width, bucket, keys) in dirty {
         let Some(resolution) = Resolution::from_millis(width) else {
             return Err(StoreError::Internal(format!(
                 "rollup_dirty has resolution {width}"
             )));
         };
-        upsert(
-            conn,
-            resolution,
-            bucket,
-            bucket + width,
-            Some((sensor, metric)),
-        )?;
-        report.dirty_recomputed += 1;
+        upsert(conn, resolution, bucket, bucket + width, true)?;
+        report.dirty_recomputed += keys;
     }
     conn.execute("DELETE FROM rollup_dirty", [])?;
     Ok(report)

@@ -7,7 +7,9 @@
 //! Setup (untimed): `--sensors` sensors (`series-bench-000`, …) each get one reading an
 //! hour for `--days` days, ending at the last whole hour, posted in large batches; then
 //! the benchmark waits until the server's `rollups` job has covered every hour (the
-//! answer says `"source": "1h"` with every point). Against a server named by `--url`
+//! answer says `"source": "1h"` with every point). A spawned server gets `ingest.max_age`
+//! and retention long enough for the history; a server named by `--url` must have them.
+//! Against a server named by `--url`
 //! the sensors and their readings stay (readings are idempotent, so a rerun re-posts
 //! the same rows and stores nothing new).
 
@@ -168,7 +170,13 @@ pub async fn run(args: BenchSeriesArgs) -> anyhow::Result<()> {
         bail!("--queries and --raw-queries must be at least 1");
     }
     let json = args.json;
-    let report = on_server(&args.target, &args.server, |server| measure(&args, server)).await?;
+    let mut spawn = args.server.clone();
+    // The seeded history must be accepted (`ingest.max_age`) and kept while measured.
+    let keep = format!("{}d", args.days + 2);
+    for key in ["INGEST__MAX_AGE", "RETENTION__RAW", "RETENTION__ROLLUPS"] {
+        spawn.settings.push((format!("VIGIA_{key}"), keep.clone()));
+    }
+    let report = on_server(&args.target, &spawn, |server| measure(&args, server)).await?;
     report.emit(json);
     Ok(())
 }

@@ -69,6 +69,10 @@ pub struct SpawnArgs {
     /// previous build, to compare two builds in the same run.
     #[arg(long, alias = "binary", requires = "spawn", value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
+    /// Settings a benchmark needs its spawned servers to have (e.g. a retention long
+    /// enough for the history it seeds); not a flag.
+    #[arg(skip)]
+    pub settings: Vec<(String, String)>,
 }
 
 /// The server a measurement runs against.
@@ -232,6 +236,7 @@ impl ProcessPlan {
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+        .chain(spawn.settings.iter().cloned())
         .collect();
         Ok(Self { roles, env })
     }
@@ -436,6 +441,7 @@ mod tests {
             spawn: true,
             keep_data: false,
             server_bin: None,
+            settings: Vec::new(),
         }
     }
 

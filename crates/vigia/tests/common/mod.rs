@@ -280,3 +280,17 @@ pub fn new_key(data_dir: &Path, tenant: &str, name: &str) -> String {
     assert!(!stderr.contains(&key), "the key is printed once, on stdout");
     key
 }
+
+/// Settings under which a reading of any year (0000–9999) is accepted and kept: for tests
+/// of the document's boundaries rather than of `ingest.max_age` and retention.
+pub fn any_history() -> Vec<(String, String)> {
+    // 800,000 days reach back past the year 0.
+    [
+        "VIGIA_INGEST__MAX_AGE",
+        "VIGIA_RETENTION__RAW",
+        "VIGIA_RETENTION__ROLLUPS",
+    ]
+    .into_iter()
+    .map(|key| (key.to_string(), "800000d".to_string()))
+    .collect()
+}
