@@ -26,4 +26,4 @@ pub use ingest::{IngestError, IngestLimits, IngestService};
 pub use keys::{KeyService, NewKey};
 pub use rejections::{Rejection, RejectionLog};
 pub use sensors::{LatestValue, SensorService, SensorView};
-pub use series::{SeriesAnswer, SeriesRequest, SeriesSource, SeriesStep};
+pub use series::{SeriesAnswer, SeriesPoint, SeriesRequest, SeriesSource, SeriesStep};

@@ -161,7 +161,7 @@ impl SensorService {
                 .await
                 .map_err(not_found())?;
             return Ok(SeriesAnswer {
-                points,
+                points: points.into_iter().map(Into::into).collect(),
                 step_ms,
                 source: SeriesSource::Raw,
             });
@@ -183,7 +183,7 @@ impl SensorService {
                 .await
                 .map_err(not_found())?;
             return Ok(SeriesAnswer {
-                points,
+                points: points.into_iter().map(Into::into).collect(),
                 step_ms: Some(step),
                 source: SeriesSource::Raw,
             });

@@ -64,10 +64,42 @@ pub enum SeriesSource {
     Hour,
 }
 
+/// One point of a series: a reading, or a bucket's average.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct SeriesPoint {
+    /// The reading's time, or the bucket's start.
+    #[schema(value_type = String, format = DateTime)]
+    pub ts: Timestamp,
+    /// The reading, or the bucket's mean.
+    pub value: f64,
+    /// Bucket's lowest reading: present when the bucket comes from rollups (with the
+    /// newest raw readings), absent for raw readings and for buckets the store averaged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Bucket's highest reading (present as `min` is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Readings in the bucket (present as `min` is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl From<Point> for SeriesPoint {
+    fn from(point: Point) -> Self {
+        Self {
+            ts: point.ts,
+            value: point.value,
+            min: None,
+            max: None,
+            count: None,
+        }
+    }
+}
+
 /// A series answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesAnswer {
-    pub points: Vec<Point>,
+    pub points: Vec<SeriesPoint>,
     /// The bucket width used (`None`: raw readings).
     pub step_ms: Option<i64>,
     pub source: SeriesSource,
@@ -167,33 +199,51 @@ pub fn averaged_tail_query(
 }
 
 /// Count-weighted buckets of `step` from rollup rows and raw readings, oldest first, at
-/// most `limit`.
-pub fn merge(rows: &[RollupPoint], tail: &[Point], step: i64, limit: usize) -> Vec<Point> {
-    let mut buckets: Vec<(i64, u64, f64)> = Vec::new();
-    let mut add = |ts: i64, count: u64, sum: f64| {
-        let bucket = floor_to(ts, step);
+/// most `limit`, with each bucket's lowest and highest reading.
+pub fn merge(rows: &[RollupPoint], tail: &[Point], step: i64, limit: usize) -> Vec<SeriesPoint> {
+    struct Bucket {
+        start: i64,
+        count: u64,
+        sum: f64,
+        min: f64,
+        max: f64,
+    }
+    let mut buckets: Vec<Bucket> = Vec::new();
+    let mut add = |ts: i64, count: u64, sum: f64, min: f64, max: f64| {
+        let start = floor_to(ts, step);
         match buckets.last_mut() {
-            Some((b, n, s)) if *b == bucket => {
-                *n += count;
-                *s += sum;
+            Some(b) if b.start == start => {
+                b.count += count;
+                b.sum += sum;
+                b.min = b.min.min(min);
+                b.max = b.max.max(max);
             }
-            _ => buckets.push((bucket, count, sum)),
+            _ => buckets.push(Bucket {
+                start,
+                count,
+                sum,
+                min,
+                max,
+            }),
         }
     };
     // Both inputs are oldest first and the tail starts after the last row.
     for row in rows {
-        add(row.ts.0, row.count, row.sum);
+        add(row.ts.0, row.count, row.sum, row.min, row.max);
     }
     for point in tail {
-        add(point.ts.0, 1, point.value);
+        add(point.ts.0, 1, point.value, point.value, point.value);
     }
     buckets
         .into_iter()
-        .filter(|&(_, n, _)| n > 0)
+        .filter(|b| b.count > 0)
         .take(limit)
-        .map(|(ts, n, sum)| Point {
-            ts: Timestamp(ts),
-            value: sum / n as f64,
+        .map(|b| SeriesPoint {
+            ts: Timestamp(b.start),
+            value: b.sum / b.count as f64,
+            min: Some(b.min),
+            max: Some(b.max),
+            count: Some(b.count),
         })
         .collect()
 }
@@ -206,19 +256,15 @@ pub fn concat(
     step: i64,
     limit: usize,
     tail_from: Timestamp,
-) -> Vec<Point> {
+) -> Vec<SeriesPoint> {
     let split = floor_to(tail_from.0, step);
-    let mut points: Vec<Point> = merge(
-        &rows
-            .iter()
-            .copied()
-            .filter(|r| floor_to(r.ts.0, step) < split)
-            .collect::<Vec<_>>(),
-        &[],
-        step,
-        limit,
-    );
-    points.extend(averaged_tail);
+    let before: Vec<RollupPoint> = rows
+        .iter()
+        .copied()
+        .filter(|r| floor_to(r.ts.0, step) < split)
+        .collect();
+    let mut points = merge(&before, &[], step, limit);
+    points.extend(averaged_tail.into_iter().map(SeriesPoint::from));
     points.truncate(limit);
     points
 }
@@ -228,13 +274,24 @@ mod tests {
     use super::*;
 
     fn row(ts: i64, count: u64, sum: f64) -> RollupPoint {
+        let mean = sum / count as f64;
         RollupPoint {
             ts: Timestamp(ts),
             count,
-            min: 0.0,
-            max: 0.0,
+            min: mean - 1.0,
+            max: mean + 1.0,
             sum,
-            last: 0.0,
+            last: mean,
+        }
+    }
+
+    fn bucket(ts: i64, value: f64, min: f64, max: f64, count: u64) -> SeriesPoint {
+        SeriesPoint {
+            ts: Timestamp(ts),
+            value,
+            min: Some(min),
+            max: Some(max),
+            count: Some(count),
         }
     }
 
@@ -296,7 +353,13 @@ mod tests {
         let rows = [row(0, 2, 10.0), row(MINUTE, 1, 8.0)];
         let tail = [point(MINUTE + 1, 2.0), point(2 * MINUTE, 9.0)];
         let points = merge(&rows, &tail, 2 * MINUTE, 10);
-        assert_eq!(points, [point(0, 20.0 / 4.0), point(2 * MINUTE, 9.0)]);
+        assert_eq!(
+            points,
+            [
+                bucket(0, 20.0 / 4.0, 2.0, 9.0, 4),
+                bucket(2 * MINUTE, 9.0, 9.0, 9.0, 1)
+            ]
+        );
         assert_eq!(merge(&rows, &tail, 2 * MINUTE, 1).len(), 1);
     }
 
@@ -322,6 +385,12 @@ mod tests {
         let rows = [row(0, 1, 1.0), row(HOUR, 1, 3.0), row(2 * HOUR, 1, 5.0)];
         let tail = vec![point(2 * HOUR, 6.0)];
         let points = concat(&rows, tail, 2 * HOUR, 10, Timestamp(3 * HOUR));
-        assert_eq!(points, [point(0, 2.0), point(2 * HOUR, 6.0)]);
+        assert_eq!(
+            points,
+            [
+                bucket(0, 2.0, 0.0, 4.0, 2),
+                SeriesPoint::from(point(2 * HOUR, 6.0))
+            ]
+        );
     }
 }

@@ -213,6 +213,16 @@ async fn late_readings_fix_their_buckets_and_the_newest_come_from_raw() {
         &format!("step=1m&from={minute}&to={}", now + 1),
     )
     .await;
+    let minute_point = &recent["points"][0];
+    assert_eq!(
+        (
+            &minute_point["min"],
+            &minute_point["max"],
+            &minute_point["count"]
+        ),
+        (&json!(10.0), &json!(60.0), &json!(3)),
+        "{recent}"
+    );
     let recent = points(&recent);
     assert_eq!(recent.first(), Some(&(minute, 30.0)));
     assert_eq!(recent.last(), Some(&(now.div_euclid(MINUTE) * MINUTE, 7.0)));

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use vigia_core::rule::MAX_METRIC_LEN;
 use vigia_core::{parse_duration_ms, SensorSpec, Timestamp, DEFAULT_METRIC};
-use vigia_services::{SensorView, SeriesRequest, SeriesSource, SeriesStep};
-use vigia_store::Point;
+use vigia_services::{SensorView, SeriesPoint, SeriesRequest, SeriesSource, SeriesStep};
 
 use crate::error::{ApiError, Problem, ProblemField};
 use crate::extract::{ApiJson, ApiQuery};
@@ -174,8 +173,7 @@ pub struct Series {
     /// Where the points came from: `raw` readings or the `1m`/`1h` rollups (plus the
     /// newest raw readings not rolled up yet).
     pub source: SeriesSource,
-    #[schema(value_type = Vec<Object>)]
-    pub points: Vec<Point>,
+    pub points: Vec<SeriesPoint>,
 }
 
 /// Readings of one sensor over a time range, oldest first, optionally averaged per step.
