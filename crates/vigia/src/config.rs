@@ -39,9 +39,9 @@ pub struct Config {
     /// Fan-out URL (live events and cache invalidations between processes): `memory`
     /// (default; this process only), `redis://…` or `nats://…` (see `vigia_fanout`).
     pub fanout: String,
-    /// With a cross-process fan-out: how often caches fed by its control messages
-    /// (sensor directory, verified API keys) reload from the store, so a lost message
-    /// heals; at least 1s.
+    /// With a cross-process fan-out: how often what its control messages keep current
+    /// (sensor directory, verified API keys, workers' excursions) is compared with the
+    /// store, so a lost message heals; at least 1s.
     pub fanout_refresh: String,
     /// `full`: fsync before answering 202 (survives power loss); `os`: survives
     /// `kill -9` of the process but not power loss, and is faster.

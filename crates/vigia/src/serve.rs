@@ -89,6 +89,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = None;
+    let mut pipeline_for_refresh = None;
     if roles.has("worker") {
         let bus = bus.clone().context("the worker role has no bus")?;
         let pipeline = Pipeline::new(
@@ -101,6 +102,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("could not rebuild rule state from the store")?;
         workers = Some(pipeline.spawn_workers());
+        pipeline_for_refresh = Some(pipeline);
     }
     let ingest = match (&bus, roles.has("ingest")) {
         (Some(bus), true) => Some(Arc::new(
@@ -128,6 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             store.clone(),
             directory.clone(),
             auth.clone(),
+            pipeline_for_refresh,
             stop_rx.clone(),
         ))
     });
@@ -308,12 +311,14 @@ fn cross_process_fanout(url: &str) -> bool {
 
 /// With a cross-process fan-out a control message can be lost (a broker outage, a
 /// process that was reconnecting): every `every` the caches it feeds reload from the
-/// store, so a lost `SensorChanged` or `KeyRevoked` heals within `fanout_refresh`.
+/// store, so a lost `SensorChanged`, `KeyRevoked` or `ExcursionForgotten` heals within
+/// `fanout_refresh`.
 async fn refresh_caches(
     every: Duration,
     store: Arc<dyn vigia_store::Store>,
     directory: Arc<SensorDirectory>,
     auth: Arc<Authenticator>,
+    pipeline: Option<Arc<Pipeline>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -328,6 +333,18 @@ async fn refresh_caches(
         auth.forget_all();
         if let Err(e) = directory.warm(store.as_ref()).await {
             warn!(error = %e, "could not reload the sensors; retrying next refresh");
+        }
+        if let Some(pipeline) = &pipeline {
+            match pipeline.forget_resolved_excursions().await {
+                Ok(0) => {}
+                Ok(forgotten) => info!(
+                    forgotten,
+                    "forgot excursions whose alerts were resolved elsewhere"
+                ),
+                Err(e) => {
+                    warn!(error = %e, "could not compare rule state with the store's alerts; retrying next refresh")
+                }
+            }
         }
     }
 }
