@@ -165,12 +165,19 @@ impl NatsFanout {
             .subscribe(subjects.control.clone())
             .await
             .map_err(|e| failed("subscribing", &e))?;
-        // The server has the subscriptions once it answered the flush's PING: a message
-        // published by another process after `open` returns reaches this one.
-        tokio::time::timeout(timeout, client.flush())
-            .await
-            .map_err(|_| failed("subscribing", &"no answer"))?
-            .map_err(|e| failed("subscribing", &e))?;
+        // A flush only empties the client's buffer. The server handles one connection's
+        // commands in order, so once it answered a request sent after the SUBs it holds
+        // them, and a message another process publishes after `open` returns reaches this
+        // handle. The presence request serves: answered ("no responders" or a listener),
+        // it also tells whether anyone listens.
+        let probe = client.request(subjects.presence.clone(), Bytes::new());
+        let listeners = match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => false,
+            Ok(Err(e)) => return Err(failed("subscribing", &e)),
+            Err(_) => return Err(failed("subscribing", &"no answer")),
+        };
+        engine.set_remote_listeners(Some(listeners));
         let max_payload = client.server_info().max_payload;
         if max_payload > 0 {
             engine.limit_message_bytes(max_payload);
