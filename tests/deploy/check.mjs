@@ -25,10 +25,10 @@ const deployDir = process.env.VIGIA_DEPLOY_CHECK_DIR ?? join(root, "deploy");
 const rel = (path) =>
   path.startsWith(deployDir) ? join("deploy", relative(deployDir, path)) : relative(root, path);
 
-// Keys whose code is being added by another issue (#13: VIGIA_FANOUT). Tolerated, with a
-// notice, only while the config's KEYS list lacks them; once the key lands it is checked
-// like any other and the notice asks to remove it from here.
-const PENDING_KEYS = { fanout: "#13 (fan-out across processes)" };
+// Keys whose code is being added by another issue. Tolerated, with a notice, only while the
+// config's KEYS list lacks them; once the key lands it is checked like any other and the
+// notice asks to remove it from here. None at the moment.
+const PENDING_KEYS = {};
 
 const problems = [];
 const notices = new Set();

@@ -106,9 +106,9 @@ enum WireEvent {
 }
 
 /// Every field of an [`Alert`] but its tenant (carried by the event), times in epoch
-/// milliseconds.
+/// milliseconds. The fan-out's live alert events carry the same record.
 #[derive(Serialize, Deserialize)]
-struct WireAlert {
+pub(crate) struct WireAlert {
     id: AlertId,
     sensor_id: SensorId,
     sensor: String,
@@ -175,7 +175,7 @@ impl From<&Alert> for WireAlert {
 }
 
 impl WireAlert {
-    fn into_alert(self, tenant: TenantId) -> Alert {
+    pub(crate) fn into_alert(self, tenant: TenantId) -> Alert {
         Alert {
             id: self.id,
             tenant,

@@ -7,8 +7,10 @@ use serde::Serialize;
 use crate::{Alert, AlertChange, Reading, TenantId};
 
 /// One event on the live feed. Each carries its tenant so the feed can be
-/// filtered per subscriber; the tenant is never serialised.
-#[derive(Debug, Clone, Serialize)]
+/// filtered per subscriber; the tenant is never serialised: this `Serialize` is the
+/// subscribers' JSON. Between processes the event travels as [`crate::fanout_wire`]
+/// says, tenant included.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LiveEvent {
     /// Readings just committed, in one batch (shared, serialised lazily per subscriber).
@@ -35,8 +37,9 @@ impl LiveEvent {
 }
 
 /// A control message between processes: what one process changed that others cache.
-/// Carried by the fan-out (in process now; Redis pub/sub or NATS subjects when roles run
-/// in several processes), applied by each process's handlers.
+/// Carried by the fan-out (in process, or Redis pub/sub or NATS subjects when roles run
+/// in several processes, encoded as [`crate::fanout_wire`] says), applied by each
+/// process's handlers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
     /// A sensor was created or its spec replaced: directories refresh it.

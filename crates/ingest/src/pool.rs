@@ -121,6 +121,35 @@ impl Pipeline {
         }))
     }
 
+    /// Forgets the excursions whose alert the store no longer holds unresolved: the heal
+    /// for an `ExcursionForgotten` lost on a cross-process fan-out (its alert was resolved
+    /// by hand in another process). Returns how many were forgotten. Only excursions
+    /// already active before the store is read are candidates; one whose alert is still
+    /// being committed may be forgotten too, which costs nothing: its next breach opens
+    /// again, and the store never opens a second alert for an open (sensor, rule).
+    pub async fn forget_resolved_excursions(&self) -> Result<usize, StoreError> {
+        let active = self.states.open_excursions();
+        if active.is_empty() {
+            return Ok(0);
+        }
+        let unresolved: HashSet<(SensorId, String)> = self
+            .store
+            .alerts()
+            .unresolved()
+            .await?
+            .into_iter()
+            .map(|alert| (alert.sensor_id, alert.rule))
+            .collect();
+        let mut forgotten = 0;
+        for (sensor, rule) in active {
+            if !unresolved.contains(&(sensor, rule.clone())) {
+                self.states.forget_excursion(sensor, &rule);
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
+    }
+
     /// The per-sensor rule state (for tests that look inside the pool).
     pub fn states(&self) -> &RuleStates {
         &self.states

@@ -53,6 +53,18 @@ impl RuleStates {
         shard.remove(&sensor);
     }
 
+    /// Every (sensor, rule) whose alert the state holds for active.
+    pub fn open_excursions(&self) -> Vec<(SensorId, String)> {
+        let mut open = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (sensor, state) in shard.iter() {
+                open.extend(state.open_rules().map(|rule| (*sensor, rule.to_string())));
+            }
+        }
+        open
+    }
+
     /// An operator resolved an alert by hand: the next excursion opens a new one.
     pub fn forget_excursion(&self, sensor: SensorId, rule: &str) {
         self.with(sensor, |state| state.forget_excursion(rule));

@@ -20,6 +20,7 @@ struct Kit {
     store: Arc<FaultyStore>,
     bus: Arc<FaultyBus>,
     tenant: vigia_core::TenantId,
+    pipeline: Arc<Pipeline>,
     workers: tokio::task::JoinSet<()>,
 }
 
@@ -59,6 +60,7 @@ async fn kit() -> Kit {
         store,
         bus,
         tenant,
+        pipeline,
         workers,
     }
 }
@@ -176,6 +178,54 @@ async fn failed_acks_leave_the_batch_on_the_bus_and_a_redelivery_changes_nothing
         stored(&kit).await,
         (2, vec![AlertState::Open]),
         "the redelivered batch changed nothing"
+    );
+    drop(kit.workers);
+}
+
+/// A hand resolution made in another process whose `ExcursionForgotten` never arrived
+/// (a cross-process fan-out lost it): the worker still holds the excursion for active
+/// and would open no alert for the next breach, until its refresh timer compares its
+/// state with the store's unresolved alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_excursion_forgotten_heals_from_the_store() {
+    let kit = kit().await;
+    let t = Timestamp::now().0 - 120_000;
+    vigia_bus::readings::publish(kit.bus.as_ref(), batch(kit.tenant, t, &[-12.0]))
+        .await
+        .unwrap();
+    settle(&kit).await;
+    assert_eq!(stored(&kit).await.1, [AlertState::Open]);
+    assert_eq!(
+        kit.pipeline.forget_resolved_excursions().await.unwrap(),
+        0,
+        "the alert is still unresolved: nothing to forget"
+    );
+    let alert = kit.store.alerts().unresolved().await.unwrap().remove(0);
+    kit.store
+        .alerts()
+        .resolve(kit.tenant, alert.id, "ops", Timestamp::now())
+        .await
+        .unwrap();
+    vigia_bus::readings::publish(kit.bus.as_ref(), batch(kit.tenant, t + 10_000, &[-11.0]))
+        .await
+        .unwrap();
+    settle(&kit).await;
+    assert_eq!(
+        stored(&kit).await.1,
+        [AlertState::Resolved],
+        "without the control message the breach goes unseen"
+    );
+    assert_eq!(kit.pipeline.forget_resolved_excursions().await.unwrap(), 1);
+    vigia_bus::readings::publish(kit.bus.as_ref(), batch(kit.tenant, t + 20_000, &[-10.0]))
+        .await
+        .unwrap();
+    settle(&kit).await;
+    let mut states = stored(&kit).await.1;
+    states.sort_by_key(|s| s.as_str());
+    assert_eq!(
+        states,
+        [AlertState::Open, AlertState::Resolved],
+        "after the heal the next breach opens a new alert"
     );
     drop(kit.workers);
 }

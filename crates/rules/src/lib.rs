@@ -170,6 +170,14 @@ impl SensorState {
         self.metrics.get(metric).and_then(|m| m.last)
     }
 
+    /// The rules with an active alert.
+    pub fn open_rules(&self) -> impl Iterator<Item = &str> {
+        self.excursions
+            .iter()
+            .filter(|(_, e)| e.active)
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Whether `rule` has an active alert.
     pub fn is_open(&self, rule: &str) -> bool {
         self.excursion(rule).is_some_and(|e| e.active)

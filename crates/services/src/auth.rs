@@ -156,6 +156,15 @@ impl Authenticator {
             .unwrap_or_else(|e| e.into_inner())
             .remove(hash);
     }
+
+    /// Drops every verified key, so each is checked against the store again on its next
+    /// use: how a cache fed by a cross-process fan-out heals a lost `KeyRevoked`.
+    pub fn forget_all(&self) {
+        self.verified
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 /// What happened at first start.

@@ -14,7 +14,7 @@ pub fn summary(config: &Config) -> String {
         .map(|r| r.describe())
         .unwrap_or_else(|e| format!("invalid: {e}"));
     let mut out = String::from("configuration is valid\n");
-    let rows: [(&str, String); 9] = [
+    let rows: [(&str, String); 10] = [
         ("listen", config.listen.to_string()),
         ("data_dir", config.data_dir.display().to_string()),
         ("roles", roles),
@@ -27,6 +27,7 @@ pub fn summary(config: &Config) -> String {
                 .map_or_else(|| "unset".to_string(), mask_password),
         ),
         ("bus", mask_password(&config.bus)),
+        ("fanout", mask_password(&config.fanout)),
         (
             "durability",
             format!("{:?}", config.durability).to_lowercase(),

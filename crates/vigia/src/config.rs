@@ -37,6 +37,13 @@ pub struct Config {
     /// Bus URL: `memory` (default; embedded, durable; file in the data dir), or any
     /// scheme of `vigia_bus::supported_schemes()`.
     pub bus: String,
+    /// Fan-out URL (live events and cache invalidations between processes): `memory`
+    /// (default; this process only), `redis://…` or `nats://…` (see `vigia_fanout`).
+    pub fanout: String,
+    /// With a cross-process fan-out: how often what its control messages keep current
+    /// (sensor directory, verified API keys, workers' excursions) is compared with the
+    /// store, so a lost message heals; at least 1s.
+    pub fanout_refresh: String,
     /// `full`: fsync before answering 202 (survives power loss); `os`: survives
     /// `kill -9` of the process but not power loss, and is faster.
     pub durability: Durability,
@@ -279,6 +286,8 @@ impl Default for Config {
             store_max_connections: vigia_store::registry::DEFAULT_MAX_CONNECTIONS,
             store_read_url: None,
             bus: "memory".into(),
+            fanout: "memory".into(),
+            fanout_refresh: "30s".into(),
             durability: Durability::Full,
             demo: false,
             bootstrap_token: None,
@@ -341,6 +350,8 @@ const KEYS: &[&str] = &[
     "store_max_connections",
     "store_read_url",
     "bus",
+    "fanout",
+    "fanout_refresh",
     "durability",
     "demo",
     "bootstrap_token",
@@ -453,8 +464,11 @@ impl Config {
             bail!("auth.max_failures_per_second must be at least 1");
         }
         vigia_bus::validate_url(&self.bus).map_err(|e| anyhow::anyhow!("setting `bus`: {e}"))?;
+        vigia_fanout::validate_url(&self.fanout)
+            .map_err(|e| anyhow::anyhow!("setting `fanout`: {e}"))?;
         for (name, value) in [
             ("shutdown_timeout", &self.shutdown_timeout),
+            ("fanout_refresh", &self.fanout_refresh),
             ("ingest.max_future", &self.ingest.max_future),
             ("ingest.max_age", &self.ingest.max_age),
             ("rules.rate_window", &self.rules.rate_window),
@@ -481,6 +495,9 @@ impl Config {
             ("retention.pause", &self.retention.pause),
         ] {
             parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
+        }
+        if self.millis(&self.fanout_refresh) < 1_000 {
+            bail!("fanout_refresh must be at least 1s");
         }
         if self.ingest.max_body_bytes < 1024 {
             bail!("ingest.max_body_bytes must be at least 1024");
@@ -667,6 +684,22 @@ mod tests {
             ),
             (Box::new(|c| c.bus = "kafka".into()), "bus `kafka`"),
             (
+                Box::new(|c| c.fanout = "kafka://broker".into()),
+                "setting `fanout`: fan-out `kafka://broker`: unknown scheme",
+            ),
+            (
+                Box::new(|c| c.fanout = "redis://cache?group=w".into()),
+                "unknown query parameter `group`",
+            ),
+            (
+                Box::new(|c| c.fanout_refresh = "500ms".into()),
+                "fanout_refresh must be at least 1s",
+            ),
+            (
+                Box::new(|c| c.fanout_refresh = "often".into()),
+                "setting `fanout_refresh`",
+            ),
+            (
                 Box::new(|c| c.rules.resolve_hold = "soon".into()),
                 "rules.resolve_hold",
             ),
@@ -771,6 +804,8 @@ mod tests {
             "INGEST__MAX_BODY_BYTES",
             "ingest.max_body_bytes",
             "LISTEN",
+            "FANOUT",
+            "FANOUT_REFRESH",
         ] {
             assert!(is_setting(key), "{key}");
         }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use vigia_bus::{Bus, Capacity, OpenContext, Topic};
 use vigia_core::Control;
-use vigia_fanout::{Fanout, InProcessFanout};
+use vigia_fanout::FanoutOptions;
 use vigia_ingest::decode::DecodeLimits;
 use vigia_ingest::{Pipeline, PipelineConfig, SensorDirectory};
 use vigia_rules::EngineConfig;
@@ -67,7 +67,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         demo::provision(store.as_ref(), tenant).await?;
     }
 
-    let fanout: Arc<dyn Fanout> = Arc::new(InProcessFanout::new(LIVE_CAPACITY));
+    let fanout = vigia_fanout::open(
+        &config.fanout,
+        &FanoutOptions {
+            live_capacity: LIVE_CAPACITY,
+            ..FanoutOptions::default()
+        },
+    )
+    .await?;
     let directory = Arc::new(SensorDirectory::new());
     let sensors = directory
         .warm(store.as_ref())
@@ -82,6 +89,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = None;
+    let mut pipeline_for_refresh = None;
     if roles.has("worker") {
         let bus = bus.clone().context("the worker role has no bus")?;
         let pipeline = Pipeline::new(
@@ -94,6 +102,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("could not rebuild rule state from the store")?;
         workers = Some(pipeline.spawn_workers());
+        pipeline_for_refresh = Some(pipeline);
     }
     let ingest = match (&bus, roles.has("ingest")) {
         (Some(bus), true) => Some(Arc::new(
@@ -115,6 +124,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let auth = Authenticator::new(store.clone(), fanout.as_ref());
+    let cache_refresh = cross_process_fanout(&config.fanout).then(|| {
+        tokio::spawn(refresh_caches(
+            config.duration(&config.fanout_refresh),
+            store.clone(),
+            directory.clone(),
+            auth.clone(),
+            pipeline_for_refresh,
+            stop_rx.clone(),
+        ))
+    });
     let rejections = Arc::new(RejectionLog::new());
     let mqtt = match &ingest {
         Some(ingest) => {
@@ -216,6 +235,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let _ = audit_flusher.await;
+    if let Some(refresh) = cache_refresh {
+        let _ = refresh.await;
+    }
     if let Some(scheduler) = &scheduler {
         let report = scheduler.stop(Duration::from_secs(10)).await;
         if !report.dropped.is_empty() {
@@ -277,6 +299,52 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         ),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("could not lock {}", path.display()))
+        }
+    }
+}
+
+/// Whether `url` carries the fan-out between processes (anything but in process).
+fn cross_process_fanout(url: &str) -> bool {
+    let scheme = url.trim().split("://").next().unwrap_or("");
+    !(scheme.is_empty() || scheme.eq_ignore_ascii_case("memory"))
+}
+
+/// With a cross-process fan-out a control message can be lost (a broker outage, a
+/// process that was reconnecting): every `every` the caches it feeds reload from the
+/// store, so a lost `SensorChanged`, `KeyRevoked` or `ExcursionForgotten` heals within
+/// `fanout_refresh`.
+async fn refresh_caches(
+    every: Duration,
+    store: Arc<dyn vigia_store::Store>,
+    directory: Arc<SensorDirectory>,
+    auth: Arc<Authenticator>,
+    pipeline: Option<Arc<Pipeline>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and the caches were just loaded.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        auth.forget_all();
+        if let Err(e) = directory.warm(store.as_ref()).await {
+            warn!(error = %e, "could not reload the sensors; retrying next refresh");
+        }
+        if let Some(pipeline) = &pipeline {
+            match pipeline.forget_resolved_excursions().await {
+                Ok(0) => {}
+                Ok(forgotten) => info!(
+                    forgotten,
+                    "forgot excursions whose alerts were resolved elsewhere"
+                ),
+                Err(e) => {
+                    warn!(error = %e, "could not compare rule state with the store's alerts; retrying next refresh")
+                }
+            }
         }
     }
 }
