@@ -45,7 +45,7 @@ fn good_bodies() {
         ("whitespace everywhere", " \r\n\t{ \"sensor\" :\n\"CF-1\" ,\t\"value\" : 1 }\n ".into(), vec![reading("CF-1", "temperature", t, 1.0)]),
         ("a byte order mark is ignored", "\u{feff}{\"sensor\":\"CF-1\",\"value\":1}".into(), vec![reading("CF-1", "temperature", t, 1.0)]),
         ("tiny, huge and negative zero values", r#"[{"sensor":"a","value":1e-400},{"sensor":"a","value":1.7e308},{"sensor":"a","value":-0.0}]"#.into(),
-            vec![reading("a", "temperature", t, 0.0), reading("a", "temperature", t, 1.7e308), reading("a", "temperature", t, -0.0)]),
+            vec![reading("a", "temperature", t, 0.0), reading("a", "temperature", t + 1, 1.7e308), reading("a", "temperature", t + 2, -0.0)]),
         ("an array keeps its order", " [ {\"sensor\":\"b\",\"value\":2} , {\"sensor\":\"a\",\"value\":1} ] ".into(),
             vec![reading("b", "temperature", t, 2.0), reading("a", "temperature", t, 1.0)]),
         ("ts exactly 24 h ahead is accepted", format!(r#"{{"sensor":"a","ts":{},"value":1}}"#, t + DAY_MS), vec![reading("a", "temperature", t + DAY_MS, 1.0)]),
@@ -601,5 +601,31 @@ fn errors_render_for_people() {
     assert_eq!(
         malformed.to_string(),
         "malformed JSON at line 1, column 1: EOF while parsing an object"
+    );
+}
+
+/// Readings of one sensor and metric without `ts` in one body are distinct readings: each
+/// gets the next millisecond, so the store's (sensor, metric, ts) key folds none of them.
+#[test]
+fn readings_without_ts_in_one_body_get_successive_milliseconds() {
+    let now = Timestamp(1_700_000_000_000);
+    let body = br#"[{"sensor":"a","value":1},{"sensor":"a","value":2},
+                    {"sensor":"a","metric":"rh","value":3},{"sensor":"b","value":4},
+                    {"sensor":"a","value":5,"ts":1700000000000}]"#;
+    let readings = decode_readings(body, now, &DecodeLimits::default()).unwrap();
+    let times: Vec<(&str, &str, i64)> = readings
+        .iter()
+        .map(|r| (r.sensor.as_str(), r.metric.as_str(), r.ts.0 - now.0))
+        .collect();
+    assert_eq!(
+        times,
+        [
+            ("a", "temperature", 0),
+            ("a", "temperature", 1),
+            ("a", "rh", 0),
+            ("b", "temperature", 0),
+            // An explicit `ts` is the client's: kept as sent (a resend folds, as it should).
+            ("a", "temperature", 0),
+        ]
     );
 }

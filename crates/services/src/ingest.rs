@@ -3,13 +3,14 @@
 //! (durable before it returns) → metrics. Authentication happens before, in the front
 //! end, through the [`crate::Authenticator`]; the caller's role is checked here.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use vigia_bus::{Bus, BusError};
-use vigia_core::{IngestBatch, Permission, Reading, Timestamp};
+use vigia_core::{IngestBatch, Permission, Reading, TenantId, Timestamp};
 use vigia_ingest::decode::{
-    decode_line_protocol, decode_readings, DecodeError, DecodeLimits, LineProtocolError,
+    decode_line_protocol, decode_readings_timed, DecodeError, DecodeLimits, LineProtocolError,
     LineProtocolOptions, Precision,
 };
 use vigia_ingest::{metrics as m, Provisioning, SensorDirectory};
@@ -51,6 +52,38 @@ pub enum IngestError {
     Service(#[from] ServiceError),
 }
 
+/// Series whose last default time is remembered before the stale ones are dropped.
+const MAX_DEFAULT_TIMES: usize = 100_000;
+
+/// The last default time handed out per (tenant, sensor, metric). A reading sent without
+/// `ts` gets its arrival millisecond, or the millisecond after the last such reading of
+/// its series when that is later, so two of them arriving in the same millisecond (in
+/// one body or in two requests) are two readings, not one folded into the other by the
+/// store's (sensor, metric, ts) key while both were acknowledged.
+#[derive(Default)]
+pub struct DefaultTimes {
+    last: std::sync::Mutex<HashMap<(TenantId, String, String), i64>>,
+}
+
+impl DefaultTimes {
+    /// The time of the next reading without `ts` of this series, arriving at `now`.
+    pub fn next(&self, tenant: TenantId, sensor: &str, metric: &str, now: Timestamp) -> Timestamp {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() >= MAX_DEFAULT_TIMES {
+            // A series last stamped before `now` gets `now` anyway: it cannot collide.
+            last.retain(|_, at| *at >= now.0);
+            if last.len() >= MAX_DEFAULT_TIMES {
+                last.clear();
+            }
+        }
+        let at = last
+            .entry((tenant, sensor.to_string(), metric.to_string()))
+            .and_modify(|at| *at = now.0.max(*at + 1))
+            .or_insert(now.0);
+        Timestamp(*at)
+    }
+}
+
 /// Takes readings from devices and makes them durable on the bus.
 pub struct IngestService {
     bus: Arc<dyn Bus>,
@@ -59,6 +92,7 @@ pub struct IngestService {
     limits: IngestLimits,
     /// The line protocol tag that names the sensor.
     sensor_tag: String,
+    default_times: Arc<DefaultTimes>,
 }
 
 impl IngestService {
@@ -74,6 +108,7 @@ impl IngestService {
             provisioning,
             limits,
             sensor_tag: "sensor".into(),
+            default_times: Arc::default(),
         }
     }
 
@@ -94,10 +129,17 @@ impl IngestService {
         caller.require(Permission::Ingest)?;
         let now = Timestamp::now();
         let limits = self.limits.decode.clone();
-        let readings = if body.len() <= INLINE_DECODE_LIMIT {
-            decode_readings(&body, now, &limits)?
+        let (times, tenant) = (self.default_times.clone(), caller.tenant);
+        let inline = body.len() <= INLINE_DECODE_LIMIT;
+        let decode = move || {
+            decode_readings_timed(&body, now, &limits, &mut |sensor, metric| {
+                times.next(tenant, sensor, metric, now)
+            })
+        };
+        let readings = if inline {
+            decode()?
         } else {
-            tokio::task::spawn_blocking(move || decode_readings(&body, now, &limits))
+            tokio::task::spawn_blocking(decode)
                 .await
                 .map_err(|e| BusError::Unavailable(format!("decoder task failed: {e}")))??
         };
@@ -178,5 +220,42 @@ impl IngestService {
         } else {
             Err(IngestError::Unprovisioned { rows, total })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_without_ts_of_one_series_get_distinct_milliseconds() {
+        let times = DefaultTimes::default();
+        let (t, now) = (TenantId(1), Timestamp(1_000));
+        assert_eq!(times.next(t, "a", "temperature", now), Timestamp(1_000));
+        assert_eq!(times.next(t, "a", "temperature", now), Timestamp(1_001));
+        // Other series, other tenants: their own clocks.
+        assert_eq!(times.next(t, "a", "humidity", now), Timestamp(1_000));
+        assert_eq!(
+            times.next(TenantId(2), "a", "temperature", now),
+            Timestamp(1_000)
+        );
+        // Later arrivals take their own millisecond once past the last one given.
+        assert_eq!(
+            times.next(t, "a", "temperature", Timestamp(1_001)),
+            Timestamp(1_002)
+        );
+        assert_eq!(
+            times.next(t, "a", "temperature", Timestamp(5_000)),
+            Timestamp(5_000)
+        );
+    }
+
+    #[test]
+    fn the_memory_is_bounded() {
+        let times = DefaultTimes::default();
+        for i in 0..MAX_DEFAULT_TIMES + 10 {
+            times.next(TenantId(1), &format!("s{i}"), "m", Timestamp(i as i64));
+        }
+        assert!(times.last.lock().unwrap().len() <= MAX_DEFAULT_TIMES);
     }
 }

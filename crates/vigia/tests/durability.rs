@@ -156,3 +156,43 @@ async fn sigterm_drains_in_flight_work_and_exits_cleanly() {
     let got = stored(&server, "TERM", t0, t0 + 1_000_000).await;
     assert_eq!(got.len(), sent);
 }
+
+/// A 202 counts what is stored: readings of one sensor without `ts`, two in one batch and
+/// many single requests in quick succession (several in one millisecond), are all kept —
+/// none folded into another by sharing the arrival millisecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_without_ts_are_all_stored_as_acknowledged() {
+    let server = TestServer::start(Options::default());
+    let url = server.url("/api/v1/readings");
+    let res = post_json(
+        &url,
+        &json!([{"sensor": "NOTS-1", "value": 1}, {"sensor": "NOTS-1", "value": 2}]),
+    )
+    .await;
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"accepted": 2}));
+    let bodies: Vec<Value> = (0..50)
+        .map(|i| json!({"sensor": "NOTS-1", "value": 10 + i}))
+        .collect();
+    let singles =
+        futures_util::future::join_all(bodies.iter().map(|body| post_json(&url, body))).await;
+    assert!(singles.iter().all(|r| r.status() == 202));
+    // Drained means taken by a worker, not yet committed: wait for the commits.
+    let series_url = server.url("/api/v1/sensors/NOTS-1/readings?limit=1000");
+    let mut values: Vec<f64> = eventually(Duration::from_secs(20), "52 readings", || async {
+        let series = get_json(&series_url).await;
+        let values: Vec<f64> = series["points"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["value"].as_f64())
+            .collect();
+        (values.len() >= 52).then_some(values)
+    })
+    .await;
+    values.sort_by(f64::total_cmp);
+    let mut expected: Vec<f64> = [1.0, 2.0]
+        .into_iter()
+        .chain((10..60).map(f64::from))
+        .collect();
+    expected.sort_by(f64::total_cmp);
+    assert_eq!(values, expected, "every acknowledged reading is stored");
+}

@@ -126,16 +126,35 @@ pub enum DecodeError {
     Empty,
 }
 
-/// Decodes and validates a readings body. `now` is the arrival time: the default `ts`
-/// and the reference for the future limit.
+/// The time of a reading sent without `ts`, given its sensor and metric.
+pub type DefaultTime<'a> = dyn FnMut(&str, &str) -> Timestamp + 'a;
+
+/// Decodes and validates a readings body. `now` is the arrival time: the reference for
+/// the time limits, and the default `ts` — except that readings of one sensor and metric
+/// without `ts` in one body get successive milliseconds from `now` on, so none is folded
+/// into another by the store's (sensor, metric, ts) key.
 pub fn decode_readings(
     body: &[u8],
     now: Timestamp,
     limits: &DecodeLimits,
 ) -> Result<Vec<Reading>, DecodeError> {
+    let mut in_body = BodyTimes::new(now);
+    decode_readings_timed(body, now, limits, &mut |sensor, metric| {
+        in_body.next(sensor, metric)
+    })
+}
+
+/// [`decode_readings`] with the default time of each reading without `ts` chosen by
+/// `default_time` (the ingest service keeps them distinct across requests too).
+pub fn decode_readings_timed(
+    body: &[u8],
+    now: Timestamp,
+    limits: &DecodeLimits,
+    default_time: &mut DefaultTime<'_>,
+) -> Result<Vec<Reading>, DecodeError> {
     // RFC 8259 lets parsers ignore a byte order mark; some Windows tools write one.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    match fast_path(body, now, limits) {
+    match fast_path(body, now, limits, default_time) {
         Ok(Fast::Readings(readings)) => Ok(readings),
         Ok(Fast::TooMany(rows)) => Err(DecodeError::TooManyRows {
             rows,
@@ -155,6 +174,31 @@ enum Fast {
     Empty,
 }
 
+/// Successive default times per (sensor, metric) within one body.
+pub struct BodyTimes {
+    now: Timestamp,
+    seen: std::collections::HashMap<(String, String), i64>,
+}
+
+impl BodyTimes {
+    pub fn new(now: Timestamp) -> Self {
+        Self {
+            now,
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    /// `now` for the first reading of a (sensor, metric), then one millisecond later each.
+    pub fn next(&mut self, sensor: &str, metric: &str) -> Timestamp {
+        let next = self
+            .seen
+            .entry((sensor.to_string(), metric.to_string()))
+            .and_modify(|last| *last += 1)
+            .or_insert(self.now.0);
+        Timestamp(*next)
+    }
+}
+
 /// One row as the client sends it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,8 +213,17 @@ struct WireReading {
 
 impl WireReading {
     /// Validates and converts; `None` sends the body to the slow path for the details.
-    fn into_reading(self, now: Timestamp, limits: &DecodeLimits) -> Option<Reading> {
-        let ts = self.ts.unwrap_or(now);
+    fn into_reading(
+        self,
+        now: Timestamp,
+        limits: &DecodeLimits,
+        default_time: &mut DefaultTime<'_>,
+    ) -> Option<Reading> {
+        let metric = self.metric.as_deref().unwrap_or(DEFAULT_METRIC);
+        let ts = match self.ts {
+            Some(ts) => ts,
+            None => default_time(&self.sensor, metric),
+        };
         let ok = validate_sensor_key(&self.sensor).is_ok()
             && self
                 .metric
@@ -191,6 +244,7 @@ fn fast_path(
     body: &[u8],
     now: Timestamp,
     limits: &DecodeLimits,
+    default_time: &mut DefaultTime<'_>,
 ) -> Result<Fast, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
@@ -202,13 +256,14 @@ fn fast_path(
                 now,
                 limits,
                 capacity,
+                default_time,
             };
             seed.deserialize(&mut de)?
         }
         Some(b'{') => {
             let wire = WireReading::deserialize(&mut de)?;
             let reading = wire
-                .into_reading(now, limits)
+                .into_reading(now, limits, default_time)
                 .ok_or_else(|| serde_json::Error::custom("invalid reading"))?;
             Fast::Readings(vec![reading])
         }
@@ -220,13 +275,14 @@ fn fast_path(
 
 /// Deserializes the array straight into validated readings, counting past the limit
 /// without keeping anything so the error can say how many rows there were.
-struct RowsSeed<'l> {
+struct RowsSeed<'l, 't> {
     now: Timestamp,
     limits: &'l DecodeLimits,
     capacity: usize,
+    default_time: &'l mut DefaultTime<'t>,
 }
 
-impl<'de> DeserializeSeed<'de> for RowsSeed<'_> {
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_, '_> {
     type Value = Fast;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Fast, D::Error> {
@@ -234,7 +290,7 @@ impl<'de> DeserializeSeed<'de> for RowsSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for RowsSeed<'_> {
+impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
     type Value = Fast;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -252,7 +308,7 @@ impl<'de> Visitor<'de> for RowsSeed<'_> {
                 return Ok(Fast::TooMany(rows));
             }
             let reading = wire
-                .into_reading(self.now, self.limits)
+                .into_reading(self.now, self.limits, self.default_time)
                 .ok_or_else(|| A::Error::custom("invalid reading"))?;
             readings.push(reading);
         }
