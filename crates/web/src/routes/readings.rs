@@ -29,8 +29,12 @@ pub struct ReadingInput {
     #[schema(schema_with = reading_metric_schema)]
     metric: Option<String>,
     /// Event time, RFC 3339 or epoch milliseconds, in years 0000–9999 (UTC); absent or
-    /// `null` means the arrival time. At most 24 h (`ingest.max_future`) after the arrival
-    /// and at most 7 d (`ingest.max_age`, no more than the raw retention) before it.
+    /// `null` means the arrival time — one millisecond later for each further reading of
+    /// the same sensor and metric arriving in that millisecond, so none is folded into
+    /// another (a retried batch without `ts` is stored again; send `ts` for idempotent
+    /// retries: a (sensor, metric, ts) already stored is not stored twice). At most 24 h
+    /// (`ingest.max_future`) after the arrival and at most 7 d (`ingest.max_age`, no more
+    /// than the raw retention) before it.
     #[schema(schema_with = reading_ts_schema)]
     ts: Option<String>,
     /// A finite number.
