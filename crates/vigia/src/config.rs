@@ -65,6 +65,30 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub rollups: RollupsConfig,
     pub retention: RetentionConfig,
+    pub live: LiveConfig,
+}
+
+/// The live feed (`/api/v1/ws`, `/api/v1/events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Open WebSocket and SSE streams this process serves; past it, 503 + `Retry-After`.
+    pub max_subscribers: usize,
+    /// Open streams of one API key; past it, 429 + `Retry-After`.
+    pub max_subscribers_per_key: usize,
+    /// How long one WebSocket frame may wait for a client that does not read before the
+    /// stream is closed (code 1008, with the reason).
+    pub send_timeout: String,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            max_subscribers: 10_000,
+            max_subscribers_per_key: 100,
+            send_timeout: "10s".into(),
+        }
+    }
 }
 
 /// The `rollups` scheduler job: 1-minute and 1-hour summaries of closed raw ranges.
@@ -302,6 +326,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             rollups: RollupsConfig::default(),
             retention: RetentionConfig::default(),
+            live: LiveConfig::default(),
         }
     }
 }
@@ -366,6 +391,7 @@ const KEYS: &[&str] = &[
     "mqtt",
     "rollups",
     "retention",
+    "live",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -493,6 +519,7 @@ impl Config {
             ("retention.raw", &self.retention.raw),
             ("retention.rollups", &self.retention.rollups),
             ("retention.pause", &self.retention.pause),
+            ("live.send_timeout", &self.live.send_timeout),
         ] {
             parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
         }
@@ -522,7 +549,22 @@ impl Config {
             bail!("rules.rate_min_interval must not exceed rules.rate_window");
         }
         self.validate_mqtt()?;
+        self.validate_live()?;
         self.validate_rollups_and_retention()
+    }
+
+    fn validate_live(&self) -> anyhow::Result<()> {
+        let live = &self.live;
+        if live.max_subscribers == 0 || live.max_subscribers_per_key == 0 {
+            bail!("live.max_subscribers and live.max_subscribers_per_key must be at least 1");
+        }
+        if live.max_subscribers_per_key > live.max_subscribers {
+            bail!("live.max_subscribers_per_key must not exceed live.max_subscribers");
+        }
+        if self.millis(&live.send_timeout) < 100 {
+            bail!("live.send_timeout must be at least 100ms");
+        }
+        Ok(())
     }
 
     fn validate_rollups_and_retention(&self) -> anyhow::Result<()> {
@@ -755,6 +797,10 @@ mod tests {
                 "retention.rollups must not be shorter",
             ),
             (Box::new(|c| c.retention.chunk = 0), "retention.chunk"),
+            (
+                Box::new(|c| c.live.max_subscribers_per_key = 20_000),
+                "live.max_subscribers_per_key",
+            ),
             (
                 Box::new(|c| c.ingest.max_age = "30d".into()),
                 "ingest.max_age must not exceed retention.raw",

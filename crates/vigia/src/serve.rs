@@ -152,7 +152,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let audit = AuditTrail::new(store.clone());
     let audit_flusher = audit.spawn_flusher(Duration::from_secs(1), stop_rx.clone());
-    let live = LiveHub::new(fanout.clone());
+    let live = LiveHub::new(
+        fanout.clone(),
+        vigia_web::LiveLimits {
+            max_subscribers: config.live.max_subscribers,
+            max_subscribers_per_key: config.live.max_subscribers_per_key,
+            send_timeout: config.duration(&config.live.send_timeout),
+        },
+    );
     let state = AppState::new(AppServices {
         ingest,
         sensors: Arc::new(SensorService::new(store.clone(), fanout.clone())),

@@ -26,7 +26,7 @@ use vigia_store::Store;
 
 pub use auth::{presented_key, Caller};
 pub use error::{ApiError, Problem};
-pub use live_hub::LiveHub;
+pub use live_hub::{LiveHub, LiveLimits};
 pub use ratelimit::FailedAuthLimiter;
 
 /// Shared state of every handler: one pointer to the [`AppServices`].

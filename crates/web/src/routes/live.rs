@@ -19,6 +19,7 @@ use vigia_core::{LiveEvent, Permission, TenantId};
 
 use crate::auth::presented_key;
 use crate::error::{ApiError, Problem};
+use crate::live_hub::{SubscribeError, Subscription};
 use crate::{AppState, Caller};
 
 #[derive(serde::Deserialize)]
@@ -61,6 +62,17 @@ fn frame(event: &LiveEvent, tenant: TenantId) -> Option<(&'static str, String)> 
         LiveEvent::Alert { .. } => "alert",
     };
     serde_json::to_string(event).ok().map(|json| (kind, json))
+}
+
+/// The refusal of a stream past the live limits: 503 when the server is full, 429 when
+/// the key holds its most streams (both with `Retry-After`).
+fn refused(error: SubscribeError) -> ApiError {
+    match error {
+        SubscribeError::Full(_) => ApiError::unavailable(error.to_string(), 5),
+        SubscribeError::KeyFull(_) => {
+            crate::ratelimit::too_many(error.to_string(), Duration::from_secs(5))
+        }
+    }
 }
 
 fn lagged(missed: u64) -> String {
@@ -122,6 +134,8 @@ fn version_schema() -> utoipa::openapi::schema::Object {
         (status = 400, description = "Not a WebSocket upgrade request", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key's role cannot read", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This key holds its most live streams (`live.max_subscribers_per_key`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This server holds its most live streams (`live.max_subscribers`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])),
     extensions(("x-vigia-permission" = json!("read")))
@@ -135,15 +149,26 @@ pub async fn websocket(
         Ok(u) => u,
         Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
     };
+    // Taken before the upgrade, so a refusal is a plain HTTP answer.
+    let subscription = match state.live.subscribe(caller.key_id) {
+        Ok(s) => s,
+        Err(e) => return refused(e).into_response(),
+    };
     upgrade
         // Bound what a slow client can make us buffer.
         .max_write_buffer_size(4 * 1024 * 1024)
-        .on_upgrade(move |socket| serve_socket(socket, state, caller.tenant))
+        .on_upgrade(move |socket| serve_socket(socket, state, caller.tenant, subscription))
 }
 
-async fn serve_socket(socket: WebSocket, state: AppState, tenant: TenantId) {
+async fn serve_socket(
+    socket: WebSocket,
+    state: AppState,
+    tenant: TenantId,
+    mut subscription: Subscription,
+) {
     let (mut tx, mut rx) = socket.split();
-    let mut events = state.live.subscribe();
+    let events = &mut subscription.events;
+    let send_timeout = state.live.limits().send_timeout;
     let mut closing = state.live.closing();
     let mut ping = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -157,8 +182,23 @@ async fn serve_socket(socket: WebSocket, state: AppState, tenant: TenantId) {
                     Err(RecvError::Lagged(n)) => lagged(n),
                     Err(RecvError::Closed) => break,
                 };
-                if tx.send(Message::Text(text.into())).await.is_err() {
-                    break;
+                // A client that does not read holds its frames in our buffers: past the
+                // timeout it is closed with a reason and its memory freed.
+                match tokio::time::timeout(send_timeout, tx.send(Message::Text(text.into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        let reason = axum::extract::ws::CloseFrame {
+                            code: axum::extract::ws::close_code::POLICY,
+                            reason: "too slow: frames not read within live.send_timeout".into(),
+                        };
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            tx.send(Message::Close(Some(reason))),
+                        )
+                        .await;
+                        break;
+                    }
                 }
             }
             incoming = rx.next() => match incoming {
@@ -190,6 +230,8 @@ async fn serve_socket(socket: WebSocket, state: AppState, tenant: TenantId) {
         (status = 200, description = "An event stream", content_type = "text/event-stream"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key's role cannot read", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This key holds its most live streams (`live.max_subscribers_per_key`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This server holds its most live streams (`live.max_subscribers`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("api_key" = [])),
     extensions(("x-vigia-permission" = json!("read")))
@@ -197,20 +239,22 @@ async fn serve_socket(socket: WebSocket, state: AppState, tenant: TenantId) {
 pub async fn events(
     State(state): State<AppState>,
     LiveCaller(caller): LiveCaller,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let tenant = caller.tenant;
-    let events = state.live.subscribe();
+    let subscription = state.live.subscribe(caller.key_id).map_err(refused)?;
     let mut closing = state.live.closing();
-    let stream = futures_util::stream::unfold(events, move |mut events| async move {
+    // The subscription travels with the stream: its place is given back when the
+    // client goes away and the stream is dropped.
+    let stream = futures_util::stream::unfold(subscription, move |mut sub| async move {
         loop {
-            match events.recv().await {
+            match sub.events.recv().await {
                 Ok(event) => {
                     if let Some((kind, json)) = frame(&event, tenant) {
-                        return Some((Ok(Event::default().event(kind).data(json)), events));
+                        return Some((Ok(Event::default().event(kind).data(json)), sub));
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
-                    return Some((Ok(Event::default().event("lagged").data(lagged(n))), events))
+                    return Some((Ok(Event::default().event("lagged").data(lagged(n))), sub))
                 }
                 Err(RecvError::Closed) => return None,
             }
@@ -220,5 +264,5 @@ pub async fn events(
     let stream = stream.take_until(async move {
         let _ = closing.wait_for(|closed| *closed).await;
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -1,0 +1,115 @@
+//! Live-feed limits (`live.max_subscribers`, `live.max_subscribers_per_key`): past them a
+//! new WebSocket or SSE stream is refused with a clear problem and `Retry-After`, open
+//! streams keep receiving, and a closed stream gives its place back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn ws_url(server: &TestServer, token: &str) -> String {
+    format!(
+        "{}/api/v1/ws?access_token={token}",
+        server.base.replacen("http://", "ws://", 1)
+    )
+}
+
+async fn open(server: &TestServer, token: &str) -> Result<Socket, (u16, String, Option<String>)> {
+    match tokio_tungstenite::connect_async(ws_url(server, token)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(res)) => Err((
+            res.status().as_u16(),
+            String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned(),
+            res.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+        )),
+        Err(e) => panic!("ws connect: {e}"),
+    }
+}
+
+async fn sse_status(server: &TestServer, token: &str) -> (u16, Option<String>) {
+    let res = client()
+        .get(server.url("/api/v1/events"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    (res.status().as_u16(), retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_limits_are_refused_and_others_go_on() {
+    let server = TestServer::start(Options {
+        env: vec![
+            ("VIGIA_LIVE__MAX_SUBSCRIBERS".into(), "3".into()),
+            ("VIGIA_LIVE__MAX_SUBSCRIBERS_PER_KEY".into(), "2".into()),
+        ],
+        ..Options::default()
+    });
+    let other = new_key(server.data_dir(), "default", "second-screen");
+
+    let mut first = open(&server, TOKEN).await.expect("first stream");
+    let second = open(&server, TOKEN).await.expect("second stream");
+    // The key's third: 429, before any upgrade.
+    let (status, body, retry) = open(&server, TOKEN).await.expect_err("refused");
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("live.max") || body.contains("most live streams"),
+        "{body}"
+    );
+    assert_eq!(retry.as_deref(), Some("5"));
+    assert_eq!(sse_status(&server, TOKEN).await, (429, Some("5".into())));
+
+    // Another key fills the server: then 503 for anyone.
+    let _third = open(&server, &other).await.expect("another key's stream");
+    let (status, body, retry) = open(&server, &other).await.expect_err("refused");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("most live streams"), "{body}");
+    assert_eq!(retry.as_deref(), Some("5"));
+
+    // Open streams are not disturbed: a reading reaches the first.
+    let res = post_json(
+        &server.url("/api/v1/readings"),
+        &json!({"sensor": "LIVE-1", "value": 1.5}),
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    let frame = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = first.next().await {
+            if let Ok(text) = msg.to_text() {
+                if let Ok(v) = serde_json::from_str::<Value>(text) {
+                    if v["type"] == "readings" {
+                        return v;
+                    }
+                }
+            }
+        }
+        panic!("the stream ended")
+    })
+    .await
+    .expect("a readings frame on the open stream");
+    assert!(frame.to_string().contains("LIVE-1"), "{frame}");
+
+    // A closed stream gives its place back.
+    drop(second);
+    eventually(
+        Duration::from_secs(10),
+        "the place to come back",
+        || async { open(&server, TOKEN).await.ok() },
+    )
+    .await;
+}
