@@ -279,6 +279,9 @@ pub struct IngestConfig {
     pub queue_capacity_readings: u64,
     /// The InfluxDB line protocol tag that names the sensor.
     pub line_protocol_sensor_tag: String,
+    /// Ingest requests (JSON and line protocol) one API key may send per second, in a
+    /// burst as well; past it 429 with `Retry-After`.
+    pub max_requests_per_second_per_key: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -341,6 +344,7 @@ impl Default for IngestConfig {
             provisioning: Provisioning::Auto,
             queue_capacity_readings: 1_000_000,
             line_protocol_sensor_tag: "sensor".into(),
+            max_requests_per_second_per_key: 50_000,
         }
     }
 }
@@ -528,6 +532,9 @@ impl Config {
         }
         if self.ingest.max_body_bytes < 1024 {
             bail!("ingest.max_body_bytes must be at least 1024");
+        }
+        if self.ingest.max_requests_per_second_per_key == 0 {
+            bail!("ingest.max_requests_per_second_per_key must be at least 1");
         }
         if self.ingest.max_batch_rows == 0 {
             bail!("ingest.max_batch_rows must be at least 1");

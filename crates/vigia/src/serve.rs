@@ -21,7 +21,9 @@ use vigia_services::{
     AlertService, AuditTrail, Authenticator, Bootstrap, IngestLimits, IngestService, KeyService,
     RejectionLog, SensorService,
 };
-use vigia_web::{telemetry::Metrics, AppServices, AppState, FailedAuthLimiter, LiveHub, Surfaces};
+use vigia_web::{
+    telemetry::Metrics, AppServices, AppState, FailedAuthLimiter, IngestLimiter, LiveHub, Surfaces,
+};
 
 use crate::config::Config;
 use crate::demo;
@@ -175,6 +177,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         failed_auth: Arc::new(FailedAuthLimiter::new(
             std::num::NonZeroU32::new(config.auth.max_failures_per_second)
                 .context("auth.max_failures_per_second must be at least 1")?,
+        )),
+        ingest_rate: Arc::new(IngestLimiter::new(
+            std::num::NonZeroU32::new(config.ingest.max_requests_per_second_per_key)
+                .context("ingest.max_requests_per_second_per_key must be at least 1")?,
         )),
         live: live.clone(),
         jobs: scheduler.clone(),

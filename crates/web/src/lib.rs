@@ -27,7 +27,7 @@ use vigia_store::Store;
 pub use auth::{presented_key, Caller};
 pub use error::{ApiError, Problem};
 pub use live_hub::{LiveHub, LiveLimits};
-pub use ratelimit::FailedAuthLimiter;
+pub use ratelimit::{FailedAuthLimiter, IngestLimiter};
 
 /// Shared state of every handler: one pointer to the [`AppServices`].
 ///
@@ -64,6 +64,8 @@ pub struct AppServices {
     /// Messages the protocol front ends (MQTT) refused lately, per tenant.
     pub rejections: Arc<vigia_services::RejectionLog>,
     pub failed_auth: Arc<FailedAuthLimiter>,
+    /// Ingest requests per API key, HTTP JSON and line protocol alike.
+    pub ingest_rate: Arc<IngestLimiter>,
     pub live: LiveHub,
     /// The scheduler's jobs, when this process has the `scheduler` role.
     pub jobs: Option<vigia_scheduler::SchedulerHandle>,

@@ -109,6 +109,24 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 /// Failed authentications per client address.
 pub type FailedAuthLimiter = KeyedLimiter<IpAddr>;
 
+/// Ingest requests per API key (`ingest.max_requests_per_second_per_key`).
+pub type IngestLimiter = KeyedLimiter<vigia_core::ApiKeyId>;
+
+/// Counts one ingest request of the caller's key; 429 with `Retry-After` past its rate,
+/// so one flooding device key cannot take the capacity other keys need.
+pub fn check_ingest_rate(
+    limiter: &IngestLimiter,
+    key: vigia_core::ApiKeyId,
+) -> Result<(), ApiError> {
+    limiter.hit(&key).map_err(|wait| {
+        too_many(
+            "this API key sent more ingest requests per second than \
+             `ingest.max_requests_per_second_per_key` allows",
+            wait,
+        )
+    })
+}
+
 /// A 429 problem telling the client when to come back.
 pub fn too_many(detail: impl Into<String>, wait: Duration) -> ApiError {
     let mut e = ApiError::new(

@@ -226,6 +226,7 @@ async fn write(
             ))
         })?,
     };
+    crate::ratelimit::check_ingest_rate(&state.ingest_rate, caller.key_id)?;
     let limit = ingest.limits().max_body_bytes;
     let gzip = content_is_gzip(&headers)?;
     let bytes = read_body(body, &headers, limit).await?;

@@ -142,6 +142,7 @@ pub async fn post_readings(
             "this process does not have the `ingest` role",
         ));
     };
+    crate::ratelimit::check_ingest_rate(&state.ingest_rate, caller.key_id)?;
     check_content_type(&headers)?;
     let bytes = read_body(body, &headers, ingest.limits().max_body_bytes).await?;
     let accepted = ingest.ingest_json(&caller, bytes).await?;

@@ -1,6 +1,7 @@
-//! Live-feed limits (`live.max_subscribers`, `live.max_subscribers_per_key`): past them a
-//! new WebSocket or SSE stream is refused with a clear problem and `Retry-After`, open
-//! streams keep receiving, and a closed stream gives its place back.
+//! Per-client limits: live-feed streams (`live.max_subscribers`,
+//! `live.max_subscribers_per_key`) and the ingest rate per key
+//! (`ingest.max_requests_per_second_per_key`). Past a limit the client gets a clear problem
+//! with `Retry-After`; other clients and open streams do not notice.
 
 mod common;
 
@@ -112,4 +113,63 @@ async fn streams_past_the_limits_are_refused_and_others_go_on() {
         || async { open(&server, TOKEN).await.ok() },
     )
     .await;
+}
+
+/// `ingest.max_requests_per_second_per_key`: a key past its rate gets 429 with
+/// `Retry-After` on JSON and line protocol alike, while another key is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_flood_of_one_key_does_not_reach_other_keys() {
+    let server = TestServer::start(Options {
+        env: vec![(
+            "VIGIA_INGEST__MAX_REQUESTS_PER_SECOND_PER_KEY".into(),
+            "5".into(),
+        )],
+        ..Options::default()
+    });
+    let other = new_key(server.data_dir(), "default", "other-device");
+    let post = |token: String, i: usize| {
+        let url = server.url("/api/v1/readings");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"sensor": "RATE-1", "value": i}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut refused = 0;
+    for i in 0..20 {
+        let res = post(TOKEN.to_string(), i).await;
+        match res.status().as_u16() {
+            202 => {}
+            429 => {
+                refused += 1;
+                let retry: u64 = res.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=2).contains(&retry), "{retry}");
+                let body = res.text().await.unwrap();
+                assert!(body.contains("max_requests_per_second_per_key"), "{body}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused >= 10, "only {refused} of 20 refused");
+    // The line protocol endpoint counts against the same key...
+    let lp = client()
+        .post(server.url("/api/v2/write"))
+        .header("Authorization", format!("Token {TOKEN}"))
+        .body("m,sensor=RATE-1 value=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lp.status(), 429);
+    // ...and another key is served meanwhile.
+    for i in 0..5 {
+        assert_eq!(post(other.clone(), i).await.status(), 202);
+    }
 }
