@@ -95,6 +95,9 @@ async fn a_year_of_hourly_points_comes_from_the_rollups_in_one_query() {
     ] {
         env.push((key.into(), "400d".into()));
     }
+    // Small steps: the backlog takes many, and the 1-hour resolution trails the 1-minute
+    // one across them.
+    env.push(("VIGIA_ROLLUPS__MAX_ROWS_PER_STEP".into(), "1000".into()));
     let server = TestServer::start(Options {
         env,
         ..Options::default()
@@ -122,6 +125,8 @@ async fn a_year_of_hourly_points_comes_from_the_rollups_in_one_query() {
     })
     .await;
     assert_eq!(answer["step_ms"], HOUR);
+    let job = job_after(&server, "rollups", 1).await;
+    assert_eq!(job["last_run"]["outcome"], "ok", "{job}");
     let hourly = points(&answer);
     for (h, &(ts, value)) in hourly.iter().enumerate() {
         assert_eq!(ts, start + h as i64 * HOUR);
