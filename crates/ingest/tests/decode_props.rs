@@ -209,10 +209,21 @@ proptest! {
         let readings = decode_readings(&bytes, NOW, &DecodeLimits::default()).unwrap();
         let expected = if single { &rows[..1] } else { &rows[..] };
         prop_assert_eq!(readings.len(), expected.len());
+        // Without `ts`, each further reading of a (sensor, metric) takes the next ms.
+        let mut defaulted: std::collections::HashMap<(String, String), i64> = Default::default();
         for (got, (sensor, metric, ts, value)) in readings.iter().zip(expected) {
+            let metric_name = metric.as_deref().unwrap_or("temperature");
             prop_assert_eq!(&got.sensor, sensor);
-            prop_assert_eq!(got.metric.as_str(), metric.as_deref().unwrap_or("temperature"));
-            prop_assert_eq!(got.ts.0, ts.map_or(NOW.0, |(ms, _)| ms));
+            prop_assert_eq!(got.metric.as_str(), metric_name);
+            let want = match ts {
+                Some((ms, _)) => *ms,
+                None => {
+                    let k = defaulted.entry((sensor.clone(), metric_name.to_string())).or_insert(-1);
+                    *k += 1;
+                    NOW.0 + *k
+                }
+            };
+            prop_assert_eq!(got.ts.0, want);
             // serde_json's default float parser (without `float_roundtrip`) may be a few
             // ULPs off for extreme exponents; sensor values never carry that precision.
             let tolerance = 4.0 * f64::EPSILON * value.abs() + 1e-320; // subnormals too
