@@ -65,6 +65,20 @@ pub const LIVE_CAPACITY: usize = 16;
 
 /// The options the suite opens its handles with: a small live capacity (lag is easy to
 /// provoke) and a fast presence check (idleness is seen quickly).
+/// A channel/subject prefix no other test, run or process uses.
+pub fn unique_prefix(test: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "vt-{test}-{}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 pub fn suite_options() -> FanoutOptions {
     FanoutOptions {
         live_capacity: LIVE_CAPACITY,

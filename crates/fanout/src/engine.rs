@@ -377,6 +377,39 @@ pub(crate) async fn run_writer<S: WireSender>(
     }
 }
 
+/// `impl Fanout` for a handle whose `engine` field does the work (Redis, NATS): the
+/// backends differ only in how their writer and reader tasks talk to the broker.
+macro_rules! fanout_through_engine {
+    ($handle:ty) => {
+        impl $crate::Fanout for $handle {
+            fn publish_live(&self, event: vigia_core::LiveEvent) {
+                self.engine.publish_live(event);
+            }
+
+            fn subscribe_live(&self) -> tokio::sync::broadcast::Receiver<vigia_core::LiveEvent> {
+                self.engine.subscribe_live()
+            }
+
+            fn live_is_idle(&self) -> bool {
+                self.engine.live_is_idle()
+            }
+
+            fn publish_control(&self, message: vigia_core::Control) {
+                self.engine.publish_control(message);
+            }
+
+            fn on_control(&self, handler: $crate::ControlHandler) {
+                self.engine.on_control(handler);
+            }
+
+            fn stats(&self) -> $crate::FanoutStats {
+                self.engine.stats()
+            }
+        }
+    };
+}
+pub(crate) use fanout_through_engine;
+
 #[cfg(test)]
 mod tests {
     use vigia_core::{Reading, SensorId, TenantId, Timestamp};

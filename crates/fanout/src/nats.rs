@@ -25,13 +25,12 @@ use async_nats::client::RequestErrorKind;
 use async_nats::{Client, Event, ServerAddr, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 use vigia_bus::nats::NatsConfig;
-use vigia_core::{Control, LiveEvent};
 
 use crate::engine::{run_writer, Channel, Engine, WireSender};
-use crate::{ControlHandler, Fanout, FanoutOptions, FanoutStats};
+use crate::FanoutOptions;
 
 /// Messages each subscription may buffer in the client before it drops them.
 pub const SUBSCRIPTION_CAPACITY: usize = 4096;
@@ -211,31 +210,7 @@ impl NatsFanout {
     }
 }
 
-impl Fanout for NatsFanout {
-    fn publish_live(&self, event: LiveEvent) {
-        self.engine.publish_live(event);
-    }
-
-    fn subscribe_live(&self) -> broadcast::Receiver<LiveEvent> {
-        self.engine.subscribe_live()
-    }
-
-    fn live_is_idle(&self) -> bool {
-        self.engine.live_is_idle()
-    }
-
-    fn publish_control(&self, message: Control) {
-        self.engine.publish_control(message);
-    }
-
-    fn on_control(&self, handler: ControlHandler) {
-        self.engine.on_control(handler);
-    }
-
-    fn stats(&self) -> FanoutStats {
-        self.engine.stats()
-    }
-}
+crate::engine::fanout_through_engine!(NatsFanout);
 
 struct Publisher {
     client: Client,

@@ -22,13 +22,12 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use ::redis::Value;
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tracing::warn;
 use vigia_bus::redis::RedisConfig;
-use vigia_core::{Control, LiveEvent};
 
 use crate::engine::{run_writer, Channel, Engine, WireSender};
-use crate::{ControlHandler, Fanout, FanoutOptions, FanoutStats};
+use crate::FanoutOptions;
 
 /// The first pause before reconnecting the subscriber connection.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -133,31 +132,7 @@ impl RedisFanout {
     }
 }
 
-impl Fanout for RedisFanout {
-    fn publish_live(&self, event: LiveEvent) {
-        self.engine.publish_live(event);
-    }
-
-    fn subscribe_live(&self) -> broadcast::Receiver<LiveEvent> {
-        self.engine.subscribe_live()
-    }
-
-    fn live_is_idle(&self) -> bool {
-        self.engine.live_is_idle()
-    }
-
-    fn publish_control(&self, message: Control) {
-        self.engine.publish_control(message);
-    }
-
-    fn on_control(&self, handler: ControlHandler) {
-        self.engine.on_control(handler);
-    }
-
-    fn stats(&self) -> FanoutStats {
-        self.engine.stats()
-    }
-}
+crate::engine::fanout_through_engine!(RedisFanout);
 
 /// `future` (a Redis call) for at most `limit`, its error as text.
 async fn within<T>(

@@ -3,11 +3,9 @@
 //! prefix of its own so parallel tests and other processes never hear each other. Core
 //! subjects keep nothing on the server: nothing to clean up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use async_trait::async_trait;
 use bytes::Bytes;
-use vigia_fanout::conformance::{run_all, FanoutHarness, Pair, RawChannel};
+use vigia_fanout::conformance::{run_all, unique_prefix, FanoutHarness, Pair, RawChannel};
 use vigia_fanout::nats::NatsSubjects;
 use vigia_fanout::FanoutOptions;
 
@@ -15,20 +13,6 @@ const ADDR: &str = "127.0.0.1:4222";
 
 fn nats_up(test: &str) -> bool {
     vigia_core::services::service_available(&format!("nats ({test})"), ADDR)
-}
-
-/// A prefix no other test, run or process uses.
-fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "vt-{test}-{}-{nanos:x}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 struct NatsHarness;

@@ -3,11 +3,10 @@
 //! prefix of its own so parallel tests and other processes never hear each other.
 //! Pub/sub keeps no keys: nothing to clean up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use vigia_fanout::conformance::{run_all, FanoutHarness, Pair, RawChannel};
+use vigia_fanout::conformance::{run_all, unique_prefix, FanoutHarness, Pair, RawChannel};
 use vigia_fanout::redis::RedisChannels;
 use vigia_fanout::FanoutOptions;
 
@@ -15,20 +14,6 @@ const ADDR: &str = "127.0.0.1:6379";
 
 fn redis_up(test: &str) -> bool {
     vigia_core::services::service_available(&format!("redis ({test})"), ADDR)
-}
-
-/// A prefix no other test, run or process uses.
-fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "vt-{test}-{}-{nanos:x}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 struct RedisHarness;

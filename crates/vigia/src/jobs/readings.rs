@@ -228,14 +228,14 @@ async fn tenants_with_sensors(store: &dyn Store) -> Result<BTreeSet<TenantId>, J
 }
 
 /// Calls `delete` until it deletes less than a chunk, pausing between calls.
-async fn delete_in_chunks<'a, F, Fut>(
+async fn delete_in_chunks<F, Fut>(
     ctx: &JobContext,
     settings: &RetentionSettings,
     delete: F,
 ) -> Result<u64, JobError>
 where
     F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = vigia_store::StoreResult<u64>> + 'a,
+    Fut: std::future::Future<Output = vigia_store::StoreResult<u64>>,
 {
     let mut total = 0;
     while !ctx.is_cancelled() {
