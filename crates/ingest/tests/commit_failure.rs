@@ -88,8 +88,8 @@ async fn an_alert_judged_before_a_failed_commit_opens_on_redelivery() {
     let open = |store: Arc<dyn Store>| async move {
         let filter = AlertFilter {
             state: Some(AlertState::Open),
-            sensor: None,
             limit: 100,
+            ..AlertFilter::default()
         };
         let mut rules: Vec<String> = store
             .alerts()

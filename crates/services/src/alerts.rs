@@ -8,7 +8,7 @@ use vigia_core::{Alert, AlertChange, AlertId, Control, LiveEvent, Permission, Ti
 use vigia_fanout::Fanout;
 use vigia_store::{AlertFilter, Store};
 
-use crate::{Caller, ServiceError};
+use crate::{Caller, Page, ServiceError};
 
 /// Alerts of the caller's tenant.
 pub struct AlertService {
@@ -22,13 +22,22 @@ impl AlertService {
     }
 
     /// Alerts, newest first.
+    /// One page of the tenant's alerts, newest first (`filter.before` continues a list).
     pub async fn list(
         &self,
         caller: &Caller,
         filter: &AlertFilter,
-    ) -> Result<Vec<Alert>, ServiceError> {
+    ) -> Result<Page<Alert>, ServiceError> {
         caller.require(Permission::Read)?;
-        Ok(self.store.alerts().list(caller.tenant, filter).await?)
+        let limit = filter.limit;
+        let one_more = AlertFilter {
+            limit: limit.saturating_add(1),
+            ..filter.clone()
+        };
+        let mut items = self.store.alerts().list(caller.tenant, &one_more).await?;
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        Ok(Page { items, has_more })
     }
 
     pub async fn get(&self, caller: &Caller, id: AlertId) -> Result<Alert, ServiceError> {

@@ -17,6 +17,15 @@ pub mod sensors;
 pub mod series;
 
 pub use alerts::AlertService;
+
+/// One page of a list: its items, and whether more follow the last one. Every list
+/// route pages this way (keyset pagination: a page never repeats or skips an item that
+/// existed when the listing began); the HTTP layer turns the last item into the cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
 pub use audit::AuditTrail;
 pub use auth::{
     bootstrap, generate_key, hash_key, AuthError, Authenticator, Bootstrap, BootstrapError, Caller,

@@ -12,11 +12,11 @@ use vigia_core::{
     Timestamp, DEFAULT_METRIC,
 };
 use vigia_fanout::Fanout;
-use vigia_store::{LatestReading, ReadingQuery, Resolution, Store};
+use vigia_store::{LatestReading, ReadingQuery, Resolution, SensorScope, Store};
 
 use crate::series::{self, SeriesAnswer, SeriesRequest, SeriesSource};
 
-use crate::{Caller, ServiceError};
+use crate::{Caller, Page, ServiceError};
 
 /// Latest value of one metric.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -48,29 +48,52 @@ impl SensorService {
         Self { store, fanout }
     }
 
-    /// Every sensor of the tenant, ordered by key: three queries, whatever the count.
-    pub async fn list(&self, caller: &Caller) -> Result<Vec<SensorView>, ServiceError> {
+    /// One page of the tenant's sensors, ordered by key, after the key `after`: three
+    /// queries whatever the page size, each reading only the page's sensors.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<SensorView>, ServiceError> {
         caller.require(Permission::Read)?;
-        let sensors = self.store.catalog().list_sensors(caller.tenant).await?;
+        let mut sensors = self
+            .store
+            .catalog()
+            .list_sensors(caller.tenant, after, limit.saturating_add(1))
+            .await?;
+        let has_more = sensors.len() > limit;
+        sensors.truncate(limit);
+        let Some(last) = sensors.last() else {
+            return Ok(Page {
+                items: Vec::new(),
+                has_more: false,
+            });
+        };
+        let scope = SensorScope::Keys {
+            after: after.map(str::to_string),
+            through: last.key.clone(),
+        };
         let mut latest: HashMap<SensorId, Vec<LatestReading>> = HashMap::new();
-        for l in self.store.readings().latest(caller.tenant, None).await? {
+        for l in self.store.readings().latest(caller.tenant, &scope).await? {
             latest.entry(l.sensor).or_default().push(l);
         }
         let counts: HashMap<SensorId, u64> = self
             .store
             .alerts()
-            .unresolved_counts(caller.tenant, None)
+            .unresolved_counts(caller.tenant, &scope)
             .await?
             .into_iter()
             .collect();
-        Ok(sensors
+        let items = sensors
             .into_iter()
             .map(|s| {
                 let latest = latest.remove(&s.id).unwrap_or_default();
                 let open = counts.get(&s.id).copied().unwrap_or(0);
                 view(s, latest, open)
             })
-            .collect())
+            .collect();
+        Ok(Page { items, has_more })
     }
 
     /// One sensor, reading only that sensor's latest values and counts.
@@ -220,12 +243,12 @@ impl SensorService {
         let latest = self
             .store
             .readings()
-            .latest(caller.tenant, Some(sensor.id))
+            .latest(caller.tenant, &SensorScope::One(sensor.id))
             .await?;
         let open = self
             .store
             .alerts()
-            .unresolved_counts(caller.tenant, Some(sensor.id))
+            .unresolved_counts(caller.tenant, &SensorScope::One(sensor.id))
             .await?
             .first()
             .map_or(0, |(_, n)| *n);

@@ -233,7 +233,10 @@ async fn roles_and_tenants_are_enforced_by_the_services() {
         .await
         .unwrap_err();
     assert!(matches!(err, ServiceError::Forbidden { .. }), "{err:?}");
-    assert_eq!(sensors.list(&viewer).await.unwrap().len(), 1);
+    assert_eq!(
+        sensors.list(&viewer, None, 100).await.unwrap().items.len(),
+        1
+    );
 
     let stranger = Caller {
         tenant: TenantId(f.caller.tenant.0 + 1000),
@@ -244,7 +247,12 @@ async fn roles_and_tenants_are_enforced_by_the_services() {
         .await
         .unwrap_err();
     assert!(matches!(err, ServiceError::NotFound(_)), "{err:?}");
-    assert!(sensors.list(&stranger).await.unwrap().is_empty());
+    assert!(sensors
+        .list(&stranger, None, 100)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use vigia_core::{Alert, AlertId, AlertState, RuleKind, SensorId, Severity, TenantId, Timestamp};
 
-use crate::StoreResult;
+use crate::{SensorScope, StoreResult};
 
 /// An alert the rule engine wants opened.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,8 @@ pub struct AlertFilter {
     pub sensor: Option<String>,
     /// Newest first; at most this many.
     pub limit: usize,
+    /// Only alerts older than this one (ids grow with time): the next page after it.
+    pub before: Option<AlertId>,
 }
 
 /// Alerts: lists and the actions of people.
@@ -69,11 +71,11 @@ pub trait AlertRepo: Send + Sync {
     ) -> StoreResult<Alert>;
     /// Open and acked alerts across tenants (for rebuilding rule state).
     async fn unresolved(&self) -> StoreResult<Vec<Alert>>;
-    /// Open plus acked alerts per sensor of the tenant (only sensors that have any);
-    /// with `sensor`, of that sensor only. Exact, whatever the number of alerts.
+    /// Open plus acked alerts per sensor of the tenant's sensors in `scope` (only sensors
+    /// that have any). Exact, whatever the number of alerts.
     async fn unresolved_counts(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<(SensorId, u64)>>;
 }

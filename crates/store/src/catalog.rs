@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use vigia_core::{
-    Alert, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Role, Sensor, SensorSpec, Tenant, TenantId,
-    Timestamp,
+    Alert, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Role, Sensor, SensorId, SensorSpec, Tenant,
+    TenantId, Timestamp,
 };
 
 use crate::StoreResult;
@@ -58,8 +58,14 @@ pub trait CatalogRepo: Send + Sync {
         at: Timestamp,
     ) -> StoreResult<[u8; 32]>;
 
-    /// Sensors of one tenant, ordered by key.
-    async fn list_sensors(&self, tenant: TenantId) -> StoreResult<Vec<Sensor>>;
+    /// Sensors of one tenant ordered by key: at most `limit`, with keys after `after`
+    /// (keyset paging: a page never repeats or skips a sensor, whatever is added meanwhile).
+    async fn list_sensors(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Sensor>>;
     /// Every sensor of every tenant (for warming worker caches).
     async fn all_sensors(&self) -> StoreResult<Vec<Sensor>>;
     async fn get_sensor(&self, tenant: TenantId, key: &str) -> StoreResult<Option<Sensor>>;
@@ -81,4 +87,19 @@ pub trait CatalogRepo: Send + Sync {
         tenant: TenantId,
         keys: &[String],
     ) -> StoreResult<Vec<Sensor>>;
+}
+
+/// Which of a tenant's sensors a per-sensor read covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SensorScope {
+    /// Every sensor of the tenant.
+    All,
+    /// One sensor (which must belong to the tenant, else nothing).
+    One(SensorId),
+    /// Sensors whose key is after `after` (all when `None`) and at most `through`: one page
+    /// of [`CatalogRepo::list_sensors`], read with one indexed range scan.
+    Keys {
+        after: Option<String>,
+        through: String,
+    },
 }

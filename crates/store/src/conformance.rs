@@ -32,7 +32,8 @@ pub use audit::audit_aggregates_per_minute;
 pub use catalog::{
     api_key_roles_listing_and_revocation, api_keys_by_hash, ping,
     provision_sensors_is_idempotent_and_ordered, put_sensor_creates_then_updates,
-    put_sensor_resolves_alerts_of_removed_rules, tenant_isolation_of_sensors, tenants,
+    put_sensor_resolves_alerts_of_removed_rules, sensor_pages_and_their_scopes,
+    tenant_isolation_of_sensors, tenants,
 };
 pub use leases::leases_one_holder_at_a_time;
 pub use outbox::outbox_has_one_event_per_alert_change;
@@ -62,6 +63,7 @@ macro_rules! for_each_catalog_check {
             put_sensor_resolves_alerts_of_removed_rules,
             provision_sensors_is_idempotent_and_ordered,
             tenant_isolation_of_sensors,
+            sensor_pages_and_their_scopes,
         );
     };
 }

@@ -44,7 +44,7 @@ pub mod testkit;
 
 pub use alerts::{AlertFilter, AlertRepo, AlertTransition, NewAlert};
 pub use audit::{audit_minute, AuditEvent, AuditOutcome, AuditRecord, AuditRepo};
-pub use catalog::{CatalogRepo, NewApiKey, SensorPut};
+pub use catalog::{CatalogRepo, NewApiKey, SensorPut, SensorScope};
 pub use leases::LeaseRepo;
 pub use outbox::{OutboxEntry, OutboxRepo};
 pub use readings::{LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading};

@@ -273,7 +273,7 @@ mod tests {
         unavailable(c.find_api_key([1; 32]).await, "find_api_key");
         unavailable(c.list_api_keys(t).await, "list_api_keys");
         unavailable(c.revoke_api_key(t, ApiKeyId(1), at).await, "revoke_api_key");
-        unavailable(c.list_sensors(t).await, "list_sensors");
+        unavailable(c.list_sensors(t, None, 10).await, "list_sensors");
         unavailable(c.all_sensors().await, "all_sensors");
         unavailable(c.get_sensor(t, "CF-1").await, "get_sensor");
         let spec = SensorSpec::default();
@@ -288,7 +288,7 @@ mod tests {
             step_ms: None,
         };
         unavailable(r.series(t, "CF-1", &query).await, "series");
-        unavailable(r.latest(t, None).await, "latest");
+        unavailable(r.latest(t, &crate::SensorScope::All).await, "latest");
         unavailable(r.all_latest().await, "all_latest");
         unavailable(r.recent(at, 10).await, "recent");
         let a = store.alerts();
@@ -297,7 +297,10 @@ mod tests {
         unavailable(a.ack(t, AlertId(1), "x", at).await, "ack");
         unavailable(a.resolve(t, AlertId(1), "x", at).await, "resolve");
         unavailable(a.unresolved().await, "unresolved");
-        unavailable(a.unresolved_counts(t, None).await, "unresolved_counts");
+        unavailable(
+            a.unresolved_counts(t, &crate::SensorScope::All).await,
+            "unresolved_counts",
+        );
         let event = AuditEvent {
             tenant: None,
             actor: "anonymous".into(),

@@ -71,8 +71,8 @@ use crate::registry::scheme_of;
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
     LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
-    ReadingRepo, RollupRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory,
-    StoreResult, WriteBatch, WriteOutcome,
+    ReadingRepo, RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError,
+    StoreFactory, StoreResult, WriteBatch, WriteOutcome,
 };
 use error::MyResultExt;
 
@@ -520,8 +520,13 @@ impl CatalogRepo for MysqlStore {
         Ok(hash)
     }
 
-    async fn list_sensors(&self, tenant: TenantId) -> StoreResult<Vec<Sensor>> {
-        queries::list_sensors(&mut *self.replica().await?, tenant).await
+    async fn list_sensors(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Sensor>> {
+        queries::list_sensors(&mut *self.replica().await?, tenant, after, limit).await
     }
 
     async fn all_sensors(&self) -> StoreResult<Vec<Sensor>> {
@@ -585,13 +590,13 @@ impl ReadingRepo for MysqlStore {
     async fn latest(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<LatestReading>> {
-        queries::latest(&mut *self.replica().await?, Some(tenant), sensor).await
+        queries::latest(&mut *self.replica().await?, Some(tenant), scope).await
     }
 
     async fn all_latest(&self) -> StoreResult<Vec<LatestReading>> {
-        queries::latest(&mut *self.primary().await?, None, None).await
+        queries::latest(&mut *self.primary().await?, None, &SensorScope::All).await
     }
 
     async fn recent(&self, since: Timestamp, limit: usize) -> StoreResult<Vec<SensorReading>> {
@@ -647,9 +652,9 @@ impl AlertRepo for MysqlStore {
     async fn unresolved_counts(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<(SensorId, u64)>> {
-        queries::unresolved_counts(&mut *self.replica().await?, tenant, sensor).await
+        queries::unresolved_counts(&mut *self.replica().await?, tenant, scope).await
     }
 }
 

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use vigia_core::{SensorId, TenantId, Timestamp};
 
-use crate::StoreResult;
+use crate::{SensorScope, StoreResult};
 
 /// A reading whose sensor has been resolved to its id.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,12 +56,12 @@ pub trait ReadingRepo: Send + Sync {
         sensor_key: &str,
         query: &ReadingQuery,
     ) -> StoreResult<Vec<Point>>;
-    /// Newest reading per (sensor, metric) of the tenant; with `sensor`, of that sensor
-    /// only (which must belong to the tenant, else nothing).
+    /// Newest reading per (sensor, metric) of the tenant's sensors in `scope`, ordered by
+    /// sensor id and metric.
     async fn latest(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<LatestReading>>;
     /// Newest reading per (sensor, metric) across tenants (for rebuilding rule state).
     async fn all_latest(&self) -> StoreResult<Vec<LatestReading>>;

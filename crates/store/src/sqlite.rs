@@ -72,8 +72,8 @@ pub use schema::SCHEMA_VERSION;
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
     LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
-    ReadingRepo, RollupRepo, SensorPut, SensorReading, Store, StoreError, StoreFactory,
-    StoreResult, WriteBatch, WriteOutcome,
+    ReadingRepo, RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError,
+    StoreFactory, StoreResult, WriteBatch, WriteOutcome,
 };
 use error::writer_gone;
 use pool::ReadPool;
@@ -277,9 +277,15 @@ impl CatalogRepo for SqliteStore {
             .await
     }
 
-    async fn list_sensors(&self, tenant: TenantId) -> StoreResult<Vec<Sensor>> {
+    async fn list_sensors(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Sensor>> {
+        let after = after.map(str::to_string);
         self.reads
-            .run(move |c| catalog::list_sensors(c, tenant))
+            .run(move |c| catalog::list_sensors(c, tenant, after.as_deref(), limit))
             .await
     }
 
@@ -361,15 +367,18 @@ impl ReadingRepo for SqliteStore {
     async fn latest(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<LatestReading>> {
+        let scope = scope.clone();
         self.reads
-            .run(move |c| series::latest(c, Some(tenant), sensor))
+            .run(move |c| series::latest(c, Some(tenant), &scope))
             .await
     }
 
     async fn all_latest(&self) -> StoreResult<Vec<LatestReading>> {
-        self.reads.run(|c| series::latest(c, None, None)).await
+        self.reads
+            .run(|c| series::latest(c, None, &SensorScope::All))
+            .await
     }
 
     async fn recent(&self, since: Timestamp, limit: usize) -> StoreResult<Vec<SensorReading>> {
@@ -441,10 +450,11 @@ impl AlertRepo for SqliteStore {
     async fn unresolved_counts(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<(SensorId, u64)>> {
+        let scope = scope.clone();
         self.reads
-            .run(move |c| alerts::unresolved_counts(c, tenant, sensor))
+            .run(move |c| alerts::unresolved_counts(c, tenant, &scope))
             .await
     }
 }

@@ -45,7 +45,7 @@ use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, LatestReading,
     LeaseRepo, NewApiKey, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
     RetentionScope, RollupPoint, RollupQuery, RollupRepo, RollupReport, SensorPut, SensorReading,
-    Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    SensorScope, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// Declares [`Method`] and its names from one list, so the two cannot drift apart.
@@ -466,9 +466,17 @@ impl CatalogRepo for FaultyStore {
         self.inner.catalog().revoke_api_key(tenant, id, at).await
     }
 
-    async fn list_sensors(&self, tenant: TenantId) -> StoreResult<Vec<Sensor>> {
+    async fn list_sensors(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Sensor>> {
         self.faults.enter(Method::ListSensors).await?;
-        self.inner.catalog().list_sensors(tenant).await
+        self.inner
+            .catalog()
+            .list_sensors(tenant, after, limit)
+            .await
     }
 
     async fn all_sensors(&self) -> StoreResult<Vec<Sensor>> {
@@ -524,10 +532,10 @@ impl ReadingRepo for FaultyStore {
     async fn latest(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<LatestReading>> {
         self.faults.enter(Method::Latest).await?;
-        self.inner.readings().latest(tenant, sensor).await
+        self.inner.readings().latest(tenant, scope).await
     }
 
     async fn all_latest(&self) -> StoreResult<Vec<LatestReading>> {
@@ -583,10 +591,10 @@ impl AlertRepo for FaultyStore {
     async fn unresolved_counts(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<(SensorId, u64)>> {
         self.faults.enter(Method::UnresolvedCounts).await?;
-        self.inner.alerts().unresolved_counts(tenant, sensor).await
+        self.inner.alerts().unresolved_counts(tenant, scope).await
     }
 }
 

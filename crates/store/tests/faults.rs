@@ -86,7 +86,7 @@ async fn an_injected_commit_failure_leaves_sqlite_untouched() {
         .is_empty());
     assert!(inner
         .readings()
-        .latest(tenant, None)
+        .latest(tenant, &vigia_store::SensorScope::All)
         .await
         .expect("latest")
         .is_empty());

@@ -448,7 +448,7 @@ async fn values_the_table_refuses_are_conflicts_not_skipped_rows() {
     assert!(
         store
             .catalog()
-            .list_sensors(tenant.id)
+            .list_sensors(tenant.id, None, usize::MAX)
             .await
             .expect("list")
             .is_empty(),
@@ -629,7 +629,7 @@ async fn read_url_serves_reads_through_a_second_pool() {
     assert_eq!(series.len(), 10);
     let latest = store
         .readings()
-        .latest(tenant.id, None)
+        .latest(tenant.id, &vigia_store::SensorScope::All)
         .await
         .expect("latest");
     assert_eq!(latest[0].ts, Timestamp(109));

@@ -460,11 +460,15 @@ async fn read_url_serves_reads_through_a_second_pool() {
         .await
         .expect("series from the replica pool");
     assert_eq!(series.len(), 10);
-    let listed = store.catalog().list_sensors(tenant.id).await.expect("list");
+    let listed = store
+        .catalog()
+        .list_sensors(tenant.id, None, usize::MAX)
+        .await
+        .expect("list");
     assert_eq!(listed.len(), 1);
     let latest = store
         .readings()
-        .latest(tenant.id, None)
+        .latest(tenant.id, &vigia_store::SensorScope::All)
         .await
         .expect("latest");
     assert_eq!(latest[0].ts, Timestamp(now + 9));

@@ -307,7 +307,7 @@ async fn concurrent_readers_during_writes() {
     }
     let latest = store
         .readings()
-        .latest(tenant.id, None)
+        .latest(tenant.id, &vigia_store::SensorScope::All)
         .await
         .expect("latest");
     assert_eq!(latest.len(), 1);

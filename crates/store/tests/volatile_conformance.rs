@@ -101,7 +101,7 @@ async fn concurrent_readers_during_writes() {
     }
     let latest = store
         .readings()
-        .latest(tenant.id, None)
+        .latest(tenant.id, &vigia_store::SensorScope::All)
         .await
         .expect("latest");
     assert_eq!((latest[0].ts, latest[0].value), (Timestamp(19_999), 199.0));

@@ -66,6 +66,31 @@ pub struct Config {
     pub rollups: RollupsConfig,
     pub retention: RetentionConfig,
     pub live: LiveConfig,
+    pub http: HttpConfig,
+}
+
+/// The HTTP listener's per-client limits (`vigia_web::server`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Open connections (upgraded WebSockets included); past it a new connection gets a
+    /// 503 problem with `Retry-After` and is closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout: String,
+    /// The longest pause between two chunks of a request body; then 408.
+    pub body_read_timeout: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16_384,
+            header_read_timeout: "30s".into(),
+            body_read_timeout: "30s".into(),
+        }
+    }
 }
 
 /// The live feed (`/api/v1/ws`, `/api/v1/events`).
@@ -330,6 +355,7 @@ impl Default for Config {
             rollups: RollupsConfig::default(),
             retention: RetentionConfig::default(),
             live: LiveConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -396,6 +422,7 @@ const KEYS: &[&str] = &[
     "rollups",
     "retention",
     "live",
+    "http",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -524,6 +551,8 @@ impl Config {
             ("retention.rollups", &self.retention.rollups),
             ("retention.pause", &self.retention.pause),
             ("live.send_timeout", &self.live.send_timeout),
+            ("http.header_read_timeout", &self.http.header_read_timeout),
+            ("http.body_read_timeout", &self.http.body_read_timeout),
         ] {
             parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
         }
@@ -570,6 +599,15 @@ impl Config {
         }
         if self.millis(&live.send_timeout) < 100 {
             bail!("live.send_timeout must be at least 100ms");
+        }
+        let http = &self.http;
+        if http.max_connections == 0 {
+            bail!("http.max_connections must be at least 1");
+        }
+        if self.millis(&http.header_read_timeout) < 100
+            || self.millis(&http.body_read_timeout) < 100
+        {
+            bail!("http.header_read_timeout and http.body_read_timeout must be at least 100ms");
         }
         Ok(())
     }
@@ -807,6 +845,18 @@ mod tests {
             (
                 Box::new(|c| c.live.max_subscribers_per_key = 20_000),
                 "live.max_subscribers_per_key",
+            ),
+            (
+                Box::new(|c| c.http.max_connections = 0),
+                "http.max_connections",
+            ),
+            (
+                Box::new(|c| c.http.body_read_timeout = "10ms".into()),
+                "http.body_read_timeout",
+            ),
+            (
+                Box::new(|c| c.http.header_read_timeout = "later".into()),
+                "http.header_read_timeout",
             ),
             (
                 Box::new(|c| c.ingest.max_age = "30d".into()),

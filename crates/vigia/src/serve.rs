@@ -2,13 +2,11 @@
 //! (`crate::roles`), serves HTTP, and shuts down in order (stop accepting → end live
 //! streams → drain the bus → close the store).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use vigia_bus::{Bus, Capacity, OpenContext, Topic};
@@ -202,11 +200,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    // Without TCP_NODELAY, Nagle's algorithm held the second live frame on a fresh
-    // WebSocket for ~40 ms waiting on the client's delayed ACK (`vigia bench alerts`).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    raise_file_limit(config.http.max_connections);
     let base = format!("http://{addr}");
     // Tests and scripts read this exact line to find the port.
     println!("Vigía listening on {base}");
@@ -227,18 +221,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let closing_live = live.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let limits = vigia_web::server::ServerLimits {
+        max_connections: config.http.max_connections,
+        header_read_timeout: config.duration(&config.http.header_read_timeout),
+        body_read_timeout: config.duration(&config.http.body_read_timeout),
+    };
+    vigia_web::server::serve(listener, app, limits, async move {
         shutdown_signal().await;
         info!("shutdown requested: finishing in-flight requests");
         closing_live.close();
         let _ = stop_tx.send(true);
     })
-    .await
-    .context("HTTP server failed")?;
+    .await;
 
     if let Some(sim) = simulator {
         let _ = sim.await;
@@ -517,6 +511,41 @@ fn announce_key(bootstrap: &Bootstrap, config: &Config, base: &str, roles: &Role
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
+/// Raises the soft limit on open files towards what `http.max_connections` needs (each
+/// connection is a descriptor; the store, bus and logs need some more), and warns when
+/// the hard limit is lower, since accepts past it would fail instead of getting a 503.
+fn raise_file_limit(max_connections: usize) {
+    const HEADROOM: u64 = 512;
+    let wanted = max_connections as u64 + HEADROOM;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < wanted {
+            let raised = libc::rlimit {
+                rlim_cur: wanted.min(limit.rlim_max),
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = raised.rlim_cur;
+            }
+        }
+    }
+    if limit.rlim_cur < wanted {
+        warn!(
+            open_files = limit.rlim_cur,
+            needed = wanted,
+            "the open-file limit is below http.max_connections + {HEADROOM}: \
+             lower http.max_connections or raise `ulimit -n`"
+        );
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {

@@ -173,3 +173,127 @@ async fn an_ingest_flood_of_one_key_does_not_reach_other_keys() {
         assert_eq!(post(other.clone(), i).await.status(), 202);
     }
 }
+
+/// Reads one HTTP/1.1 response (head and a `content-length` body) from a raw socket,
+/// or what arrived before the server closed it; "" when it closed without a byte.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + length {
+                return text;
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&buf).into_owned(),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!(
+                "no answer within 10s; got so far: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+    }
+}
+
+async fn raw_request(stream: &mut tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(request.as_bytes()).await.expect("write");
+    read_response(stream).await
+}
+
+const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nhost: vigia\r\n\r\n";
+
+/// `http.max_connections`, `http.header_read_timeout` and `http.body_read_timeout`: past
+/// the cap a new connection gets a whole 503 problem; a client that stalls in its head,
+/// its body or while idle loses its connection (408 for a body); a well-behaved client
+/// on an open connection is served throughout, and the freed places serve new clients.
+#[tokio::test]
+async fn connection_cap_and_slow_clients_get_clear_answers() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let server = TestServer::start(Options {
+        env: vec![
+            ("VIGIA_HTTP__MAX_CONNECTIONS".into(), "4".into()),
+            ("VIGIA_HTTP__HEADER_READ_TIMEOUT".into(), "1500ms".into()),
+            ("VIGIA_HTTP__BODY_READ_TIMEOUT".into(), "1s".into()),
+        ],
+        ..Default::default()
+    });
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let connect = || TcpStream::connect(addr.clone());
+
+    let mut well_behaved = connect().await.expect("connect");
+    assert!(raw_request(&mut well_behaved, HEALTHZ)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let mut idle = connect().await.expect("connect");
+    let mut slow_head = connect().await.expect("connect");
+    slow_head
+        .write_all(b"POST /api/v1/readings HTTP/1.1\r\nhost: vigia\r\n")
+        .await
+        .unwrap();
+    let mut slow_body = connect().await.expect("connect");
+    slow_body
+        .write_all(
+            format!(
+                "POST /api/v1/readings HTTP/1.1\r\nhost: vigia\r\nauthorization: Bearer {TOKEN}\r\n\
+                 content-type: application/json\r\ncontent-length: 100\r\n\r\n[{{\"sensor\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Let the server accept all four before the fifth knocks.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut fifth = connect()
+        .await
+        .expect("the kernel still completes the handshake");
+    let refused = read_response(&mut fifth).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let lower = refused.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 1"), "{refused}");
+    assert!(lower.contains("application/problem+json"), "{refused}");
+    assert!(refused.contains("http.max_connections"), "{refused}");
+    // The open, well-behaved connection does not notice the cap.
+    assert!(raw_request(&mut well_behaved, HEALTHZ)
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    // The stalled body gets a 408 problem after its pause; nothing of it is stored.
+    let timed_out = read_response(&mut slow_body).await;
+    assert!(timed_out.starts_with("HTTP/1.1 408"), "{timed_out}");
+    assert!(timed_out.contains("http.body_read_timeout"), "{timed_out}");
+    // The stalled head and the idle connection are closed after the header timeout.
+    for (name, stream) in [("slow head", &mut slow_head), ("idle", &mut idle)] {
+        let answer = read_response(stream).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{name}: {answer}"
+        );
+    }
+    drop(well_behaved);
+    // The places are free again: a new client is served.
+    let status = eventually(Duration::from_secs(10), "a freed place", || async {
+        let Ok(res) = client().get(server.url("/healthz")).send().await else {
+            return None;
+        };
+        (res.status() == 200).then_some(res.status())
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert!(metric(&server, "vigia_http_connections_refused_total").await >= 1.0);
+    let stored = get_json(&server.url("/api/v1/sensors")).await;
+    assert_eq!(stored.as_array().map(Vec::len), Some(0), "{stored}");
+}

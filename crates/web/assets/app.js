@@ -17,6 +17,8 @@ const MIN_SPAN_MS = 60 * 1000;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const SPARK_W = 300;
 const SPARK_H = 60;
+// Sensors per request while loading the list (the API's maximum is 1,000).
+const SENSOR_PAGE = 500;
 const SEVERITY_RANK = { warning: 1, critical: 2 };
 const STATUS_LABEL = { critical: 'CRITICAL', warning: 'WARNING', ok: 'OK', stale: 'STALE' };
 
@@ -28,6 +30,11 @@ const state = {
   session: 0,
   /** @type {Map<string, object>} sensor key → view (sensor JSON, latest values, points, DOM refs) */
   views: new Map(),
+  /** @type {WeakMap<Element, object>} card element → its view (for the history observer) */
+  cardViews: new WeakMap(),
+  // Bumped on every load of the page's data: a card whose view has another number loads
+  // its sparkline again when it comes into view.
+  historySession: 0,
   /** @type {Map<number, object>} alert id → alert JSON, open and acked only */
   alerts: new Map(),
   loading: false,
@@ -70,8 +77,8 @@ function takeTokenFromHash() {
   history.replaceState(null, '', location.pathname + location.search);
 }
 
-/** Fetches JSON with the key; turns problem+json errors into Error(detail). */
-async function api(path, options = {}) {
+/** Sends a request with the key; turns problem+json errors into Error(detail). */
+async function request(path, options = {}) {
   const res = await fetch(path, {
     ...options,
     headers: { Accept: 'application/json', Authorization: `Bearer ${state.token}` },
@@ -84,7 +91,31 @@ async function api(path, options = {}) {
     const problem = await res.json().catch(() => ({}));
     throw new Error(problem.detail || problem.title || `HTTP ${res.status}`);
   }
+  return res;
+}
+
+/** Fetches JSON with the key. */
+async function api(path, options = {}) {
+  const res = await request(path, options);
   return res.status === 204 ? null : res.json();
+}
+
+/** Fetches every page of a list route, following its `Link: <…>; rel="next"` headers,
+ * and hands each page to `onPage(items, offset)` as it arrives, so a long list shows
+ * while the rest loads. Returns the number of items. */
+async function apiPages(path, onPage) {
+  let next = path;
+  let offset = 0;
+  while (next) {
+    const res = await request(next);
+    const items = await res.json();
+    onPage(items, offset);
+    offset += items.length;
+    const link = res.headers.get('link') || '';
+    const match = /<([^>]+)>\s*;\s*rel="next"/.exec(link);
+    next = match ? match[1] : null;
+  }
+  return offset;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -99,20 +130,29 @@ async function loadAll() {
   state.loading = true;
   const session = state.session;
   try {
-    const [sensors, open, acked] = await Promise.all([
-      api('/api/v1/sensors'),
-      api('/api/v1/alerts?state=open'),
-      api('/api/v1/alerts?state=acked'),
+    const seen = new Set();
+    const alerts = [];
+    await Promise.all([
+      apiPages(`/api/v1/sensors?limit=${SENSOR_PAGE}`, (page, offset) => {
+        if (session !== state.session) return;
+        applySensorPage(page, offset, seen);
+      }),
+      apiPages('/api/v1/alerts?state=open&limit=1000', (page) => alerts.push(...page)),
+      apiPages('/api/v1/alerts?state=acked&limit=1000', (page) => alerts.push(...page)),
     ]);
     if (session !== state.session) return;
-    state.alerts = new Map([...open, ...acked].map((a) => [a.id, a]));
-    applySensors(sensors);
+    pruneSensors(seen);
+    state.alerts = new Map(alerts.map((a) => [a.id, a]));
+    for (const view of state.views.values()) renderCard(view, Date.now());
+    renderCounts();
     state.loadedOnce = true;
     showBanner(null);
-    const failures = await Promise.all([...state.views.values()].map((v) => loadHistory(v, session)));
-    const failed = failures.filter(Boolean);
-    if (failed.length && session === state.session) {
-      showBanner(`Could not load the last hour for ${failed.join(', ')}.`);
+    // Sparklines load as their cards come into view: with thousands of sensors the page
+    // asks for the few dozen a screen shows, not for every one.
+    state.historySession += 1;
+    for (const view of state.views.values()) {
+      historyObserver.unobserve(view.el.card);
+      historyObserver.observe(view.el.card);
     }
   } catch (err) {
     if (!(err instanceof AuthError) && session === state.session) {
@@ -126,6 +166,24 @@ async function loadAll() {
     }
   }
 }
+
+/** Loads the sparkline of each card that comes into view, once per load of the page's
+ * data; a failure names the sensor in the banner and leaves the others alone. */
+const historyObserver = new IntersectionObserver((entries) => {
+  const session = state.session;
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    const view = state.cardViews.get(entry.target);
+    if (!view || view.historySession === state.historySession) continue;
+    view.historySession = state.historySession;
+    historyObserver.unobserve(entry.target);
+    loadHistory(view, session).then((failed) => {
+      if (failed && session === state.session) {
+        showBanner(`Could not load the last hour for ${failed}.`);
+      }
+    }, () => {});
+  }
+}, { rootMargin: '200px' });
 
 /** Fetches the last hour (about 60 points: `step=auto` picks one a minute, read from the
  * 1-minute rollups plus the newest raw readings) for the card's sparkline. Returns the sensor
@@ -155,33 +213,40 @@ async function loadHistory(view, session) {
   }
 }
 
-/** Replaces the sensor list, keeping existing cards (and their live points) by key. */
-function applySensors(sensors) {
+/** Applies one page of the sensor list (starting at `offset` in key order), keeping
+ * existing cards (and their live points) by key; `seen` collects the keys of the load. */
+function applySensorPage(sensors, offset, seen) {
   const grid = $('grid');
-  const seen = new Set();
   sensors.forEach((sensor, i) => {
     seen.add(sensor.key);
     let view = state.views.get(sensor.key);
     if (!view) {
-      view = { sensor, metric: 'temperature', latest: new Map(), points: [], el: null };
+      view = { sensor, metric: 'temperature', latest: new Map(), points: [], el: null, historySession: 0 };
       view.el = buildCard(view);
       state.views.set(sensor.key, view);
+      state.cardViews.set(view.el.card, view);
     }
     view.sensor = sensor;
     view.metric = primaryMetric(sensor);
     for (const r of sensor.latest || []) setLatest(view, r.metric, Date.parse(r.ts), r.value);
     // Server order wins; only move a card that is out of place, so focus is not lost.
-    if (grid.children[i] !== view.el.card) grid.insertBefore(view.el.card, grid.children[i] || null);
+    const at = offset + i;
+    if (grid.children[at] !== view.el.card) grid.insertBefore(view.el.card, grid.children[at] || null);
     renderCard(view, Date.now());
   });
+  $('empty').hidden = state.views.size > 0;
+}
+
+/** Removes the cards of sensors the last load did not list (deleted meanwhile). */
+function pruneSensors(seen) {
   for (const [key, view] of state.views) {
     if (!seen.has(key)) {
+      historyObserver.unobserve(view.el.card);
       view.el.card.remove();
       state.views.delete(key);
     }
   }
   $('empty').hidden = state.views.size > 0;
-  renderCounts();
 }
 
 /** Temperature first; otherwise the first metric the sensor reports or has a rule on. */

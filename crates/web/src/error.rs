@@ -95,6 +95,19 @@ impl ApiError {
         )
     }
 
+    /// 400 for a query parameter, naming it in `errors`.
+    pub fn bad_parameter(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut e = Self::bad_request(format!("invalid query parameter `{field}`: {message}"));
+        e.problem.errors.push(ProblemField {
+            line: None,
+            row: None,
+            field: field.into(),
+            message,
+        });
+        e
+    }
+
     pub fn invalid(detail: impl Into<String>, errors: Vec<ProblemField>) -> Self {
         let mut e = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -119,6 +132,16 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
             "Payload too large",
+            detail,
+        )
+    }
+
+    /// 408: the client stopped sending its body for longer than `http.body_read_timeout`.
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request timeout",
             detail,
         )
     }

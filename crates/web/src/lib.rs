@@ -11,8 +11,10 @@ pub mod error;
 pub mod extract;
 pub mod live_hub;
 pub mod openapi;
+pub mod pagination;
 pub mod ratelimit;
 pub mod routes;
+pub mod server;
 pub mod telemetry;
 
 use std::sync::Arc;

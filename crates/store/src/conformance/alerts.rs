@@ -312,6 +312,12 @@ pub async fn alert_listing_filters(store: &dyn Store) {
         state,
         sensor: sensor.map(str::to_string),
         limit,
+        before: None,
+    };
+    let before = |id: AlertId, limit| AlertFilter {
+        limit,
+        before: Some(id),
+        ..AlertFilter::default()
     };
     let cases: Vec<(AlertFilter, Vec<AlertId>)> = vec![
         (list(None, None, 100), vec![ids[2], ids[1], ids[0]]),
@@ -326,6 +332,10 @@ pub async fn alert_listing_filters(store: &dyn Store) {
             vec![ids[0]],
         ),
         (list(None, Some("NOPE"), 100), vec![]),
+        // Pages: older than a given alert, newest first.
+        (before(ids[2], 1), vec![ids[1]]),
+        (before(ids[1], 100), vec![ids[0]]),
+        (before(ids[0], 100), vec![]),
     ];
     for (filter, want) in cases {
         let got: Vec<AlertId> = store
@@ -385,7 +395,7 @@ pub async fn batch_rejects_alert_for_sensor_of_other_tenant(store: &dyn Store) {
         assert!(
             store
                 .readings()
-                .latest(a.id, None)
+                .latest(a.id, &crate::SensorScope::All)
                 .await
                 .expect("latest")
                 .is_empty(),
@@ -408,9 +418,8 @@ pub async fn tenant_isolation_of_alerts(store: &dyn Store) {
         .expect("open");
     let id = outcome.alerts[0].1.id;
     let everything = AlertFilter {
-        state: None,
-        sensor: None,
         limit: 100,
+        ..AlertFilter::default()
     };
     assert!(store
         .alerts()
@@ -472,7 +481,7 @@ pub async fn unresolved_counts_per_sensor(store: &dyn Store) {
 
     let mut counts = store
         .alerts()
-        .unresolved_counts(tenant.id, None)
+        .unresolved_counts(tenant.id, &crate::SensorScope::All)
         .await
         .expect("counts");
     counts.sort();
@@ -480,7 +489,7 @@ pub async fn unresolved_counts_per_sensor(store: &dyn Store) {
     assert_eq!(
         store
             .alerts()
-            .unresolved_counts(tenant.id, Some(b))
+            .unresolved_counts(tenant.id, &crate::SensorScope::One(b))
             .await
             .expect("counts of B"),
         [(b, 1)]
@@ -493,7 +502,7 @@ pub async fn unresolved_counts_per_sensor(store: &dyn Store) {
     assert!(
         store
             .alerts()
-            .unresolved_counts(other.id, None)
+            .unresolved_counts(other.id, &crate::SensorScope::All)
             .await
             .expect("counts")
             .is_empty(),
@@ -502,7 +511,7 @@ pub async fn unresolved_counts_per_sensor(store: &dyn Store) {
     assert!(
         store
             .alerts()
-            .unresolved_counts(other.id, Some(a))
+            .unresolved_counts(other.id, &crate::SensorScope::One(a))
             .await
             .expect("counts")
             .is_empty(),

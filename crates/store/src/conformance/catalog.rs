@@ -1,11 +1,14 @@
 //! Conformance checks for tenants, API keys and sensors.
 
 use vigia_core::{
-    AlertState, Role, Rule, RuleKind, SensorKind, SensorSpec, Severity, TenantId, Timestamp,
+    AlertState, Role, Rule, RuleKind, SensorId, SensorKind, SensorSpec, Severity, TenantId,
+    Timestamp,
 };
 
-use super::{api_key, assert_conflict, assert_not_found, provision, setup, T0};
-use crate::{AlertTransition, NewAlert, NewApiKey, Store, WriteBatch};
+use super::{
+    api_key, assert_conflict, assert_not_found, provision, reading, readings_batch, setup, T0,
+};
+use crate::{AlertTransition, NewAlert, NewApiKey, SensorScope, Store, WriteBatch};
 
 /// `ping` answers on a healthy store.
 pub async fn ping(store: &dyn Store) {
@@ -253,7 +256,7 @@ pub async fn provision_sensors_is_idempotent_and_ordered(store: &dyn Store) {
 
     let listed: Vec<String> = store
         .catalog()
-        .list_sensors(tenant.id)
+        .list_sensors(tenant.id, None, usize::MAX)
         .await
         .expect("list")
         .into_iter()
@@ -286,7 +289,7 @@ pub async fn tenant_isolation_of_sensors(store: &dyn Store) {
 
     assert!(store
         .catalog()
-        .list_sensors(b.id)
+        .list_sensors(b.id, None, usize::MAX)
         .await
         .expect("list b")
         .is_empty());
@@ -487,4 +490,113 @@ pub async fn put_sensor_resolves_alerts_of_removed_rules(store: &dyn Store) {
         [names[0].clone()],
         "the kept rule's alert stays open"
     );
+}
+
+/// Keyset pages of sensors: in byte order of their keys, each sensor exactly once, and
+/// the per-sensor reads of one page (latest values, unresolved counts) cover exactly the
+/// page's sensors.
+pub async fn sensor_pages_and_their_scopes(store: &dyn Store) {
+    // Byte order: digits < upper case < lower case < multi-byte UTF-8.
+    let keys = ["b", "10", "9", "B", "a b", "ä", "z"];
+    let (tenant, sensors) = setup(store, &keys).await;
+    let other = store
+        .catalog()
+        .create_tenant("other", "Other")
+        .await
+        .expect("tenant");
+    provision(store, &other, &["a", "c"]).await;
+    let mut batch = readings_batch(sensors.iter().map(|s| reading(s.id, 0, 1.0)).collect());
+    batch.alerts = sensors
+        .iter()
+        .map(|s| {
+            AlertTransition::Open(NewAlert {
+                tenant: tenant.id,
+                sensor: s.id,
+                rule: "high".into(),
+                kind: RuleKind::Threshold,
+                severity: Severity::Critical,
+                metric: "temperature".into(),
+                value: 1.0,
+                message: "warm".into(),
+                opened_at: Timestamp(T0),
+            })
+        })
+        .collect();
+    store.write_batch(batch).await.expect("readings and alerts");
+
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .catalog()
+            .list_sensors(tenant.id, after.as_deref(), 3)
+            .await
+            .expect("page");
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3, "a page holds at most its limit");
+        let through = page.last().expect("non-empty").key.clone();
+        let scope = SensorScope::Keys {
+            after: after.clone(),
+            through: through.clone(),
+        };
+        let page_ids: Vec<SensorId> = page.iter().map(|s| s.id).collect();
+        let mut latest: Vec<SensorId> = store
+            .readings()
+            .latest(tenant.id, &scope)
+            .await
+            .expect("latest of the page")
+            .into_iter()
+            .map(|l| l.sensor)
+            .collect();
+        let mut counted: Vec<SensorId> = store
+            .alerts()
+            .unresolved_counts(tenant.id, &scope)
+            .await
+            .expect("counts of the page")
+            .into_iter()
+            .map(|(s, n)| {
+                assert_eq!(n, 1, "one open alert per sensor");
+                s
+            })
+            .collect();
+        let mut want = page_ids.clone();
+        want.sort();
+        latest.sort();
+        counted.sort();
+        assert_eq!(latest, want, "latest values of exactly the page's sensors");
+        assert_eq!(counted, want, "counts of exactly the page's sensors");
+        pages.push(page.into_iter().map(|s| s.key).collect::<Vec<_>>());
+        after = Some(through);
+    }
+    let mut sorted: Vec<&str> = keys.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(
+        pages.concat(),
+        sorted,
+        "pages follow byte order, each sensor once"
+    );
+    assert_eq!(pages.len(), 3, "7 sensors in pages of 3: {pages:?}");
+    let none = SensorScope::Keys {
+        after: Some("zz".into()),
+        through: "zzz".into(),
+    };
+    assert!(store
+        .readings()
+        .latest(tenant.id, &none)
+        .await
+        .expect("empty range")
+        .is_empty());
+    // Another tenant's range holds none of these sensors.
+    let all = SensorScope::Keys {
+        after: None,
+        through: "\u{10FFFF}".into(),
+    };
+    let theirs = store
+        .alerts()
+        .unresolved_counts(other.id, &all)
+        .await
+        .expect("other tenant");
+    assert!(theirs.is_empty(), "{theirs:?}");
 }

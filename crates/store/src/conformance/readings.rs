@@ -133,7 +133,7 @@ pub async fn large_batches_count_exactly(store: &dyn Store) {
     );
     let latest = store
         .readings()
-        .latest(tenant.id, None)
+        .latest(tenant.id, &crate::SensorScope::All)
         .await
         .expect("latest");
     assert_eq!(latest.len(), 3);
@@ -168,7 +168,7 @@ pub async fn batch_is_atomic(store: &dyn Store) {
         assert!(
             store
                 .readings()
-                .latest(tenant.id, None)
+                .latest(tenant.id, &crate::SensorScope::All)
                 .await
                 .expect("latest")
                 .is_empty(),
@@ -221,7 +221,7 @@ pub async fn latest_only_moves_forward(store: &dyn Store) {
     let latest = || async {
         let mut l = store
             .readings()
-            .latest(tenant.id, None)
+            .latest(tenant.id, &crate::SensorScope::All)
             .await
             .expect("latest");
         l.sort_by(|a, b| (a.sensor, &a.metric).cmp(&(b.sensor, &b.metric)));
@@ -485,14 +485,14 @@ pub async fn tenant_isolation_of_readings(store: &dyn Store) {
     );
     assert!(store
         .readings()
-        .latest(b.id, None)
+        .latest(b.id, &crate::SensorScope::All)
         .await
         .expect("latest of b")
         .is_empty());
     assert_eq!(
         store
             .readings()
-            .latest(a.id, None)
+            .latest(a.id, &crate::SensorScope::All)
             .await
             .expect("latest of a")
             .len(),
@@ -547,7 +547,7 @@ pub async fn latest_of_one_sensor(store: &dyn Store) {
         .expect("write");
     let latest = store
         .readings()
-        .latest(tenant.id, Some(a))
+        .latest(tenant.id, &crate::SensorScope::One(a))
         .await
         .expect("latest of A");
     let got: Vec<(SensorId, &str)> = latest
@@ -567,7 +567,7 @@ pub async fn latest_of_one_sensor(store: &dyn Store) {
     assert!(
         store
             .readings()
-            .latest(other.id, Some(a))
+            .latest(other.id, &crate::SensorScope::One(a))
             .await
             .expect("latest")
             .is_empty(),

@@ -8,7 +8,7 @@ use vigia_core::{Alert, AlertChange, AlertId, AlertState, Sensor, SensorId, Tena
 
 use super::catalog::IdCounter;
 use super::VolatileStore;
-use crate::{AlertFilter, AlertRepo, NewAlert, StoreError, StoreResult};
+use crate::{AlertFilter, AlertRepo, NewAlert, SensorScope, StoreError, StoreResult};
 
 /// The alerts table and its indexes.
 #[derive(Default)]
@@ -172,6 +172,7 @@ impl Alerts {
             .filter_map(|(_, id)| self.rows.get(id))
             .filter(|a| filter.state.is_none_or(|state| a.state == state))
             .filter(|a| filter.sensor.as_deref().is_none_or(|key| a.sensor == key))
+            .filter(|a| filter.before.is_none_or(|before| a.id < before))
             .take(filter.limit)
             .cloned()
             .collect()
@@ -192,15 +193,15 @@ impl Alerts {
             .collect()
     }
 
-    /// Open plus acked alerts per sensor of the tenant (or of one of its sensors), by
-    /// sensor id; sensors without any are absent.
+    /// Open plus acked alerts per sensor of the tenant (or of the sensors in `within`),
+    /// by sensor id; sensors without any are absent.
     fn unresolved_counts(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        within: Option<&BTreeSet<SensorId>>,
     ) -> Vec<(SensorId, u64)> {
-        let sensors: Box<dyn Iterator<Item = _>> = match sensor {
-            Some(s) => Box::new(self.unresolved.get_key_value(&s).into_iter()),
+        let sensors: Box<dyn Iterator<Item = _>> = match within {
+            Some(ids) => Box::new(ids.iter().filter_map(|s| self.unresolved.get_key_value(s))),
             None => Box::new(self.unresolved.iter()),
         };
         sensors
@@ -265,9 +266,11 @@ impl AlertRepo for VolatileStore {
     async fn unresolved_counts(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<(SensorId, u64)>> {
-        Ok(self.read()?.alerts.unresolved_counts(tenant, sensor))
+        let data = self.read()?;
+        let within = data.catalog.sensors_in(tenant, scope);
+        Ok(data.alerts.unresolved_counts(tenant, within.as_ref()))
     }
 }
 

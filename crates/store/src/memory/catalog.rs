@@ -1,6 +1,6 @@
 //! Tenants, API keys and sensors in memory, and the catalog port over them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use vigia_core::{
@@ -9,7 +9,7 @@ use vigia_core::{
 };
 
 use super::{Data, VolatileStore};
-use crate::{CatalogRepo, NewApiKey, SensorPut, StoreError, StoreResult};
+use crate::{CatalogRepo, NewApiKey, SensorPut, SensorScope, StoreError, StoreResult};
 
 /// Slug of the tenant that exists on every installation.
 const DEFAULT_TENANT_SLUG: &str = "default";
@@ -185,13 +185,45 @@ impl Catalog {
             .and_then(|id| self.sensors.get(id))
     }
 
-    fn list_sensors(&self, tenant: TenantId) -> Vec<Sensor> {
+    fn list_sensors(&self, tenant: TenantId, after: Option<&str>, limit: usize) -> Vec<Sensor> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |key| Excluded(key.to_string()));
         self.sensor_keys
             .get(&tenant)
             .into_iter()
-            .flat_map(|keys| keys.values())
+            .flat_map(|keys| keys.range((from.clone(), Unbounded)).map(|(_, id)| id))
+            .take(limit)
             .filter_map(|id| self.sensors.get(id).cloned())
             .collect()
+    }
+
+    /// The ids of the tenant's sensors in `scope`; `None` for every sensor.
+    pub(super) fn sensors_in(
+        &self,
+        tenant: TenantId,
+        scope: &SensorScope,
+    ) -> Option<BTreeSet<SensorId>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        match scope {
+            SensorScope::All => None,
+            SensorScope::One(id) => Some(
+                (self.sensor_tenant(*id) == Some(tenant))
+                    .then_some(*id)
+                    .into_iter()
+                    .collect(),
+            ),
+            SensorScope::Keys { after, through } => {
+                let from = after.clone().map_or(Unbounded, Excluded);
+                Some(
+                    self.sensor_keys
+                        .get(&tenant)
+                        .into_iter()
+                        .flat_map(|keys| keys.range((from.clone(), Included(through.clone()))))
+                        .map(|(_, id)| *id)
+                        .collect(),
+                )
+            }
+        }
     }
 
     fn all_sensors(&self) -> Vec<Sensor> {
@@ -320,8 +352,13 @@ impl CatalogRepo for VolatileStore {
         self.write()?.catalog.revoke_api_key(tenant, id, at)
     }
 
-    async fn list_sensors(&self, tenant: TenantId) -> StoreResult<Vec<Sensor>> {
-        Ok(self.read()?.catalog.list_sensors(tenant))
+    async fn list_sensors(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Sensor>> {
+        Ok(self.read()?.catalog.list_sensors(tenant, after, limit))
     }
 
     async fn all_sensors(&self) -> StoreResult<Vec<Sensor>> {

@@ -7,7 +7,8 @@ use vigia_core::{SensorId, TenantId, Timestamp};
 
 use super::VolatileStore;
 use crate::{
-    LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading, StoreError, StoreResult,
+    LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading, SensorScope, StoreError,
+    StoreResult,
 };
 
 /// A metric name's index in [`Readings::metric_names`], assigned in first-seen order like
@@ -223,12 +224,18 @@ impl ReadingRepo for VolatileStore {
     async fn latest(
         &self,
         tenant: TenantId,
-        sensor: Option<SensorId>,
+        scope: &SensorScope,
     ) -> StoreResult<Vec<LatestReading>> {
         let data = self.read()?;
-        Ok(data
-            .readings
-            .latest(sensor, |s| data.catalog.sensor_tenant(s) == Some(tenant)))
+        let one = match scope {
+            SensorScope::One(id) => Some(*id),
+            _ => None,
+        };
+        let within = data.catalog.sensors_in(tenant, scope);
+        Ok(data.readings.latest(one, |s| {
+            data.catalog.sensor_tenant(s) == Some(tenant)
+                && within.as_ref().is_none_or(|ids| ids.contains(&s))
+        }))
     }
 
     async fn all_latest(&self) -> StoreResult<Vec<LatestReading>> {

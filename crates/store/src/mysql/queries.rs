@@ -27,7 +27,8 @@ use vigia_core::{
 use super::error::{error_number, store_error, MyResultExt, DUPLICATE_ENTRY};
 use crate::{
     audit_minute, AlertFilter, AuditEvent, AuditOutcome, AuditRecord, LatestReading, NewAlert,
-    NewApiKey, OutboxEntry, Point, ReadingQuery, SensorReading, StoreError, StoreResult,
+    NewApiKey, OutboxEntry, Point, ReadingQuery, SensorReading, SensorScope, StoreError,
+    StoreResult,
 };
 
 /// Rows of `IN (…)` lists and multi-row statements that take bound values, per statement:
@@ -307,11 +308,17 @@ fn sensor_from_row(row: &MySqlRow) -> StoreResult<Sensor> {
 pub(crate) async fn list_sensors(
     conn: &mut MySqlConnection,
     tenant: TenantId,
+    after: Option<&str>,
+    limit: usize,
 ) -> StoreResult<Vec<Sensor>> {
+    // Keys are never empty, so "" is before every key (byte order: utf8mb4_nopad_bin).
     sqlx::query(&format!(
-        "SELECT {SENSOR_COLUMNS} FROM sensors WHERE tenant_id = ? ORDER BY `key`"
+        "SELECT {SENSOR_COLUMNS} FROM sensors WHERE tenant_id = ? AND `key` > ?
+         ORDER BY `key` LIMIT ?"
     ))
     .bind(tenant.0)
+    .bind(after.unwrap_or(""))
+    .bind(sql_limit(limit))
     .fetch_all(&mut *conn)
     .await
     .my()?
@@ -594,7 +601,7 @@ pub(crate) async fn list_alerts(
     if filter.sensor.is_some() {
         sql.push_str(" AND s.`key` = ?");
     }
-    sql.push_str(" ORDER BY a.id DESC LIMIT ?");
+    sql.push_str(" AND a.id < ? ORDER BY a.id DESC LIMIT ?");
     let mut query = sqlx::query(&sql).bind(tenant.0);
     if let Some(state) = filter.state {
         query = query.bind(state.as_str());
@@ -603,6 +610,7 @@ pub(crate) async fn list_alerts(
         query = query.bind(sensor.as_str());
     }
     query
+        .bind(filter.before.map_or(i64::MAX, |id| id.0))
         .bind(sql_limit(filter.limit))
         .fetch_all(&mut *conn)
         .await
@@ -798,10 +806,10 @@ pub(crate) async fn resolve_removed_rules(
 pub(crate) async fn unresolved_counts(
     conn: &mut MySqlConnection,
     tenant: TenantId,
-    sensor: Option<SensorId>,
+    scope: &SensorScope,
 ) -> StoreResult<Vec<(SensorId, u64)>> {
-    let rows: Vec<(i64, i64)> = match sensor {
-        Some(sensor) => sqlx::query_as(
+    let rows: Vec<(i64, i64)> = match scope {
+        SensorScope::One(sensor) => sqlx::query_as(
             "SELECT sensor_id, count(*) FROM alerts
              WHERE tenant_id = ? AND sensor_id = ? AND state IN ('open', 'acked')
              GROUP BY sensor_id",
@@ -811,7 +819,19 @@ pub(crate) async fn unresolved_counts(
         .fetch_all(&mut *conn)
         .await
         .my()?,
-        None => sqlx::query_as(
+        SensorScope::Keys { after, through } => sqlx::query_as(
+            "SELECT a.sensor_id, count(*) FROM alerts a JOIN sensors s ON s.id = a.sensor_id
+             WHERE a.tenant_id = ? AND s.`key` > ? AND s.`key` <= ?
+               AND a.state IN ('open', 'acked')
+             GROUP BY a.sensor_id ORDER BY a.sensor_id",
+        )
+        .bind(tenant.0)
+        .bind(after.as_deref().unwrap_or(""))
+        .bind(through.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .my()?,
+        SensorScope::All => sqlx::query_as(
             "SELECT sensor_id, count(*) FROM alerts
              WHERE tenant_id = ? AND state IN ('open', 'acked') GROUP BY sensor_id
              ORDER BY sensor_id",
@@ -1180,32 +1200,42 @@ fn latest_rows(rows: Vec<MySqlRow>) -> StoreResult<Vec<LatestReading>> {
         .collect()
 }
 
-/// Latest value per (sensor, metric): of one tenant (and optionally one of its sensors)
-/// or of all.
+/// Latest value per (sensor, metric): of the tenant's sensors in `scope`, or of all
+/// tenants' sensors.
 pub(crate) async fn latest(
     conn: &mut MySqlConnection,
     tenant: Option<TenantId>,
-    sensor: Option<SensorId>,
+    scope: &SensorScope,
 ) -> StoreResult<Vec<LatestReading>> {
     const SELECT: &str = "SELECT l.sensor_id, m.name, l.ts, l.value FROM latest_readings l
         JOIN metrics m ON m.id = l.metric_id JOIN sensors s ON s.id = l.sensor_id";
-    let rows = match (tenant, sensor) {
-        (Some(tenant), Some(sensor)) => sqlx::query(&format!(
-            "{SELECT} WHERE s.tenant_id = ? AND l.sensor_id = ? ORDER BY m.name"
+    const ORDER: &str = "ORDER BY l.sensor_id, m.name";
+    let rows = match (tenant, scope) {
+        (Some(tenant), SensorScope::One(sensor)) => sqlx::query(&format!(
+            "{SELECT} WHERE s.tenant_id = ? AND l.sensor_id = ? {ORDER}"
         ))
         .bind(tenant.0)
         .bind(sensor.0)
         .fetch_all(&mut *conn)
         .await
         .my()?,
-        (Some(tenant), None) => sqlx::query(&format!(
-            "{SELECT} WHERE s.tenant_id = ? ORDER BY l.sensor_id, m.name"
+        (Some(tenant), SensorScope::Keys { after, through }) => sqlx::query(&format!(
+            "{SELECT} WHERE s.tenant_id = ? AND s.`key` > ? AND s.`key` <= ? {ORDER}"
         ))
         .bind(tenant.0)
+        .bind(after.as_deref().unwrap_or(""))
+        .bind(through.as_str())
         .fetch_all(&mut *conn)
         .await
         .my()?,
-        (None, _) => sqlx::query(&format!("{SELECT} ORDER BY l.sensor_id, m.name"))
+        (Some(tenant), SensorScope::All) => {
+            sqlx::query(&format!("{SELECT} WHERE s.tenant_id = ? {ORDER}"))
+                .bind(tenant.0)
+                .fetch_all(&mut *conn)
+                .await
+                .my()?
+        }
+        (None, _) => sqlx::query(&format!("{SELECT} {ORDER}"))
             .fetch_all(&mut *conn)
             .await
             .my()?,

@@ -17,7 +17,8 @@ use vigia_core::{
 use super::error::PgResultExt;
 use crate::{
     audit_minute, AlertFilter, AuditEvent, AuditOutcome, AuditRecord, LatestReading, NewAlert,
-    NewApiKey, OutboxEntry, Point, ReadingQuery, SensorReading, StoreError, StoreResult,
+    NewApiKey, OutboxEntry, Point, ReadingQuery, SensorReading, SensorScope, StoreError,
+    StoreResult,
 };
 
 /// Column `index` of `row`.
@@ -246,11 +247,18 @@ fn sensor_from_row(row: &PgRow) -> StoreResult<Sensor> {
 pub(crate) async fn list_sensors(
     conn: &mut PgConnection,
     tenant: TenantId,
+    after: Option<&str>,
+    limit: usize,
 ) -> StoreResult<Vec<Sensor>> {
+    // Keys are never empty, so "" is before every key. The column is `COLLATE "C"`:
+    // pages follow byte order, as on the other backends.
     sqlx::query(&format!(
-        "SELECT {SENSOR_COLUMNS} FROM sensors WHERE tenant_id = $1 ORDER BY key"
+        "SELECT {SENSOR_COLUMNS} FROM sensors WHERE tenant_id = $1 AND key > $2
+         ORDER BY key LIMIT $3"
     ))
     .bind(tenant.0)
+    .bind(after.unwrap_or(""))
+    .bind(sql_limit(limit))
     .fetch_all(&mut *conn)
     .await
     .pg()?
@@ -480,7 +488,10 @@ pub(crate) async fn list_alerts(
         sql.push_str(&format!(" AND s.key = ${next}"));
         next += 1;
     }
-    sql.push_str(&format!(" ORDER BY a.id DESC LIMIT ${next}"));
+    sql.push_str(&format!(
+        " AND a.id < ${} ORDER BY a.id DESC LIMIT ${next}",
+        next + 1
+    ));
     let mut query = sqlx::query(&sql).bind(tenant.0);
     if let Some(state) = filter.state {
         query = query.bind(state.as_str());
@@ -490,6 +501,7 @@ pub(crate) async fn list_alerts(
     }
     query
         .bind(sql_limit(filter.limit))
+        .bind(filter.before.map_or(i64::MAX, |id| id.0))
         .fetch_all(&mut *conn)
         .await
         .pg()?
@@ -655,10 +667,10 @@ pub(crate) async fn resolve_removed_rules(
 pub(crate) async fn unresolved_counts(
     conn: &mut PgConnection,
     tenant: TenantId,
-    sensor: Option<SensorId>,
+    scope: &SensorScope,
 ) -> StoreResult<Vec<(SensorId, u64)>> {
-    let rows: Vec<(i64, i64)> = match sensor {
-        Some(sensor) => sqlx::query_as(
+    let rows: Vec<(i64, i64)> = match scope {
+        SensorScope::One(sensor) => sqlx::query_as(
             "SELECT sensor_id, count(*) FROM alerts
              WHERE tenant_id = $1 AND sensor_id = $2 AND state IN ('open', 'acked')
              GROUP BY sensor_id",
@@ -668,7 +680,19 @@ pub(crate) async fn unresolved_counts(
         .fetch_all(&mut *conn)
         .await
         .pg()?,
-        None => sqlx::query_as(
+        SensorScope::Keys { after, through } => sqlx::query_as(
+            "SELECT a.sensor_id, count(*) FROM alerts a JOIN sensors s ON s.id = a.sensor_id
+             WHERE a.tenant_id = $1 AND s.key > $2 AND s.key <= $3
+               AND a.state IN ('open', 'acked')
+             GROUP BY a.sensor_id",
+        )
+        .bind(tenant.0)
+        .bind(after.as_deref().unwrap_or(""))
+        .bind(through.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .pg()?,
+        SensorScope::All => sqlx::query_as(
             "SELECT sensor_id, count(*) FROM alerts
              WHERE tenant_id = $1 AND state IN ('open', 'acked') GROUP BY sensor_id",
         )
@@ -995,27 +1019,37 @@ pub(crate) async fn series(
 pub(crate) async fn latest(
     conn: &mut PgConnection,
     tenant: Option<TenantId>,
-    sensor: Option<SensorId>,
+    scope: &SensorScope,
 ) -> StoreResult<Vec<LatestReading>> {
     const SELECT: &str = "SELECT l.sensor_id, m.name, l.ts, l.value FROM latest_readings l
         JOIN metrics m ON m.id = l.metric_id JOIN sensors s ON s.id = l.sensor_id";
-    let rows: Vec<(i64, String, i64, f64)> = match (tenant, sensor) {
-        (Some(tenant), Some(sensor)) => sqlx::query_as(&format!(
-            "{SELECT} WHERE s.tenant_id = $1 AND l.sensor_id = $2 ORDER BY m.name"
+    const ORDER: &str = "ORDER BY l.sensor_id, m.name";
+    let rows: Vec<(i64, String, i64, f64)> = match (tenant, scope) {
+        (Some(tenant), SensorScope::One(sensor)) => sqlx::query_as(&format!(
+            "{SELECT} WHERE s.tenant_id = $1 AND l.sensor_id = $2 {ORDER}"
         ))
         .bind(tenant.0)
         .bind(sensor.0)
         .fetch_all(&mut *conn)
         .await
         .pg()?,
-        (Some(tenant), None) => sqlx::query_as(&format!(
-            "{SELECT} WHERE s.tenant_id = $1 ORDER BY l.sensor_id, m.name"
+        (Some(tenant), SensorScope::Keys { after, through }) => sqlx::query_as(&format!(
+            "{SELECT} WHERE s.tenant_id = $1 AND s.key > $2 AND s.key <= $3 {ORDER}"
         ))
         .bind(tenant.0)
+        .bind(after.as_deref().unwrap_or(""))
+        .bind(through.as_str())
         .fetch_all(&mut *conn)
         .await
         .pg()?,
-        (None, _) => sqlx::query_as(&format!("{SELECT} ORDER BY l.sensor_id, m.name"))
+        (Some(tenant), SensorScope::All) => {
+            sqlx::query_as(&format!("{SELECT} WHERE s.tenant_id = $1 {ORDER}"))
+                .bind(tenant.0)
+                .fetch_all(&mut *conn)
+                .await
+                .pg()?
+        }
+        (None, _) => sqlx::query_as(&format!("{SELECT} {ORDER}"))
             .fetch_all(&mut *conn)
             .await
             .pg()?,

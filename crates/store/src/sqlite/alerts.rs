@@ -4,7 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use vigia_core::{Alert, AlertId, AlertState, RuleKind, SensorId, Severity, TenantId, Timestamp};
 
 use super::catalog::bad_column;
-use crate::{AlertFilter, NewAlert, StoreError, StoreResult};
+use crate::{AlertFilter, NewAlert, SensorScope, StoreError, StoreResult};
 
 /// Alert columns in the order [`alert_from_row`] reads them; `s` is the sensor.
 const ALERT_SELECT: &str = "SELECT a.id, a.tenant_id, a.sensor_id, s.key, a.rule, a.kind,
@@ -61,7 +61,7 @@ pub(crate) fn list(
     if filter.sensor.is_some() {
         sql.push_str(" AND s.key = ?3");
     }
-    sql.push_str(" ORDER BY a.id DESC LIMIT ?4");
+    sql.push_str(" AND a.id < ?5 ORDER BY a.id DESC LIMIT ?4");
     let mut stmt = conn.prepare_cached(&sql)?;
     let state = filter.state.map(AlertState::as_str);
     let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
@@ -74,6 +74,7 @@ pub(crate) fn list(
         stmt.raw_bind_parameter(3, sensor)?;
     }
     stmt.raw_bind_parameter(4, limit)?;
+    stmt.raw_bind_parameter(5, filter.before.map_or(i64::MAX, |id| id.0))?;
     let mut rows = stmt.raw_query();
     let mut alerts = Vec::new();
     while let Some(row) = rows.next()? {
@@ -203,15 +204,15 @@ pub(crate) fn resolve_removed_rules(
     Ok(resolved)
 }
 
-/// Open plus acked alerts per sensor of the tenant (or of one of its sensors).
+/// Open plus acked alerts per sensor of the tenant's sensors in `scope`.
 pub(crate) fn unresolved_counts(
     conn: &Connection,
     tenant: TenantId,
-    sensor: Option<SensorId>,
+    scope: &SensorScope,
 ) -> StoreResult<Vec<(SensorId, u64)>> {
     let row = |r: &Row<'_>| Ok((SensorId(r.get(0)?), r.get::<_, i64>(1)?.max(0) as u64));
-    let counts = match sensor {
-        Some(sensor) => conn
+    let counts = match scope {
+        SensorScope::One(sensor) => conn
             .prepare_cached(
                 "SELECT sensor_id, count(*) FROM alerts
                  WHERE tenant_id = ?1 AND sensor_id = ?2 AND state IN ('open', 'acked')
@@ -219,7 +220,19 @@ pub(crate) fn unresolved_counts(
             )?
             .query_map(params![tenant.0, sensor.0], row)?
             .collect::<Result<Vec<_>, _>>()?,
-        None => conn
+        SensorScope::Keys { after, through } => conn
+            .prepare_cached(
+                "SELECT a.sensor_id, count(*) FROM alerts a JOIN sensors s ON s.id = a.sensor_id
+                 WHERE a.tenant_id = ?1 AND s.key > ?2 AND s.key <= ?3
+                   AND a.state IN ('open', 'acked')
+                 GROUP BY a.sensor_id",
+            )?
+            .query_map(
+                params![tenant.0, after.as_deref().unwrap_or(""), through],
+                row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?,
+        SensorScope::All => conn
             .prepare_cached(
                 "SELECT sensor_id, count(*) FROM alerts
                  WHERE tenant_id = ?1 AND state IN ('open', 'acked') GROUP BY sensor_id",

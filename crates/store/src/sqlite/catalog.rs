@@ -190,10 +190,23 @@ pub(crate) fn bad_column(index: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(index, Type::Text, message.into())
 }
 
-pub(crate) fn list_sensors(conn: &Connection, tenant: TenantId) -> StoreResult<Vec<Sensor>> {
-    let sql = format!("SELECT {SENSOR_COLUMNS} FROM sensors WHERE tenant_id = ?1 ORDER BY key");
+pub(crate) fn list_sensors(
+    conn: &Connection,
+    tenant: TenantId,
+    after: Option<&str>,
+    limit: usize,
+) -> StoreResult<Vec<Sensor>> {
+    // Keys are never empty, so "" is before every key.
+    let sql = format!(
+        "SELECT {SENSOR_COLUMNS} FROM sensors WHERE tenant_id = ?1 AND key > ?2
+         ORDER BY key LIMIT ?3"
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([tenant.0], sensor_from_row)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(
+        params![tenant.0, after.unwrap_or(""), limit],
+        sensor_from_row,
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -4,7 +4,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use vigia_core::{SensorId, TenantId, Timestamp};
 
 use super::catalog;
-use crate::{LatestReading, Point, ReadingQuery, SensorReading, StoreError, StoreResult};
+use crate::{
+    LatestReading, Point, ReadingQuery, SensorReading, SensorScope, StoreError, StoreResult,
+};
 
 pub(crate) fn metric_id(conn: &Connection, name: &str) -> StoreResult<Option<i64>> {
     Ok(conn
@@ -60,12 +62,12 @@ pub(crate) fn readings(
     Ok(points)
 }
 
-/// Latest value per (sensor, metric): of one tenant (and optionally one of its sensors)
-/// or of all.
+/// Latest value per (sensor, metric): of the tenant's sensors in `scope`, or of all
+/// tenants' sensors.
 pub(crate) fn latest(
     conn: &Connection,
     tenant: Option<TenantId>,
-    sensor: Option<SensorId>,
+    scope: &SensorScope,
 ) -> StoreResult<Vec<LatestReading>> {
     let row = |r: &rusqlite::Row<'_>| {
         Ok(LatestReading {
@@ -77,21 +79,29 @@ pub(crate) fn latest(
     };
     const SELECT: &str = "SELECT l.sensor_id, m.name, l.ts, l.value FROM latest_readings l
         JOIN metrics m ON m.id = l.metric_id JOIN sensors s ON s.id = l.sensor_id";
-    let latest = match (tenant, sensor) {
-        (Some(tenant), Some(sensor)) => conn
+    const ORDER: &str = "ORDER BY l.sensor_id, m.name";
+    let latest = match (tenant, scope) {
+        (Some(tenant), SensorScope::One(sensor)) => conn
             .prepare_cached(&format!(
-                "{SELECT} WHERE s.tenant_id = ?1 AND l.sensor_id = ?2 ORDER BY m.name"
+                "{SELECT} WHERE s.tenant_id = ?1 AND l.sensor_id = ?2 {ORDER}"
             ))?
             .query_map(params![tenant.0, sensor.0], row)?
             .collect::<Result<Vec<_>, _>>()?,
-        (Some(tenant), None) => conn
+        (Some(tenant), SensorScope::Keys { after, through }) => conn
             .prepare_cached(&format!(
-                "{SELECT} WHERE s.tenant_id = ?1 ORDER BY l.sensor_id, m.name"
+                "{SELECT} WHERE s.tenant_id = ?1 AND s.key > ?2 AND s.key <= ?3 {ORDER}"
             ))?
+            .query_map(
+                params![tenant.0, after.as_deref().unwrap_or(""), through],
+                row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?,
+        (Some(tenant), SensorScope::All) => conn
+            .prepare_cached(&format!("{SELECT} WHERE s.tenant_id = ?1 {ORDER}"))?
             .query_map([tenant.0], row)?
             .collect::<Result<Vec<_>, _>>()?,
         (None, _) => conn
-            .prepare_cached(&format!("{SELECT} ORDER BY l.sensor_id, m.name"))?
+            .prepare_cached(&format!("{SELECT} {ORDER}"))?
             .query_map([], row)?
             .collect::<Result<Vec<_>, _>>()?,
     };

@@ -1,6 +1,6 @@
 //! Alerts: list, read, acknowledge, resolve.
 
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -9,6 +9,7 @@ use vigia_store::AlertFilter;
 
 use crate::error::{ApiError, Problem, ProblemField};
 use crate::extract::ApiQuery;
+use crate::pagination::{self, CursorKind, Paged};
 use crate::{AppState, Caller};
 
 const DEFAULT_LIMIT: usize = 100;
@@ -23,20 +24,29 @@ pub struct AlertParams {
     state: Option<String>,
     /// Only this sensor key.
     sensor: Option<String>,
-    /// Most alerts, newest first, 1–1000; default 100.
+    /// Alerts per page, newest first, 1–1000; default 100.
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
+    /// Opaque: from the previous page's `Link: <…>; rel="next"` header; absent or empty
+    /// for the first page.
+    #[param(pattern = "^[A-Za-z0-9_-]*$")]
+    cursor: Option<String>,
 }
 
-/// List the tenant's alerts, newest first.
+/// List the tenant's alerts, newest first, one page at a time.
+///
+/// When more alerts follow, the answer has a `Link` header with `rel="next"`: the same
+/// request with the cursor of the next page. Following it from the first page returns
+/// every alert exactly once.
 #[utoipa::path(
     get,
     path = "/api/v1/alerts",
     tag = "alerts",
     params(AlertParams),
     responses(
-        (status = 200, description = "Alerts, newest first", body = Vec<Alert>),
-        (status = 400, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of alerts, newest first", body = Vec<Alert>,
+            headers(("link" = String, description = "`<URL>; rel=\"next\"` when more alerts follow"))),
+        (status = 400, description = "Invalid query parameter (`state`, `limit`, `cursor`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
     ),
@@ -46,34 +56,47 @@ pub struct AlertParams {
 pub async fn list_alerts(
     State(state): State<AppState>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     ApiQuery(params): ApiQuery<AlertParams>,
-) -> Result<Json<Vec<Alert>>, ApiError> {
-    let bad = |field: &str, message: &str| {
-        let mut e = ApiError::bad_request(format!("invalid query parameter `{field}`: {message}"));
-        e.problem.errors.push(ProblemField {
-            line: None,
-            row: None,
-            field: field.into(),
-            message: message.into(),
-        });
-        e
-    };
+) -> Result<Paged<Alert>, ApiError> {
+    let bad = |field: &str, message: &str| ApiError::bad_parameter(field, message);
     let alert_state = match params.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
             AlertState::parse(s).ok_or_else(|| bad("state", "must be open, acked or resolved"))?,
         ),
     };
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(bad("limit", "must be between 1 and 1000"));
-    }
+    let limit = pagination::limit(params.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let before = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(cursor) => {
+            let position = pagination::decode_cursor(CursorKind::Alerts, cursor)?;
+            let id = position.parse::<i64>().map_err(|_| {
+                bad(
+                    "cursor",
+                    "not a cursor of this list; follow the `next` link",
+                )
+            })?;
+            Some(AlertId(id))
+        }
+    };
     let filter = AlertFilter {
         state: alert_state,
         sensor: params.sensor,
         limit,
+        before,
     };
-    Ok(Json(state.alerts.list(&caller, &filter).await?))
+    let page = state.alerts.list(&caller, &filter).await?;
+    let next = page
+        .has_more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| pagination::encode_cursor(CursorKind::Alerts, &last.id.0.to_string()));
+    Ok(Paged {
+        items: page.items,
+        next,
+        uri,
+    })
 }
 
 /// Get one alert.

@@ -194,8 +194,7 @@ pub(crate) async fn read_body(
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
     let mut dropped = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
+        let frame = frame.map_err(body_read_error)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -212,6 +211,22 @@ pub(crate) async fn read_body(
         return Err(too_large(limit));
     }
     Ok(buf.freeze())
+}
+
+/// 408 when the client paused longer than `http.body_read_timeout` (the listener wraps
+/// every body in a `TimeoutBody`), 400 for any other broken body.
+fn body_read_error(error: axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::request_timeout(
+                "the body stopped arriving for longer than http.body_read_timeout; \
+                 send it without pauses",
+            );
+        }
+        source = e.source();
+    }
+    ApiError::bad_request(format!("could not read the body: {error}"))
 }
 
 fn too_large(limit: usize) -> ApiError {

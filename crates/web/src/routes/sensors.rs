@@ -1,6 +1,6 @@
 //! Sensors: list, read, create/update, and their reading series.
 
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -9,8 +9,9 @@ use vigia_core::rule::MAX_METRIC_LEN;
 use vigia_core::{parse_duration_ms, SensorSpec, Timestamp, DEFAULT_METRIC};
 use vigia_services::{SensorView, SeriesPoint, SeriesRequest, SeriesSource, SeriesStep};
 
-use crate::error::{ApiError, Problem, ProblemField};
+use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::pagination::{self, CursorKind, Paged};
 use crate::{AppState, Caller};
 
 /// Default and largest number of points per series request.
@@ -22,13 +23,37 @@ const DEFAULT_AUTO_POINTS: usize = 300;
 // The `{key}` parameter is spelled out in each route below (utoipa takes only literals
 // there); `tests/openapi.rs` checks it against `vigia_core::sensor::SENSOR_KEY_PATTERN`.
 
-/// List the tenant's sensors.
+/// Most sensors per page when `limit` is absent, and the largest `limit`.
+const DEFAULT_SENSOR_PAGE: usize = 100;
+const MAX_SENSOR_PAGE: usize = 1_000;
+
+/// A page of the sensor list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SensorListParams {
+    /// Sensors per page, 1–1000; default 100.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<usize>,
+    /// Opaque: from the previous page's `Link: <…>; rel="next"` header; absent or empty
+    /// for the first page.
+    #[param(pattern = "^[A-Za-z0-9_-]*$")]
+    cursor: Option<String>,
+}
+
+/// List the tenant's sensors, ordered by key, one page at a time.
+///
+/// When more sensors follow, the answer has a `Link` header with `rel="next"`: the same
+/// request with the cursor of the next page. Following it from the first page returns
+/// every sensor exactly once.
 #[utoipa::path(
     get,
     path = "/api/v1/sensors",
     tag = "sensors",
+    params(SensorListParams),
     responses(
-        (status = 200, description = "Sensors ordered by key", body = Vec<SensorView>),
+        (status = 200, description = "A page of sensors ordered by key", body = Vec<SensorView>,
+            headers(("link" = String, description = "`<URL>; rel=\"next\"` when more sensors follow"))),
+        (status = 400, description = "Invalid `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key's role does not allow this", body = Problem, content_type = "application/problem+json"),
     ),
@@ -38,8 +63,27 @@ const DEFAULT_AUTO_POINTS: usize = 300;
 pub async fn list_sensors(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<SensorView>>, ApiError> {
-    Ok(Json(state.sensors.list(&caller).await?))
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(params): ApiQuery<SensorListParams>,
+) -> Result<Paged<SensorView>, ApiError> {
+    let limit = pagination::limit(params.limit, DEFAULT_SENSOR_PAGE, MAX_SENSOR_PAGE)?;
+    let after = params
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| pagination::decode_cursor(CursorKind::Sensors, c))
+        .transpose()?;
+    let page = state.sensors.list(&caller, after.as_deref(), limit).await?;
+    let next = page
+        .has_more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| pagination::encode_cursor(CursorKind::Sensors, &last.sensor.key));
+    Ok(Paged {
+        items: page.items,
+        next,
+        uri,
+    })
 }
 
 /// Get one sensor.
@@ -210,16 +254,7 @@ pub async fn sensor_readings(
 }
 
 fn series_request(p: SeriesParams) -> Result<SeriesRequest, ApiError> {
-    let bad = |field: &str, message: String| {
-        let mut e = ApiError::bad_request(format!("invalid query parameter `{field}`: {message}"));
-        e.problem.errors.push(ProblemField {
-            line: None,
-            row: None,
-            field: field.into(),
-            message,
-        });
-        e
-    };
+    let bad = |field: &str, message: String| ApiError::bad_parameter(field, message);
     let instant = |field: &str, text: &str| -> Result<Timestamp, ApiError> {
         if let Ok(ms) = text.parse::<i64>() {
             return Ok(Timestamp(ms));
