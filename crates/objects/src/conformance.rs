@@ -347,6 +347,19 @@ fn http() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// Sends `request`, expects `status` (naming `what` and the server's answer when it is
+/// another) and returns the body.
+async fn expect_status(request: reqwest::RequestBuilder, status: u16, what: &str) -> Bytes {
+    let answer = request
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    let got = answer.status().as_u16();
+    let body = answer.bytes().await.unwrap_or_default();
+    assert_eq!(got, status, "{what}: {}", String::from_utf8_lossy(&body));
+    body
+}
+
 /// The key and query a local signed URL carries, as the route will see them.
 fn route_parts(url: &str) -> (String, String) {
     let (_, rest) = url
@@ -450,26 +463,11 @@ pub async fn presigned_get_works_and_expires(subject: &Subject) {
             }
         }
         SignedUrls::Server { checks_signatures } => {
-            let answer = http()
-                .get(&url.url)
-                .send()
-                .await
-                .expect("the S3 server answers");
-            assert_eq!(
-                answer.status().as_u16(),
-                200,
-                "presigned GET: {}",
-                answer.text().await.unwrap_or_default()
-            );
-            assert_eq!(answer.bytes().await.unwrap().as_ref(), data.as_slice());
-            let ranged = http()
-                .get(&url.url)
-                .header("range", "bytes=10-19")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(ranged.status().as_u16(), 206);
-            assert_eq!(ranged.bytes().await.unwrap().as_ref(), &data[10..20]);
+            let body = expect_status(http().get(&url.url), 200, "presigned GET").await;
+            assert_eq!(body.as_ref(), data.as_slice());
+            let ranged = http().get(&url.url).header("range", "bytes=10-19");
+            let body = expect_status(ranged, 206, "ranged presigned GET").await;
+            assert_eq!(body.as_ref(), &data[10..20]);
             assert_eq!(
                 sigv4_expiry(&short.url),
                 crate::signing::unix_seconds(short.expires_at),
@@ -477,10 +475,8 @@ pub async fn presigned_get_works_and_expires(subject: &Subject) {
             );
             outlive(&short).await;
             if checks_signatures {
-                let expired = http().get(&short.url).send().await.unwrap();
-                assert_eq!(expired.status().as_u16(), 403, "an expired presigned GET");
-                let forged = http().get(forge(&url)).send().await.unwrap();
-                assert_eq!(forged.status().as_u16(), 403, "a forged presigned GET");
+                expect_status(http().get(&short.url), 403, "an expired presigned GET").await;
+                expect_status(http().get(forge(&url)), 403, "a forged presigned GET").await;
             } else {
                 assert!(sigv4_expiry(&short.url) < crate::signing::unix_seconds(SystemTime::now()));
                 eprintln!("NOTE presigned_get_works_and_expires: this S3 server checks no signature; the URL's X-Amz-Date + X-Amz-Expires lie in the past, the server's refusal went unchecked");
@@ -545,26 +541,11 @@ pub async fn presigned_put_works(subject: &Subject) {
                 "the length is signed: {}",
                 url.url
             );
-            let answer = http()
-                .put(&url.url)
-                .body(data.clone())
-                .send()
-                .await
-                .expect("the S3 server answers");
-            assert_eq!(
-                answer.status().as_u16(),
-                200,
-                "presigned PUT: {}",
-                answer.text().await.unwrap_or_default()
-            );
+            let upload = http().put(&url.url).body(data.clone());
+            expect_status(upload, 200, "presigned PUT").await;
             if checks_signatures {
-                let other = http()
-                    .put(&url.url)
-                    .body(vec![0u8; 10])
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(other.status().as_u16(), 403, "a body of another length");
+                let other = http().put(&url.url).body(vec![0u8; 10]);
+                expect_status(other, 403, "a presigned PUT with another length").await;
             } else {
                 eprintln!("NOTE presigned_put_works: this S3 server checks no signature; the refusal of another length went unchecked");
             }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use vigia_core::registry::SchemeRegistry;
 
 use crate::{ObjectError, ObjectResult, Objects};
 
@@ -96,10 +97,19 @@ pub fn scheme_of(url: &str) -> &str {
     }
 }
 
+impl vigia_core::registry::Schemes for dyn ObjectsFactory {
+    fn schemes(&self) -> &'static [&'static str] {
+        ObjectsFactory::schemes(self)
+    }
+    fn usage(&self) -> &'static str {
+        ObjectsFactory::usage(self)
+    }
+}
+
 /// Factories by scheme.
 #[derive(Clone, Default)]
 pub struct ObjectsRegistry {
-    factories: Vec<Arc<dyn ObjectsFactory>>,
+    factories: SchemeRegistry<dyn ObjectsFactory>,
 }
 
 impl ObjectsRegistry {
@@ -118,33 +128,21 @@ impl ObjectsRegistry {
 
     /// Adds a backend; a later registration of the same scheme wins.
     pub fn register(&mut self, factory: Arc<dyn ObjectsFactory>) {
-        self.factories.insert(0, factory);
+        self.factories.register(factory);
     }
 
     /// Every scheme that can be opened.
     pub fn schemes(&self) -> Vec<&'static str> {
-        let mut schemes: Vec<_> = self
-            .factories
-            .iter()
-            .flat_map(|f| f.schemes().iter().copied())
-            .collect();
-        schemes.sort_unstable();
-        schemes.dedup();
-        schemes
+        self.factories.schemes()
     }
 
     fn factory(&self, url: &str) -> ObjectResult<&Arc<dyn ObjectsFactory>> {
         let scheme = scheme_of(url);
-        self.factories
-            .iter()
-            .find(|f| f.schemes().contains(&scheme))
-            .ok_or_else(|| {
-                let usages: Vec<_> = self.factories.iter().rev().map(|f| f.usage()).collect();
-                ObjectError::Config(format!(
-                    "object store `{scheme}` is not available in this build; supported: {}",
-                    usages.join("; ")
-                ))
-            })
+        self.factories.find(scheme).map_err(|supported| {
+            ObjectError::Config(format!(
+                "object store `{scheme}` is not available in this build; supported: {supported}"
+            ))
+        })
     }
 
     /// Checks that `url` names a known backend and is well formed.
