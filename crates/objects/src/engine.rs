@@ -175,6 +175,7 @@ impl Objects for StoreObjects {
                 &mut upload,
             )
             .await;
+        let multipart = upload.is_some();
         let (size, result) = match (fed, upload) {
             (Err(err), Some(upload)) => {
                 // Best effort: the parts already sent are garbage either way, and the
@@ -192,6 +193,7 @@ impl Objects for StoreObjects {
             ),
         };
         let result = result.map_err(self.error(key))?;
+        tracing::debug!(backend = self.backend, key = %key, size, multipart, "object stored");
         Ok(PutOutcome {
             size,
             etag: result.e_tag.as_deref().map(ETag::new),
