@@ -126,6 +126,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Every key we accept is one object_store accepts unchanged (`to_path` relies on
+        /// it), and never one that climbs out of its root.
+        #[test]
+        fn accepted_keys_are_valid_paths(key in r"[a-z./\\\x00-\x1f é%#-]{0,24}") {
+            if let Ok(valid) = ObjectKey::new(key.clone()) {
+                let parsed = object_store::path::Path::parse(&key);
+                proptest::prop_assert!(parsed.is_ok(), "{key:?}: {parsed:?}");
+                let path = valid.to_path();
+                proptest::prop_assert_eq!(path.as_ref(), key.as_str());
+                proptest::prop_assert!(!key.split('/').any(|s| s == ".." || s.is_empty()));
+            }
+        }
+    }
+
     #[test]
     fn prefixes_allow_empty_and_a_trailing_slash() {
         assert_eq!(prefix_path("").unwrap(), None);
