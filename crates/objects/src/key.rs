@@ -12,8 +12,10 @@ pub struct ObjectKey(String);
 
 impl ObjectKey {
     /// Checks `key`: not empty, at most [`MAX_KEY_BYTES`], relative (no leading `/`), no
-    /// empty, `.` or `..` segment (so no trailing `/` either), no control character and no
-    /// backslash (a path separator elsewhere).
+    /// empty, `.` or `..` segment (so no trailing `/` either), no control character, no
+    /// backslash (a path separator elsewhere), and no last segment ending in `#` and digits
+    /// (the local backend's name for an upload in progress; refused everywhere so that keys
+    /// move between backends).
     pub fn new(key: impl Into<String>) -> ObjectResult<Self> {
         let key = key.into();
         match key_problem(&key) {
@@ -69,6 +71,15 @@ fn key_problem(key: &str) -> Option<&'static str> {
             _ => {}
         }
     }
+    if let Some((_, suffix)) = key
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.rsplit_once('#'))
+    {
+        if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) {
+            return Some("it ends in `#` and digits, which names an upload in progress");
+        }
+    }
     None
 }
 
@@ -93,6 +104,11 @@ mod tests {
             ("offload/2026/12/07/x.bin", None),
             ("with space/ünïcode.csv", None),
             ("dots..in.name", None),
+            ("a#b", None),
+            ("x/y#2/z", None),
+            ("a#", None),
+            ("a#1", Some("upload in progress")),
+            ("x/y#12", Some("upload in progress")),
             ("", Some("empty")),
             ("/abs", Some("relative")),
             ("a//b", Some("empty segment")),
