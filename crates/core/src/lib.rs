@@ -11,6 +11,7 @@ pub mod event;
 pub mod fanout_wire;
 pub mod ids;
 pub mod reading;
+pub mod registry;
 pub mod role;
 pub mod rule;
 pub mod sensor;

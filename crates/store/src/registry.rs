@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use vigia_core::registry::SchemeRegistry;
 
 use crate::{Durability, Store, StoreError, StoreResult};
 
@@ -62,10 +63,19 @@ pub trait StoreFactory: Send + Sync {
     async fn open(&self, url: &str, ctx: &OpenContext) -> StoreResult<Arc<dyn Store>>;
 }
 
+impl vigia_core::registry::Schemes for dyn StoreFactory {
+    fn schemes(&self) -> &'static [&'static str] {
+        StoreFactory::schemes(self)
+    }
+    fn usage(&self) -> &'static str {
+        StoreFactory::usage(self)
+    }
+}
+
 /// Factories by scheme.
 #[derive(Clone, Default)]
 pub struct StoreRegistry {
-    factories: Vec<Arc<dyn StoreFactory>>,
+    factories: SchemeRegistry<dyn StoreFactory>,
 }
 
 /// The scheme of a store URL: the part before `://`, or the whole word (`sqlite`).
@@ -91,33 +101,21 @@ impl StoreRegistry {
 
     /// Adds a backend; a later registration of the same scheme wins.
     pub fn register(&mut self, factory: Arc<dyn StoreFactory>) {
-        self.factories.insert(0, factory);
+        self.factories.register(factory);
     }
 
     /// Every scheme that can be opened.
     pub fn schemes(&self) -> Vec<&'static str> {
-        let mut schemes: Vec<_> = self
-            .factories
-            .iter()
-            .flat_map(|f| f.schemes().iter().copied())
-            .collect();
-        schemes.sort_unstable();
-        schemes.dedup();
-        schemes
+        self.factories.schemes()
     }
 
     fn factory(&self, url: &str) -> StoreResult<&Arc<dyn StoreFactory>> {
         let scheme = scheme_of(url);
-        self.factories
-            .iter()
-            .find(|f| f.schemes().contains(&scheme))
-            .ok_or_else(|| {
-                let usages: Vec<_> = self.factories.iter().rev().map(|f| f.usage()).collect();
-                StoreError::Config(format!(
-                    "store `{scheme}` is not available in this build; supported: {}",
-                    usages.join("; ")
-                ))
-            })
+        self.factories.find(scheme).map_err(|supported| {
+            StoreError::Config(format!(
+                "store `{scheme}` is not available in this build; supported: {supported}"
+            ))
+        })
     }
 
     /// True when both URLs open the same backend, whatever alias each uses
