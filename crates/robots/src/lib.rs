@@ -1,0 +1,79 @@
+//! The robots' decision logic (issue #18), pure: which instance takes a call, when an
+//! instance is cut off and let back, when a failed robot is retried or dead, which worker
+//! reports still count, and whether an input may enter at all.
+//!
+//! This crate does no I/O, spawns nothing and never reads a clock or an entropy source:
+//! every function takes `now` as epoch milliseconds (`i64`) and, where it draws, an RNG. So
+//! every rule is a data table in its tests, and the orchestrator that the lead wires later
+//! owns time, storage and the network.
+//!
+//! # How the pieces fit the seed's flow
+//!
+//! ```text
+//! POST /api/v1/robots ─▶ key (401) ─▶ rate limit (429) ─▶ input::sanitise (413 / 422)
+//!        │                 (web layers)                   size, depth, control chars,
+//!        ▼                                                module's JSON Schema
+//!   store: robot queued (durable) ─▶ 202
+//!        │
+//!   orchestrator loop (role `robots`, several processes share the queue):
+//!     claim a queued robot whose not_before has passed (lease + heartbeat, attempt += 1)
+//!        ▼
+//!     balancer::choose(instances, now) ── health, score ◀── cache::ScoreCache ◀── store
+//!        │   skips unhealthy, full, drained and breaker-refused instances
+//!        │   None ─▶ robot waits (`waiting_for_module`) or 503 + Retry-After
+//!        ▼
+//!     instance: POST {robot, attempt, input, callback}
+//!        │
+//!     worker reports progress | complete | fail carrying `attempt`
+//!        ▼
+//!     retry::fence(current attempt, status, reported) ─ Stale / Finished ─▶ 409, recorded
+//!        │ Accept
+//!        ▼
+//!     Instance::finish(permit, outcome, duration) ─▶ tracker (success EWMA, latency EWMA)
+//!        │                                         └▶ breaker (closed/open/half-open)
+//!        ▼
+//!     failure ─▶ retry::RetryPolicy::after_failure ─▶ Retry{not_before} (re-queued, holding
+//!                no worker slot) | Dead (dead letter; `POST …/retry` re-queues)
+//! ```
+//!
+//! A lease whose heartbeats stop (the worker or the `robots` process died) expires; the
+//! orchestrator then treats the attempt as failed (`finish` with `Failure`, or `abandon` if
+//! the call was never sent) and asks the retry policy. The next claim bumps the attempt
+//! number, which is the fencing token: the old attempt's late report is `Stale`, so no robot
+//! ever completes twice (execution is at least once, completion exactly once).
+//!
+//! # Modules
+//!
+//! - [`breaker`]: the per-instance circuit breaker and its permits.
+//! - [`retry`]: exponential backoff with full jitter, `max_attempts`, dead letters, and the
+//!   fencing rule over attempt numbers.
+//! - [`tracker`]: per-instance success rate and latency (the seed's `PerformanceTracker`).
+//! - [`balancer`]: the score and the choice (the seed's `LoadBalancer`).
+//! - [`cache`]: health and scores with a TTL per kind (the seed's `CacheManager`).
+//! - [`input`]: the seed's `SecurityValidator` input sanitisation.
+//!
+//! # What is wired later
+//!
+//! The store port `vigia_store::robots` (robots, executions, modules, instances; built in
+//! parallel) defines its own status and instance rows; the orchestrator maps them onto
+//! [`retry::RobotStatus`] and [`balancer::Instance`] here, so this crate depends on neither
+//! `vigia-core` nor `vigia-store`. Also later: the orchestrator loop and leases, the `http`
+//! and in-process modules, the health (5 min), score (15 min) and cleanup (daily) jobs on
+//! the scheduler, the routes and tower layers in `vigia-web`, metrics
+//! (`vigia_module_breaker_state{instance}` is [`breaker::BreakerState::gauge`], cache
+//! hits and misses are [`cache::CacheStats`]) and `[robots]` config keys built from the
+//! config structs' documented defaults.
+
+pub mod balancer;
+pub mod breaker;
+pub mod cache;
+pub mod input;
+pub mod retry;
+pub mod tracker;
+
+pub use balancer::{choose, BalancerConfig, Dispatch, Health, Instance};
+pub use breaker::{Breaker, BreakerConfig, BreakerState, Permit, Refusal};
+pub use cache::{CacheTtls, DataKind, ScoreCache};
+pub use input::{sanitise, InputError, InputLimits, InputSchema, Violation};
+pub use retry::{fence, Fence, RetryDecision, RetryPolicy, RobotStatus};
+pub use tracker::{InstanceStats, Outcome, TrackerConfig};
