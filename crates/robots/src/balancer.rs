@@ -202,6 +202,26 @@ pub fn choose(instances: &mut [Instance], config: &BalancerConfig, now: i64) -> 
     })
 }
 
+/// When choosing may succeed again by time alone, for a 503's `Retry-After` when
+/// [`choose`] found nothing: the earliest moment an open breaker of an otherwise usable
+/// instance (not unhealthy, weighted, with room) lets a probe through. `None` when no such
+/// moment is known: every instance is unhealthy, drained or full (a health probe or a
+/// finishing call changes that), or one is available already (`Some(now)`).
+pub fn next_available_at(instances: &[Instance], now: i64) -> Option<i64> {
+    instances
+        .iter()
+        .filter(|i| i.health != Health::Unhealthy && i.has_usable_weight())
+        .filter(|i| i.in_flight < i.capacity)
+        .filter_map(|i| {
+            if i.breaker.admits(now) {
+                Some(now)
+            } else {
+                i.breaker.half_open_at(now)
+            }
+        })
+        .min()
+}
+
 /// Orders instances best first, as `GET /api/v1/modules/{module}` lists them: candidates
 /// before the rest, then by the same rule [`choose`] applies.
 pub fn ranking(instances: &[Instance], config: &BalancerConfig, now: i64) -> Vec<usize> {

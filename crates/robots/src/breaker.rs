@@ -143,7 +143,7 @@ pub enum Refusal {
 #[derive(Debug, Clone, Copy)]
 enum Settled {
     Closed,
-    Open,
+    Open { since: i64 },
     HalfOpen { permits_left: u32 },
 }
 
@@ -193,7 +193,7 @@ impl Breaker {
     pub fn state(&self, now: i64) -> BreakerState {
         match self.settled(now) {
             Settled::Closed => BreakerState::Closed,
-            Settled::Open => BreakerState::Open,
+            Settled::Open { .. } => BreakerState::Open,
             Settled::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
@@ -203,8 +203,17 @@ impl Breaker {
     pub fn admits(&self, now: i64) -> bool {
         match self.settled(now) {
             Settled::Closed => true,
-            Settled::Open => false,
+            Settled::Open { .. } => false,
             Settled::HalfOpen { permits_left } => permits_left > 0,
+        }
+    }
+
+    /// When an open breaker lets its first probe through (ms), or `None` if it is not open
+    /// at `now`: the earliest `Retry-After` a caller can be given.
+    pub fn half_open_at(&self, now: i64) -> Option<i64> {
+        match self.settled(now) {
+            Settled::Open { since } => Some(since + self.config.cool_down_ms),
+            Settled::Closed | Settled::HalfOpen { .. } => None,
         }
     }
 
@@ -335,7 +344,7 @@ impl Breaker {
                     permits_left: self.config.half_open_probes.max(1),
                 }
             } else {
-                Settled::Open
+                Settled::Open { since }
             }
         };
         match self.phase {

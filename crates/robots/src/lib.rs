@@ -71,7 +71,7 @@ pub mod input;
 pub mod retry;
 pub mod tracker;
 
-pub use balancer::{choose, BalancerConfig, Dispatch, Health, Instance};
+pub use balancer::{choose, next_available_at, BalancerConfig, Dispatch, Health, Instance};
 pub use breaker::{Breaker, BreakerConfig, BreakerState, Permit, Refusal};
 pub use cache::{CacheTtls, DataKind, ScoreCache};
 pub use input::{sanitise, InputError, InputLimits, InputSchema, Violation};

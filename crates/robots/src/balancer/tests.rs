@@ -211,6 +211,26 @@ fn finishing_feeds_stats_and_breaker() {
     assert_eq!(instances[0].stats.counts(), (4, 3));
 }
 
+#[test]
+fn next_available() {
+    let s = |name| Spec { name, ..BASE };
+    let config = BalancerConfig::default();
+    // Breakers open at NOW with a 30 s cool-down.
+    #[rustfmt::skip]
+    let table: &[(&str, &[Spec], Option<i64>)] = &[
+        ("none registered", &[], None),
+        ("one available now", &[Spec { open: true, ..s("a") }, s("b")], Some(NOW)),
+        ("open: when its cool-down ends", &[Spec { open: true, ..s("a") }], Some(NOW + 30_000)),
+        ("unhealthy and open: unknown", &[Spec { open: true, health: Health::Unhealthy, ..s("a") }], None),
+        ("full: unknown", &[Spec { in_flight: 4, ..s("a") }], None),
+        ("drained: unknown", &[Spec { weight: 0.0, ..s("a") }], None),
+    ];
+    for (name, specs, expected) in table {
+        let instances = build(specs, &config);
+        assert_eq!(next_available_at(&instances, NOW), *expected, "{name}");
+    }
+}
+
 fn spec() -> impl Strategy<Value = Spec> {
     (
         0u32..4,

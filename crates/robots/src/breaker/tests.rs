@@ -82,6 +82,11 @@ fn run(name: &str, probes: u32, prefix: &[Step], steps: &[Step]) {
             }
             Refuse { at, why } => {
                 assert!(!breaker.admits(at), "{context}: admits() said yes");
+                let opening = match why {
+                    Refusal::Open { half_open_at } => Some(half_open_at),
+                    Refusal::ProbesOut => None,
+                };
+                assert_eq!(breaker.half_open_at(at), opening, "{context}");
                 assert_eq!(breaker.try_acquire(at), Err(why), "{context}");
             }
             Succeed { at, permit } => breaker.on_success(permits[permit], at),
