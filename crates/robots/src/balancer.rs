@@ -35,6 +35,7 @@
 
 use crate::breaker::{Breaker, BreakerConfig, Permit};
 use crate::tracker::{InstanceStats, Outcome, TrackerConfig};
+use crate::ConfigError;
 
 /// Health as the health loop last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +63,28 @@ impl Default for BalancerConfig {
             latency_reference_ms: 1_000.0,
             tracker: TrackerConfig::default(),
         }
+    }
+}
+
+impl BalancerConfig {
+    /// Checks that the score can be computed: a positive latency reference, EWMA weights in
+    /// (0, 1], a positive recovery half-life.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let error = |field, message| Err(ConfigError::new("balancer", field, message));
+        if !(self.latency_reference_ms.is_finite() && self.latency_reference_ms > 0.0) {
+            return error("latency_reference_ms", "must be a positive number");
+        }
+        let alpha_ok = |alpha: f64| alpha > 0.0 && alpha <= 1.0;
+        if !alpha_ok(self.tracker.success_alpha) {
+            return error("success_alpha", "must be in (0, 1]");
+        }
+        if !alpha_ok(self.tracker.latency_alpha) {
+            return error("latency_alpha", "must be in (0, 1]");
+        }
+        if self.tracker.recovery_half_life_ms <= 0 {
+            return error("recovery_half_life_ms", "must be positive");
+        }
+        Ok(())
     }
 }
 

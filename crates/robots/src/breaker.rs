@@ -21,6 +21,8 @@
 
 use std::collections::VecDeque;
 
+use crate::ConfigError;
+
 /// Tuning of a [`Breaker`]. Times are milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BreakerConfig {
@@ -50,20 +52,10 @@ impl Default for BreakerConfig {
     }
 }
 
-/// A configuration value that cannot work, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("breaker.{field}: {message}")]
-pub struct BreakerConfigError {
-    /// The offending field of [`BreakerConfig`].
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub message: &'static str,
-}
-
 impl BreakerConfig {
     /// Checks that every field can work: thresholds and probes at least 1, times positive.
-    pub fn validate(&self) -> Result<(), BreakerConfigError> {
-        let error = |field, message| Err(BreakerConfigError { field, message });
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let error = |field, message| Err(ConfigError::new("breaker", field, message));
         if self.failure_threshold == 0 {
             return error("failure_threshold", "must be at least 1");
         }
@@ -273,7 +265,9 @@ impl Breaker {
         let window = self.config.failure_window_ms;
         match &mut self.phase {
             Phase::Closed { failures } => {
-                failures.push_back(now);
+                // Kept in order even if callers' clocks disagree slightly: a result reported
+                // with an earlier time than the last failure counts at that failure's time.
+                failures.push_back(failures.back().map_or(now, |&last| last.max(now)));
                 forget_before(failures, now - window);
                 while failures.len() > threshold {
                     failures.pop_front();

@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 
+use crate::ConfigError;
+
 /// What a cached value is; each kind has its own TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DataKind {
@@ -39,6 +41,18 @@ impl Default for CacheTtls {
 }
 
 impl CacheTtls {
+    /// Checks that every TTL is positive (0 would make the cache useless: every lookup a
+    /// store read).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.health_ms <= 0 {
+            return Err(ConfigError::new("cache", "health_ms", "must be positive"));
+        }
+        if self.score_ms <= 0 {
+            return Err(ConfigError::new("cache", "score_ms", "must be positive"));
+        }
+        Ok(())
+    }
+
     /// The TTL of `kind`, ms.
     pub fn ttl_ms(&self, kind: DataKind) -> i64 {
         match kind {

@@ -24,6 +24,8 @@ use std::io;
 
 use serde_json::Value;
 
+use crate::ConfigError;
+
 /// Bounds on a robot's input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputLimits {
@@ -40,6 +42,19 @@ impl Default for InputLimits {
             max_bytes: 256 * 1024,
             max_depth: 32,
         }
+    }
+}
+
+impl InputLimits {
+    /// Checks that an input can pass at all: some bytes and at least one level.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_bytes == 0 {
+            return Err(ConfigError::new("input", "max_bytes", "must be positive"));
+        }
+        if self.max_depth == 0 {
+            return Err(ConfigError::new("input", "max_depth", "must be at least 1"));
+        }
+        Ok(())
     }
 }
 

@@ -64,6 +64,28 @@
 //! hits and misses are [`cache::CacheStats`]) and `[robots]` config keys built from the
 //! config structs' documented defaults.
 
+/// A configuration value that cannot work, naming its key (`breaker.half_open_probes`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{section}.{field}: {message}")]
+pub struct ConfigError {
+    /// The config struct: `breaker`, `retry`, `balancer`, `cache`, `input`.
+    pub section: &'static str,
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: &'static str,
+}
+
+impl ConfigError {
+    fn new(section: &'static str, field: &'static str, message: &'static str) -> Self {
+        Self {
+            section,
+            field,
+            message,
+        }
+    }
+}
+
 pub mod balancer;
 pub mod breaker;
 pub mod cache;
@@ -77,3 +99,42 @@ pub use cache::{CacheTtls, DataKind, ScoreCache};
 pub use input::{sanitise, InputError, InputLimits, InputSchema, Violation};
 pub use retry::{fence, Fence, RetryDecision, RetryPolicy, RobotStatus};
 pub use tracker::{InstanceStats, Outcome, TrackerConfig};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every config's `validate`, each refusal naming its key as `[robots]` config will.
+    #[test]
+    #[rustfmt::skip]
+    fn config_errors_name_the_key() {
+        let cases: &[(fn() -> Result<(), ConfigError>, Option<&str>)] = &[
+            (|| BreakerConfig::default().validate(), None),
+            (|| BreakerConfig { failure_threshold: 0, ..Default::default() }.validate(), Some("breaker.failure_threshold: must be at least 1")),
+            (|| BreakerConfig { failure_window_ms: 0, ..Default::default() }.validate(), Some("breaker.failure_window_ms: must be positive")),
+            (|| BreakerConfig { cool_down_ms: -1, ..Default::default() }.validate(), Some("breaker.cool_down_ms: must be positive")),
+            (|| BreakerConfig { half_open_probes: 0, ..Default::default() }.validate(), Some("breaker.half_open_probes: must be at least 1")),
+            (|| BreakerConfig { probe_timeout_ms: 0, ..Default::default() }.validate(), Some("breaker.probe_timeout_ms: must be positive")),
+            (|| RetryPolicy::default().validate(), None),
+            (|| RetryPolicy { max_attempts: 0, ..Default::default() }.validate(), Some("retry.max_attempts: must be at least 1")),
+            (|| RetryPolicy { base_delay_ms: 10, max_delay_ms: 9, ..Default::default() }.validate(), Some("retry.max_delay_ms: must be at least base_delay_ms")),
+            (|| BalancerConfig::default().validate(), None),
+            (|| BalancerConfig { latency_reference_ms: 0.0, ..Default::default() }.validate(), Some("balancer.latency_reference_ms: must be a positive number")),
+            (|| BalancerConfig { latency_reference_ms: f64::NAN, ..Default::default() }.validate(), Some("balancer.latency_reference_ms: must be a positive number")),
+            (|| BalancerConfig { tracker: TrackerConfig { success_alpha: 0.0, ..Default::default() }, ..Default::default() }.validate(), Some("balancer.success_alpha: must be in (0, 1]")),
+            (|| BalancerConfig { tracker: TrackerConfig { success_alpha: 1.0, ..Default::default() }, ..Default::default() }.validate(), None),
+            (|| BalancerConfig { tracker: TrackerConfig { latency_alpha: 1.5, ..Default::default() }, ..Default::default() }.validate(), Some("balancer.latency_alpha: must be in (0, 1]")),
+            (|| BalancerConfig { tracker: TrackerConfig { recovery_half_life_ms: 0, ..Default::default() }, ..Default::default() }.validate(), Some("balancer.recovery_half_life_ms: must be positive")),
+            (|| CacheTtls::default().validate(), None),
+            (|| CacheTtls { health_ms: 0, ..Default::default() }.validate(), Some("cache.health_ms: must be positive")),
+            (|| CacheTtls { score_ms: -1, ..Default::default() }.validate(), Some("cache.score_ms: must be positive")),
+            (|| InputLimits::default().validate(), None),
+            (|| InputLimits { max_bytes: 0, ..Default::default() }.validate(), Some("input.max_bytes: must be positive")),
+            (|| InputLimits { max_depth: 0, ..Default::default() }.validate(), Some("input.max_depth: must be at least 1")),
+        ];
+        for (index, (validate, expected)) in cases.iter().enumerate() {
+            let message = validate().err().map(|e| e.to_string());
+            assert_eq!(message.as_deref(), *expected, "case {index}");
+        }
+    }
+}

@@ -17,6 +17,8 @@
 
 use rand::Rng;
 
+use crate::ConfigError;
+
 /// How often and how patiently a robot is retried. Times are milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -54,6 +56,25 @@ pub enum RetryDecision {
 }
 
 impl RetryPolicy {
+    /// Checks that the policy can work: at least one attempt, a cap no smaller than the base.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new(
+                "retry",
+                "max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.max_delay_ms < self.base_delay_ms {
+            return Err(ConfigError::new(
+                "retry",
+                "max_delay_ms",
+                "must be at least base_delay_ms",
+            ));
+        }
+        Ok(())
+    }
+
     /// The largest delay retry number `retry` (0-based) can draw: `min(cap, base · 2^retry)`,
     /// saturating instead of overflowing.
     pub fn delay_ceiling_ms(&self, retry: u32) -> u64 {
