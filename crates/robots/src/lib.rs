@@ -108,7 +108,8 @@ mod tests {
     #[test]
     #[rustfmt::skip]
     fn config_errors_name_the_key() {
-        let cases: &[(fn() -> Result<(), ConfigError>, Option<&str>)] = &[
+        type Validate = fn() -> Result<(), ConfigError>;
+        let cases: &[(Validate, Option<&str>)] = &[
             (|| BreakerConfig::default().validate(), None),
             (|| BreakerConfig { failure_threshold: 0, ..Default::default() }.validate(), Some("breaker.failure_threshold: must be at least 1")),
             (|| BreakerConfig { failure_window_ms: 0, ..Default::default() }.validate(), Some("breaker.failure_window_ms: must be positive")),
