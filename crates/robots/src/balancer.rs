@@ -24,8 +24,12 @@
 //! An instance is a candidate when its health is not [`Health::Unhealthy`] (an instance
 //! never probed yet counts: the health loop runs every few minutes, and a newly registered
 //! worker must not wait for it), it has room (`in_flight < capacity`), its weight is
-//! positive, and its breaker admits a call at `now`. The best score wins; equal scores go to
-//! the fewest calls in flight, then to the smallest name, so the choice is deterministic.
+//! positive, and its breaker admits a call at `now`. A half-open candidate goes first: its
+//! probe is due, and it would otherwise wait until its faded score beat the others', so a
+//! recovered instance is back in the pool as soon as its cool-down ends (the cost: at most
+//! `half_open_probes` calls per cool-down to an instance that may still fail, and those are
+//! retried). Among the rest the best score wins; equal scores go to the fewest calls in
+//! flight, then to the smallest name, so the choice is deterministic.
 //! [`choose`] takes the breaker's permit and counts the call in flight on the chosen one only.
 //! No candidate: `None`, and the caller parks the robot (`waiting_for_module`) or answers 503.
 //!
@@ -33,7 +37,7 @@
 //! calls, and the shared picture (health, scores) comes through the store and the
 //! [`ScoreCache`](crate::cache::ScoreCache).
 
-use crate::breaker::{Breaker, BreakerConfig, Permit};
+use crate::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use crate::tracker::{InstanceStats, Outcome, TrackerConfig};
 use crate::ConfigError;
 
@@ -204,17 +208,10 @@ pub struct Dispatch {
 /// Picks the best candidate at `now`, takes its breaker permit and counts the call in
 /// flight; `None` when no instance may take a call.
 pub fn choose(instances: &mut [Instance], config: &BalancerConfig, now: i64) -> Option<Dispatch> {
-    let (index, score) = instances
-        .iter()
-        .enumerate()
-        .filter(|(_, instance)| instance.is_candidate(now))
-        .map(|(index, instance)| (index, instance.score(config, now)))
-        .max_by(|&(a, score_a), &(b, score_b)| {
-            score_a
-                .total_cmp(&score_b)
-                .then_with(|| instances[b].in_flight.cmp(&instances[a].in_flight))
-                .then_with(|| instances[b].name.cmp(&instances[a].name))
-        })?;
+    let index = (0..instances.len())
+        .filter(|&i| instances[i].is_candidate(now))
+        .max_by(|&a, &b| preference(instances, config, now, a, b))?;
+    let score = instances[index].score(config, now);
     let chosen = &mut instances[index];
     let permit = chosen.breaker.try_acquire(now).ok()?;
     chosen.in_flight += 1;
@@ -223,6 +220,30 @@ pub fn choose(instances: &mut [Instance], config: &BalancerConfig, now: i64) -> 
         permit,
         score,
     })
+}
+
+/// `Greater` when instance `a` should be chosen before `b` at `now`: candidates first, then
+/// a due probe, the score, fewer calls in flight, the smaller name.
+fn preference(
+    instances: &[Instance],
+    config: &BalancerConfig,
+    now: i64,
+    a: usize,
+    b: usize,
+) -> std::cmp::Ordering {
+    let (first, second) = (&instances[a], &instances[b]);
+    let probe_due = |i: &Instance| i.breaker.state(now) == BreakerState::HalfOpen;
+    first
+        .is_candidate(now)
+        .cmp(&second.is_candidate(now))
+        .then_with(|| probe_due(first).cmp(&probe_due(second)))
+        .then_with(|| {
+            first
+                .score(config, now)
+                .total_cmp(&second.score(config, now))
+        })
+        .then_with(|| second.in_flight.cmp(&first.in_flight))
+        .then_with(|| second.name.cmp(&first.name))
 }
 
 /// When choosing may succeed again by time alone, for a 503's `Retry-After` when
@@ -248,19 +269,8 @@ pub fn next_available_at(instances: &[Instance], now: i64) -> Option<i64> {
 /// Orders instances best first, as `GET /api/v1/modules/{module}` lists them: candidates
 /// before the rest, then by the same rule [`choose`] applies.
 pub fn ranking(instances: &[Instance], config: &BalancerConfig, now: i64) -> Vec<usize> {
-    let key = |i: usize| {
-        let instance = &instances[i];
-        (instance.is_candidate(now), instance.score(config, now))
-    };
     let mut order: Vec<usize> = (0..instances.len()).collect();
-    order.sort_by(|&a, &b| {
-        let ((candidate_a, score_a), (candidate_b, score_b)) = (key(a), key(b));
-        candidate_b
-            .cmp(&candidate_a)
-            .then_with(|| score_b.total_cmp(&score_a))
-            .then_with(|| instances[a].in_flight.cmp(&instances[b].in_flight))
-            .then_with(|| instances[a].name.cmp(&instances[b].name))
-    });
+    order.sort_by(|&a, &b| preference(instances, config, now, b, a));
     order
 }
 

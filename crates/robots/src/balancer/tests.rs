@@ -2,7 +2,6 @@
 //! must be chosen.
 
 use super::*;
-use crate::breaker::BreakerState;
 use proptest::prelude::*;
 
 const NOW: i64 = 1_000_000;
@@ -19,6 +18,8 @@ struct Spec {
     calls: (u32, u32, f64),
     /// Trip its breaker (3 failures recorded through it at `NOW`).
     open: bool,
+    /// Trip its breaker a cool-down before `NOW`, so it is half-open now.
+    half_open: bool,
 }
 
 const BASE: Spec = Spec {
@@ -29,6 +30,7 @@ const BASE: Spec = Spec {
     in_flight: 0,
     calls: (0, 0, 0.0),
     open: false,
+    half_open: false,
 };
 
 fn breaker_config() -> BreakerConfig {
@@ -62,12 +64,16 @@ fn build(specs: &[Spec], config: &BalancerConfig) -> Vec<Instance> {
                         .record(&config.tracker, Outcome::Failure, latency, NOW);
                 }
             }
-            if spec.open {
+            let tripped_at = match (spec.open, spec.half_open) {
+                (true, _) => Some(NOW),
+                (false, true) => Some(NOW - 30_000),
+                (false, false) => None,
+            };
+            if let Some(at) = tripped_at {
                 for _ in 0..3 {
-                    let permit = instance.breaker.try_acquire(NOW).expect("closed");
-                    instance.breaker.on_failure(permit, NOW);
+                    let permit = instance.breaker.try_acquire(at).expect("closed");
+                    instance.breaker.on_failure(permit, at);
                 }
-                assert_eq!(instance.breaker.state(NOW), BreakerState::Open);
             }
             instance.in_flight = spec.in_flight;
             instance
@@ -107,6 +113,12 @@ fn choices() {
         ("an open breaker is skipped", &[
             Spec { open: true, ..s("a") }, Spec { calls: (1, 9, 900.0), ..s("b") },
         ], Some("b")),
+        ("a half-open instance gets its probe before better scores", &[
+            Spec { calls: (10, 0, 10.0), ..s("a") }, Spec { half_open: true, calls: (0, 10, 900.0), ..s("b") },
+        ], Some("b")),
+        ("a half-open instance at capacity waits", &[
+            s("a"), Spec { half_open: true, in_flight: 4, ..s("b") },
+        ], Some("a")),
         ("at capacity is skipped", &[Spec { in_flight: 4, ..s("a") }, Spec { in_flight: 3, ..s("b") }], Some("b")),
         ("capacity 0 is never chosen", &[Spec { capacity: 0, ..s("a") }], None),
         ("all unavailable: none", &[
@@ -246,23 +258,31 @@ fn spec() -> impl Strategy<Value = Spec> {
             0u32..5,
             prop_oneof![Just(0.0), Just(100.0), Just(2_000.0)],
         ),
-        any::<bool>(),
+        prop_oneof![
+            Just((false, false)),
+            Just((true, false)),
+            Just((false, true))
+        ],
     )
-        .prop_map(|(capacity, weight, health, in_flight, calls, open)| Spec {
-            capacity,
-            weight,
-            health,
-            in_flight,
-            calls,
-            open,
-            ..BASE
-        })
+        .prop_map(
+            |(capacity, weight, health, in_flight, calls, (open, half_open))| Spec {
+                capacity,
+                weight,
+                health,
+                in_flight,
+                calls,
+                open,
+                half_open,
+                ..BASE
+            },
+        )
 }
 
 const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 
 proptest! {
-    /// The choice is a candidate with the best score, `None` exactly when there is none.
+    /// The choice is a candidate with the best score (among the half-open ones when a probe
+    /// is due), `None` exactly when there is none.
     #[test]
     fn chooses_a_best_candidate(specs in proptest::collection::vec(spec(), 0..6)) {
         let config = BalancerConfig::default();
@@ -272,9 +292,11 @@ proptest! {
             .map(|(spec, name)| Spec { name, ..spec })
             .collect();
         let mut instances = build(&specs, &config);
+        let half_open = |i: &Instance| i.breaker.state(NOW) == BreakerState::HalfOpen;
+        let probe_due = instances.iter().any(|i| i.is_candidate(NOW) && half_open(i));
         let best = instances
             .iter()
-            .filter(|i| i.is_candidate(NOW))
+            .filter(|i| i.is_candidate(NOW) && (!probe_due || half_open(i)))
             .map(|i| i.score(&config, NOW))
             .max_by(f64::total_cmp);
         match choose(&mut instances, &config, NOW) {
@@ -283,6 +305,7 @@ proptest! {
                 prop_assert!(chosen.health != Health::Unhealthy);
                 prop_assert!(chosen.in_flight <= chosen.capacity);
                 prop_assert!(chosen.weight > 0.0);
+                prop_assert_eq!(half_open(chosen), probe_due);
                 prop_assert_eq!(Some(dispatch.score), best);
             }
             None => prop_assert_eq!(best, None),

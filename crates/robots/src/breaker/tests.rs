@@ -18,6 +18,8 @@ enum Step {
     Abandon { at: i64, permit: usize },
     /// `state(at)` must read this, and `admits(at)` must agree with what a grant would do.
     Is { at: i64, state: BreakerState },
+    /// `recent_failures(at)` must count this many.
+    Counting { at: i64, failures: usize },
 }
 
 use BreakerState::{Closed, HalfOpen, Open};
@@ -93,6 +95,9 @@ fn run(name: &str, probes: u32, prefix: &[Step], steps: &[Step]) {
             Fail { at, permit } => breaker.on_failure(permits[permit], at),
             Abandon { at, permit } => breaker.on_abandoned(permits[permit], at),
             Is { at, state } => assert_eq!(breaker.state(at), state, "{context}"),
+            Counting { at, failures } => {
+                assert_eq!(breaker.recent_failures(at), failures, "{context}")
+            }
         }
     }
 }
@@ -123,7 +128,8 @@ fn transitions() {
             Fail { at: 0, permit: 0 }, Fail { at: 1_000, permit: 1 },
             // 10 s after the first: it has just left the window, so only two count.
             Fail { at: 10_000, permit: 2 },
-            Is { at: 10_000, state: Closed },
+            Is { at: 10_000, state: Closed }, Counting { at: 10_000, failures: 2 },
+            Counting { at: 11_000, failures: 1 }, Counting { at: 20_000, failures: 0 },
             Grant { at: 10_500, probe: false }, Fail { at: 10_500, permit: 3 },
             Is { at: 10_500, state: Open },
         ]),
