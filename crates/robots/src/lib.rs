@@ -36,9 +36,10 @@
 //!                no worker slot) | Dead (dead letter; `POST …/retry` re-queues)
 //! ```
 //!
-//! A lease whose heartbeats stop (the worker or the `robots` process died) expires; the
-//! orchestrator then treats the attempt as failed (`finish` with `Failure`, or `abandon` if
-//! the call was never sent) and asks the retry policy. The next claim bumps the attempt
+//! A lease ([`lease::LeasePolicy`]) whose heartbeats stop (the worker or the `robots`
+//! process died) expires, one without progress stalls; the orchestrator then treats the
+//! attempt as failed (`finish` with `Failure`, or `abandon` if the call was never sent) and
+//! asks the retry policy; an overdue cancel ends the robot `cancelled` instead. The next claim bumps the attempt
 //! number, which is the fencing token: the old attempt's late report is `Stale`, so no robot
 //! ever completes twice (execution is at least once, completion exactly once).
 //!
@@ -51,13 +52,14 @@
 //! - [`balancer`]: the score and the choice (the seed's `LoadBalancer`).
 //! - [`cache`]: health and scores with a TTL per kind (the seed's `CacheManager`).
 //! - [`input`]: the seed's `SecurityValidator` input sanitisation.
+//! - [`lease`]: an attempt's lease: heartbeats, expiry, stalls, cancel grace.
 //!
 //! # What is wired later
 //!
 //! The store port `vigia_store::robots` (robots, executions, modules, instances; built in
 //! parallel) defines its own status and instance rows; the orchestrator maps them onto
 //! [`retry::RobotStatus`] and [`balancer::Instance`] here, so this crate depends on neither
-//! `vigia-core` nor `vigia-store`. Also later: the orchestrator loop and leases, the `http`
+//! `vigia-core` nor `vigia-store`. Also later: the orchestrator loop, the lease sweeper, the `http`
 //! and in-process modules, the health (5 min), score (15 min) and cleanup (daily) jobs on
 //! the scheduler, the routes and tower layers in `vigia-web`, metrics
 //! (`vigia_module_breaker_state{instance}` is [`breaker::BreakerState::gauge`], cache
@@ -68,7 +70,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{section}.{field}: {message}")]
 pub struct ConfigError {
-    /// The config struct: `breaker`, `retry`, `balancer`, `cache`, `input`.
+    /// The config struct: `breaker`, `retry`, `balancer`, `cache`, `input`, `lease`.
     pub section: &'static str,
     /// The offending field.
     pub field: &'static str,
@@ -90,6 +92,7 @@ pub mod balancer;
 pub mod breaker;
 pub mod cache;
 pub mod input;
+pub mod lease;
 pub mod retry;
 pub mod tracker;
 
@@ -97,6 +100,7 @@ pub use balancer::{choose, next_available_at, BalancerConfig, Dispatch, Health, 
 pub use breaker::{Breaker, BreakerConfig, BreakerState, Permit, Refusal};
 pub use cache::{CacheTtls, DataKind, ScoreCache};
 pub use input::{sanitise, InputError, InputLimits, InputSchema, Violation};
+pub use lease::{Lease, LeasePolicy, LeaseVerdict};
 pub use retry::{fence, Fence, RetryDecision, RetryPolicy, RobotStatus};
 pub use tracker::{InstanceStats, Outcome, TrackerConfig};
 
@@ -132,6 +136,10 @@ mod tests {
             (|| InputLimits::default().validate(), None),
             (|| InputLimits { max_bytes: 0, ..Default::default() }.validate(), Some("input.max_bytes: must be positive")),
             (|| InputLimits { max_depth: 0, ..Default::default() }.validate(), Some("input.max_depth: must be at least 1")),
+            (|| LeasePolicy::default().validate(), None),
+            (|| LeasePolicy { lease_ms: 0, ..Default::default() }.validate(), Some("lease.lease_ms: must be positive")),
+            (|| LeasePolicy { stall_timeout_ms: -5, ..Default::default() }.validate(), Some("lease.stall_timeout_ms: must be positive")),
+            (|| LeasePolicy { cancel_grace_ms: 0, ..Default::default() }.validate(), Some("lease.cancel_grace_ms: must be positive")),
         ];
         for (index, (validate, expected)) in cases.iter().enumerate() {
             let message = validate().err().map(|e| e.to_string());
