@@ -273,3 +273,88 @@ fn schemas_that_cannot_be_used() {
         Ok(vec!["/input/pages: must be ≥ 1".to_owned()])
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Strings over a small alphabet that includes allowed and refused controls, and the
+    /// pointer-escaped `~` and `/`.
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('a'),
+                Just('~'),
+                Just('/'),
+                Just('\t'),
+                Just('\n'),
+                Just('\u{0}'),
+                Just('\u{1b}'),
+                Just('\u{85}'),
+                Just('é'),
+            ],
+            0..6,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 48, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(text(), inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    fn has_refused_control(value: &Value) -> bool {
+        let refused = |s: &str| s.chars().any(is_refused_control);
+        match value {
+            Value::String(s) => refused(s),
+            Value::Array(items) => items.iter().any(has_refused_control),
+            Value::Object(fields) => fields
+                .iter()
+                .any(|(key, item)| refused(key) || has_refused_control(item)),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        /// Refused exactly when too deep or holding a refused control character, and every
+        /// pointer in the refusal names a real place in the value.
+        #[test]
+        fn verdicts_and_pointers(value in json(), max_depth in 1usize..5) {
+            let limits = InputLimits { max_bytes: 1 << 20, max_depth };
+            let too_deep = depth(&value) > max_depth;
+            match check_value(&value, &limits, "/input") {
+                Ok(()) => prop_assert!(!too_deep && !has_refused_control(&value)),
+                Err(InputError::Invalid(violations)) => {
+                    prop_assert!(too_deep || has_refused_control(&value));
+                    for violation in &violations {
+                        if violation.message.starts_with("and ") {
+                            continue;
+                        }
+                        let inner = violation.pointer.strip_prefix("/input").expect("based");
+                        prop_assert!(value.pointer(inner).is_some(), "{} not in {}", inner, value);
+                    }
+                }
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+    }
+}
