@@ -245,13 +245,25 @@ async fn twenty_wrong_keys_in_a_second_get_429_and_are_audited() {
         }
     }
     let elapsed = started.elapsed();
-    assert_eq!(statuses[..20], [401; 20], "{statuses:?}");
-    assert_eq!(statuses[20], 429, "the 21st in a second: {statuses:?}");
-    // The budget refills at 20 a second (one every 50 ms): later failures are let
-    // through only at that pace.
-    let let_through = statuses[21..].iter().filter(|s| **s == 401).count() as u128;
+    // The budget is a burst of 20 that refills at 20 a second (one every 50 ms), so
+    // a slow machine may let one more through for every 50 ms the run took: count the
+    // failures let through against that pace instead of expecting the 21st exactly.
+    let refilled = elapsed.as_millis() / 50 + 1;
+    let first_refusal = statuses
+        .iter()
+        .position(|s| *s == 429)
+        .unwrap_or_else(|| panic!("never refused in {elapsed:?}: {statuses:?}"));
     assert!(
-        let_through <= elapsed.as_millis() / 50 + 1,
+        statuses[..first_refusal].iter().all(|s| *s == 401),
+        "{statuses:?}"
+    );
+    assert!(
+        first_refusal >= 20,
+        "the first 20 failures are answered 401: {statuses:?}"
+    );
+    let let_through = statuses.iter().filter(|s| **s == 401).count() as u128;
+    assert!(
+        let_through <= 20 + refilled,
         "{let_through} let through in {elapsed:?}: {statuses:?}"
     );
     let retry_after: u64 = retry_after
