@@ -72,6 +72,13 @@ mod millis {
 /// A small, dependency-free binary codec for [`IngestBatch`]: length-prefixed strings,
 /// little-endian numbers. The bus stores millions of these, so size and speed matter
 /// more than self-description; a version byte leaves room to change it.
+///
+/// The encoding is canonical: `decode` accepts exactly the bytes `encode` produces for
+/// some batch of validated readings (finite values, keys and metrics far below the
+/// 65,535-byte length prefix), so `encode(decode(b)) == b` for every accepted `b`
+/// (fuzzed: `fuzz/fuzz_targets/bus_payload.rs`; property tests in
+/// `crates/core/tests/batch_codec_props.rs`). A damaged payload is refused rather than
+/// decoded into readings no store could hold (a NaN, a truncated string).
 mod binary_codec {
     use super::{IngestBatch, Reading, TenantId, Timestamp};
 
@@ -93,7 +100,10 @@ mod binary_codec {
     }
 
     fn put_str(out: &mut Vec<u8>, s: &str) {
-        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        // Validation bounds keys (128 chars) and metrics (64) far below the prefix; a
+        // longer string would need a new version of the encoding, never a silent cut.
+        let len = u16::try_from(s.len()).expect("validated strings fit a u16 length prefix");
+        out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     }
 
@@ -149,6 +159,9 @@ mod binary_codec {
             let metric = c.string()?;
             let ts = Timestamp(c.i64()?);
             let value = c.f64()?;
+            if !value.is_finite() {
+                return Err("non-finite value in batch".into());
+            }
             readings.push(Reading {
                 sensor,
                 metric,

@@ -17,6 +17,8 @@ pub const ALERTS_OPENED: &str = "vigia_alerts_opened_total";
 pub const ALERTS_AUTO_RESOLVED: &str = "vigia_alerts_auto_resolved_total";
 /// Counter: worker batches that failed and were handed back to the bus.
 pub const WORKER_RETRIES: &str = "vigia_worker_retries_total";
+/// Counter: ingest batches the store refused for good, put aside as dead letters.
+pub const DEAD_LETTERS: &str = "vigia_dead_letters_total";
 /// Histogram: seconds from ingest's 202 to the store commit of a batch.
 pub const INGEST_TO_COMMIT_SECONDS: &str = "vigia_ingest_to_commit_seconds";
 
@@ -64,6 +66,11 @@ pub fn describe() {
         Unit::Count,
         "Worker batches that failed and went back to the bus."
     );
+    describe_counter!(
+        DEAD_LETTERS,
+        Unit::Count,
+        "Ingest batches the store refused for good, kept as dead letters (GET /api/v1/dead-letters)."
+    );
     describe_histogram!(
         INGEST_TO_COMMIT_SECONDS,
         Unit::Seconds,
@@ -84,6 +91,7 @@ pub fn describe() {
         STORE_READINGS_WRITTEN,
         ALERTS_AUTO_RESOLVED,
         WORKER_RETRIES,
+        DEAD_LETTERS,
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -6,6 +6,18 @@
 //! publishes the outcome on the live feed, and only then acks the bus. A crash anywhere
 //! before the ack means redelivery, which the store absorbs (idempotent readings,
 //! unique open alert per sensor and rule).
+//!
+//! # Failed commits
+//!
+//! A commit that fails for a reason that may pass ([`StoreError::is_transient`]: the
+//! store is down, locked, full) hands the deliveries back to the bus and retries with
+//! backoff, for as long as it takes. A commit the store refuses for good (a constraint,
+//! a value it cannot hold) would fail the same way forever and hold up everything
+//! delivered with it, so the worker retries each delivery alone: the ones that commit
+//! are acked, and one the store refuses again, alone, becomes a dead letter
+//! ([`vigia_store::DeadLetterRepo`]: the readings whole, with the store's reason, listed
+//! at `GET /api/v1/dead-letters`) and is acked. Every dead letter was refused twice.
+//! If even the dead letter cannot be written, the delivery goes back to the bus.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,12 +26,15 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use vigia_bus::{readings, Bus, BusError, Topic};
+use vigia_bus::{DeliveryToken, Received};
 use vigia_core::{
     AlertChange, Condition, Control, IngestBatch, LiveEvent, Reading, Sensor, SensorId, TenantId,
     Timestamp,
 };
 use vigia_rules::{EngineConfig, SensorState, Transition};
-use vigia_store::{AlertTransition, NewAlert, SensorReading, Store, StoreError, WriteBatch};
+use vigia_store::{
+    AlertTransition, NewAlert, NewDeadLetter, SensorReading, Store, StoreError, WriteBatch,
+};
 
 use vigia_fanout::Fanout;
 
@@ -179,30 +194,100 @@ impl Pipeline {
                 }
             };
             let tokens: Vec<_> = received.iter().map(|r| r.token.clone()).collect();
-            let batches: Vec<_> = received.into_iter().map(|r| r.value).collect();
-            match self.process(&batches).await {
+            let batches: Vec<_> = received.iter().map(|r| r.value.clone()).collect();
+            let settled = match self.process(&batches).await {
                 Ok(()) => {
-                    backoff = self.config.retry_backoff;
-                    if let Err(e) = self.bus.ack(tokens).await {
-                        // Not fatal: the batch is committed; a redelivery is idempotent.
-                        warn!(worker, error = %e, "ack failed; batch may be redelivered");
-                    }
+                    self.ack(worker, tokens).await;
+                    true
+                }
+                Err(e) if e.is_transient() => {
+                    warn!(worker, error = %e, "batch failed; handing it back to the bus");
+                    self.nack(worker, tokens).await;
+                    false
                 }
                 Err(e) => {
-                    metrics::counter!(m::WORKER_RETRIES).increment(1);
-                    warn!(worker, error = %e, "batch failed; handing it back to the bus");
-                    if let Err(e) = self.bus.nack(tokens).await {
-                        warn!(worker, error = %e, "nack failed");
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    warn!(worker, error = %e, deliveries = received.len(),
+                        "the store refused a batch; retrying its deliveries one by one");
+                    self.settle_one_by_one(worker, received).await
                 }
+            };
+            if settled {
+                backoff = self.config.retry_backoff;
+            } else {
+                metrics::counter!(m::WORKER_RETRIES).increment(1);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             if let Ok(lag) = self.bus.lag(Topic::READINGS).await {
                 metrics::gauge!(m::BUS_DEPTH).set(lag as f64);
             }
         }
         debug!(worker, "worker stopped: bus closed and drained");
+    }
+
+    /// After the store refused a set of deliveries for good: commits each alone, and
+    /// puts aside as a dead letter each one the store refuses again (see the module
+    /// docs). Returns false when some delivery went back to the bus (a transient
+    /// failure), so the caller backs off.
+    async fn settle_one_by_one(&self, worker: usize, received: Vec<Received<IngestBatch>>) -> bool {
+        let mut settled = true;
+        for delivery in received {
+            let outcome = match self.process(std::slice::from_ref(&delivery.value)).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.is_transient() => Err(e),
+                Err(refusal) => self.dead_letter(&delivery.value, &refusal).await,
+            };
+            match outcome {
+                Ok(()) => self.ack(worker, vec![delivery.token]).await,
+                Err(e) => {
+                    warn!(worker, error = %e, "delivery failed; handing it back to the bus");
+                    self.nack(worker, vec![delivery.token]).await;
+                    settled = false;
+                }
+            }
+        }
+        settled
+    }
+
+    /// Keeps a delivery the store refused for good, with the store's reason.
+    async fn dead_letter(
+        &self,
+        batch: &IngestBatch,
+        refusal: &StoreError,
+    ) -> Result<(), StoreError> {
+        let letter = NewDeadLetter {
+            tenant: batch.tenant,
+            reason: refusal.to_string(),
+            received_at: Timestamp(batch.received_ms),
+            readings: batch.readings.clone(),
+        };
+        let id = self
+            .store
+            .dead_letters()
+            .put(letter, Timestamp::now())
+            .await?;
+        metrics::counter!(m::DEAD_LETTERS).increment(1);
+        warn!(
+            tenant = %batch.tenant,
+            dead_letter = id,
+            readings = batch.readings.len(),
+            reason = %refusal,
+            "the store refused a batch again, alone: kept as a dead letter"
+        );
+        Ok(())
+    }
+
+    async fn ack(&self, worker: usize, tokens: Vec<DeliveryToken>) {
+        if let Err(e) = self.bus.ack(tokens).await {
+            // Not fatal: the batch is committed; a redelivery is idempotent.
+            warn!(worker, error = %e, "ack failed; batch may be redelivered");
+        }
+    }
+
+    async fn nack(&self, worker: usize, tokens: Vec<DeliveryToken>) {
+        if let Err(e) = self.bus.nack(tokens).await {
+            warn!(worker, error = %e, "nack failed");
+        }
     }
 
     /// Processes the batches of one set of deliveries end to end (everything but the ack).

@@ -25,6 +25,14 @@ struct Kit {
 }
 
 async fn kit() -> Kit {
+    let mut kit = paused_kit().await;
+    kit.workers = kit.pipeline.spawn_workers();
+    kit
+}
+
+/// A kit whose workers are not started yet, so what a test publishes first is delivered
+/// to one worker at once.
+async fn paused_kit() -> Kit {
     let store = Arc::new(FaultyStore::new(Arc::new(VolatileStore::new())));
     let tenant = store.catalog().default_tenant().await.unwrap().id;
     let mut spec = SensorSpec {
@@ -55,13 +63,12 @@ async fn kit() -> Kit {
     )
     .await
     .unwrap();
-    let workers = pipeline.spawn_workers();
     Kit {
         store,
         bus,
         tenant,
         pipeline,
-        workers,
+        workers: tokio::task::JoinSet::new(),
     }
 }
 
@@ -227,5 +234,110 @@ async fn a_lost_excursion_forgotten_heals_from_the_store() {
         [AlertState::Open, AlertState::Resolved],
         "after the heal the next breach opens a new alert"
     );
+    drop(kit.workers);
+}
+
+/// The value the store refuses for good in the dead-letter tests.
+const POISON: f64 = 666.0;
+
+fn refuse_poison(faults: &vigia_store::testkit::Faults) {
+    faults.refuse_write_batches(|batch| batch.readings.iter().any(|r| r.value == POISON));
+}
+
+async fn dead_letters(kit: &Kit) -> Vec<vigia_store::DeadLetter> {
+    let letters = kit.store.dead_letters();
+    let mut all = Vec::new();
+    for summary in letters.list(kit.tenant, None, 100).await.unwrap() {
+        all.push(letters.get(kit.tenant, summary.id).await.unwrap());
+    }
+    all
+}
+
+/// Three deliveries reach one worker together and the store refuses their commit for
+/// good because of one of them: each is retried alone, the two good ones commit, and the
+/// refused one is kept whole as a dead letter with the store's reason; nothing stays on
+/// the bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_store_refuses_for_good_becomes_a_dead_letter_and_its_companions_commit() {
+    let mut kit = paused_kit().await;
+    let faults = kit.store.faults();
+    refuse_poison(&faults);
+    let t = Timestamp::now().0 - 60_000;
+    let poisoned = batch(kit.tenant, t + 5_000, &[-19.0, POISON]);
+    for delivery in [
+        batch(kit.tenant, t, &[-20.0]),
+        poisoned.clone(),
+        batch(kit.tenant, t + 15_000, &[-21.0]),
+    ] {
+        vigia_bus::readings::publish(kit.bus.as_ref(), delivery)
+            .await
+            .unwrap();
+    }
+    kit.workers = kit.pipeline.spawn_workers();
+    settle(&kit).await;
+
+    assert_eq!(stored(&kit).await, (2, vec![]), "the two good deliveries");
+    let letters = dead_letters(&kit).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].readings, poisoned.readings, "kept whole");
+    assert_eq!(letters[0].summary.received_at.0, poisoned.received_ms);
+    assert!(
+        letters[0].summary.reason.contains("refused the batch"),
+        "the store's reason: {}",
+        letters[0].summary.reason
+    );
+    assert_eq!(
+        faults.calls("write_batch"),
+        4,
+        "one commit of all three, then one commit each alone"
+    );
+    assert_eq!(faults.calls("dead_letters.put"), 1);
+    drop(kit.workers);
+}
+
+/// A commit that fails for a reason that may pass (the store is unavailable) is retried
+/// for as long as it takes and never becomes a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_and_never_dead_lettered() {
+    let kit = kit().await;
+    let faults = kit.store.faults();
+    faults.fail_every_write_batch();
+    let t = Timestamp::now().0 - 60_000;
+    vigia_bus::readings::publish(kit.bus.as_ref(), batch(kit.tenant, t, &[-20.0]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(faults.calls("write_batch") >= 3, "retried with backoff");
+    assert_eq!(faults.calls("dead_letters.put"), 0, "never dead-lettered");
+    assert_eq!(kit.bus.lag(Topic::READINGS).await.unwrap(), 1, "still owed");
+    faults.heal_all();
+    settle(&kit).await;
+    assert_eq!(stored(&kit).await.0, 1, "committed once the store is back");
+    assert!(dead_letters(&kit).await.is_empty());
+    drop(kit.workers);
+}
+
+/// When even the dead letter cannot be written, the refused delivery goes back to the
+/// bus rather than being acked and lost; it becomes a dead letter once that works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_cannot_be_written_stays_on_the_bus() {
+    let kit = kit().await;
+    let faults = kit.store.faults();
+    refuse_poison(&faults);
+    faults.fail("dead_letters.put");
+    let t = Timestamp::now().0 - 60_000;
+    let poisoned = batch(kit.tenant, t, &[POISON]);
+    vigia_bus::readings::publish(kit.bus.as_ref(), poisoned.clone())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(faults.calls("dead_letters.put") >= 2, "tried again");
+    assert_eq!(kit.bus.lag(Topic::READINGS).await.unwrap(), 1, "not lost");
+    faults.heal("dead_letters.put");
+    settle(&kit).await;
+    let letters = dead_letters(&kit).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].readings, poisoned.readings);
+    assert_eq!(stored(&kit).await.0, 0, "the store still refuses it");
     drop(kit.workers);
 }

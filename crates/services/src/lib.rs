@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod dead_letters;
 pub mod error;
 pub mod ingest;
 pub mod keys;
@@ -30,6 +31,7 @@ pub use audit::AuditTrail;
 pub use auth::{
     bootstrap, generate_key, hash_key, AuthError, Authenticator, Bootstrap, BootstrapError, Caller,
 };
+pub use dead_letters::DeadLetterService;
 pub use error::ServiceError;
 pub use ingest::{IngestError, IngestLimits, IngestService};
 pub use keys::{KeyService, NewKey};

@@ -11,6 +11,7 @@
 mod alerts;
 mod audit;
 mod catalog;
+mod dead_letters;
 mod leases;
 mod outbox;
 mod readings;
@@ -35,6 +36,7 @@ pub use catalog::{
     put_sensor_resolves_alerts_of_removed_rules, sensor_pages_and_their_scopes,
     tenant_isolation_of_sensors, tenants,
 };
+pub use dead_letters::dead_letters_are_kept_whole_per_tenant;
 pub use leases::leases_one_holder_at_a_time;
 pub use outbox::outbox_has_one_event_per_alert_change;
 pub use readings::{
@@ -129,6 +131,14 @@ macro_rules! for_each_outbox_check {
     };
 }
 
+/// The dead-letter port's checks.
+#[macro_export]
+macro_rules! for_each_dead_letter_check {
+    ($callback:ident) => {
+        $callback!(dead_letters_are_kept_whole_per_tenant);
+    };
+}
+
 /// The rollups port's checks, through [`crate::Store::rollups`]. Outside
 /// [`for_each_store_check!`] so a backend's test file names them; every backend runs them
 /// (sqlite, volatile, postgres, mysql), and [`run_all`] includes them.
@@ -155,6 +165,7 @@ macro_rules! for_each_store_check {
         $crate::for_each_audit_check!($callback);
         $crate::for_each_lease_check!($callback);
         $crate::for_each_outbox_check!($callback);
+        $crate::for_each_dead_letter_check!($callback);
     };
 }
 

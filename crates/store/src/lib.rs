@@ -27,6 +27,7 @@ use vigia_core::{Alert, AlertChange};
 pub mod alerts;
 pub mod audit;
 pub mod catalog;
+pub mod dead_letters;
 pub mod leases;
 pub mod memory;
 pub mod mysql;
@@ -45,6 +46,7 @@ pub mod testkit;
 pub use alerts::{AlertFilter, AlertRepo, AlertTransition, NewAlert};
 pub use audit::{audit_minute, AuditEvent, AuditOutcome, AuditRecord, AuditRepo};
 pub use catalog::{CatalogRepo, NewApiKey, SensorPut, SensorScope};
+pub use dead_letters::{DeadLetter, DeadLetterRepo, DeadLetterSummary, NewDeadLetter};
 pub use leases::LeaseRepo;
 pub use outbox::{OutboxEntry, OutboxRepo};
 pub use readings::{LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading};
@@ -70,6 +72,15 @@ pub enum StoreError {
     /// Anything else: a bug or a corrupt database.
     #[error("store error: {0}")]
     Internal(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed: only `Unavailable` (the backend
+    /// is down, locked, full or closing). Every other error is the store's verdict on the
+    /// call itself, and repeating it gets the same answer.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -100,6 +111,7 @@ pub trait Store: Send + Sync + 'static {
     fn leases(&self) -> &dyn LeaseRepo;
     fn outbox(&self) -> &dyn OutboxRepo;
     fn rollups(&self) -> &dyn RollupRepo;
+    fn dead_letters(&self) -> &dyn DeadLetterRepo;
 
     /// Commits readings, latest values and alert transitions atomically. Idempotent for
     /// readings.

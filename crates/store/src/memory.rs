@@ -29,6 +29,7 @@ mod alerts;
 mod audit;
 mod batch;
 mod catalog;
+mod dead_letters;
 mod leases;
 mod outbox;
 mod readings;
@@ -40,8 +41,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use async_trait::async_trait;
 
 use crate::{
-    AlertRepo, AuditRepo, CatalogRepo, LeaseRepo, OpenContext, OutboxRepo, ReadingRepo, RollupRepo,
-    Store, StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
+    AlertRepo, AuditRepo, CatalogRepo, DeadLetterRepo, LeaseRepo, OpenContext, OutboxRepo,
+    ReadingRepo, RollupRepo, Store, StoreError, StoreFactory, StoreResult, WriteBatch,
+    WriteOutcome,
 };
 use alerts::Alerts;
 use audit::AuditLog;
@@ -70,6 +72,7 @@ pub struct VolatileStore {
     data: RwLock<Data>,
     audit: Mutex<AuditLog>,
     leases: Mutex<Leases>,
+    dead_letters: Mutex<dead_letters::DeadLetters>,
 }
 
 /// The error of every call after [`VolatileStore::close`].
@@ -102,6 +105,10 @@ impl VolatileStore {
         }
         *self.audit.lock().unwrap_or_else(PoisonError::into_inner) = AuditLog::default();
         *self.leases.lock().unwrap_or_else(PoisonError::into_inner) = Leases::default();
+        *self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = dead_letters::DeadLetters::default();
     }
 
     fn check_open(&self) -> StoreResult<()> {
@@ -155,6 +162,9 @@ impl Store for VolatileStore {
         self
     }
     fn rollups(&self) -> &dyn RollupRepo {
+        self
+    }
+    fn dead_letters(&self) -> &dyn DeadLetterRepo {
         self
     }
 

@@ -46,6 +46,7 @@
 //! then a crash of the SERVER may lose up to about a second of commits.
 
 mod batch;
+mod dead_letters;
 mod error;
 mod queries;
 mod rollups;
@@ -69,10 +70,11 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::registry::scheme_of;
 use crate::{
-    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
-    LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
-    ReadingRepo, RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError,
-    StoreFactory, StoreResult, WriteBatch, WriteOutcome,
+    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, DeadLetter,
+    DeadLetterRepo, DeadLetterSummary, Durability, LatestReading, LeaseRepo, NewApiKey,
+    NewDeadLetter, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
+    RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreFactory,
+    StoreResult, WriteBatch, WriteOutcome,
 };
 use error::MyResultExt;
 
@@ -454,6 +456,9 @@ impl Store for MysqlStore {
     fn rollups(&self) -> &dyn RollupRepo {
         self
     }
+    fn dead_letters(&self) -> &dyn DeadLetterRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         if batch.readings.is_empty() && batch.alerts.is_empty() {
@@ -714,6 +719,30 @@ impl OutboxRepo for MysqlStore {
 
     async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
         queries::prune_outbox(&mut *self.primary().await?, before).await
+    }
+}
+
+#[async_trait]
+impl DeadLetterRepo for MysqlStore {
+    async fn put(&self, letter: NewDeadLetter, at: Timestamp) -> StoreResult<u64> {
+        dead_letters::put(&mut *self.primary().await?, &letter, at).await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetterSummary>> {
+        dead_letters::list(&mut *self.replica().await?, tenant, before, limit).await
+    }
+
+    async fn get(&self, tenant: TenantId, id: u64) -> StoreResult<DeadLetter> {
+        dead_letters::get(&mut *self.replica().await?, tenant, id).await
+    }
+
+    async fn delete(&self, tenant: TenantId, id: u64) -> StoreResult<()> {
+        dead_letters::delete(&mut *self.primary().await?, tenant, id).await
     }
 }
 

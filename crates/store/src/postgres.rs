@@ -47,6 +47,7 @@
 //! commits, never corrupting or half-applying one. It is set per connection, at connect.
 
 mod batch;
+mod dead_letters;
 mod error;
 pub mod partitions;
 mod queries;
@@ -74,10 +75,11 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::registry::scheme_of;
 use crate::{
-    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
-    LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
-    ReadingRepo, RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError,
-    StoreFactory, StoreResult, WriteBatch, WriteOutcome,
+    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, DeadLetter,
+    DeadLetterRepo, DeadLetterSummary, Durability, LatestReading, LeaseRepo, NewApiKey,
+    NewDeadLetter, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
+    RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreFactory,
+    StoreResult, WriteBatch, WriteOutcome,
 };
 use error::PgResultExt;
 
@@ -410,6 +412,9 @@ impl Store for PostgresStore {
     fn rollups(&self) -> &dyn RollupRepo {
         self
     }
+    fn dead_letters(&self) -> &dyn DeadLetterRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         if batch.readings.is_empty() && batch.alerts.is_empty() {
@@ -673,6 +678,30 @@ impl OutboxRepo for PostgresStore {
 
     async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
         queries::prune_outbox(&mut *self.primary().await?, before).await
+    }
+}
+
+#[async_trait]
+impl DeadLetterRepo for PostgresStore {
+    async fn put(&self, letter: NewDeadLetter, at: Timestamp) -> StoreResult<u64> {
+        dead_letters::put(&mut *self.primary().await?, &letter, at).await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetterSummary>> {
+        dead_letters::list(&mut *self.replica().await?, tenant, before, limit).await
+    }
+
+    async fn get(&self, tenant: TenantId, id: u64) -> StoreResult<DeadLetter> {
+        dead_letters::get(&mut *self.replica().await?, tenant, id).await
+    }
+
+    async fn delete(&self, tenant: TenantId, id: u64) -> StoreResult<()> {
+        dead_letters::delete(&mut *self.primary().await?, tenant, id).await
     }
 }
 

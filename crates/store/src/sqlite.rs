@@ -47,6 +47,7 @@ mod alerts;
 mod audit;
 mod batch;
 mod catalog;
+mod dead_letters;
 mod error;
 mod outbox;
 mod pool;
@@ -70,10 +71,11 @@ use vigia_groupcommit::Writer as GroupWriter;
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Durability,
-    LatestReading, LeaseRepo, NewApiKey, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery,
-    ReadingRepo, RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError,
-    StoreFactory, StoreResult, WriteBatch, WriteOutcome,
+    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, DeadLetter,
+    DeadLetterRepo, DeadLetterSummary, Durability, LatestReading, LeaseRepo, NewApiKey,
+    NewDeadLetter, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
+    RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreFactory,
+    StoreResult, WriteBatch, WriteOutcome,
 };
 use error::writer_gone;
 use pool::ReadPool;
@@ -189,6 +191,9 @@ impl Store for SqliteStore {
         self
     }
     fn rollups(&self) -> &dyn RollupRepo {
+        self
+    }
+    fn dead_letters(&self) -> &dyn DeadLetterRepo {
         self
     }
 
@@ -524,6 +529,36 @@ impl OutboxRepo for SqliteStore {
 
     async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
         self.write(move |w| w.transaction(|tx| outbox::prune(tx, before)))
+            .await
+    }
+}
+
+#[async_trait]
+impl DeadLetterRepo for SqliteStore {
+    async fn put(&self, letter: NewDeadLetter, at: Timestamp) -> StoreResult<u64> {
+        self.write(move |w| w.transaction(|tx| dead_letters::put(tx, &letter, at)))
+            .await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetterSummary>> {
+        self.reads
+            .run(move |c| dead_letters::list(c, tenant, before, limit))
+            .await
+    }
+
+    async fn get(&self, tenant: TenantId, id: u64) -> StoreResult<DeadLetter> {
+        self.reads
+            .run(move |c| dead_letters::get(c, tenant, id))
+            .await
+    }
+
+    async fn delete(&self, tenant: TenantId, id: u64) -> StoreResult<()> {
+        self.write(move |w| w.transaction(|tx| dead_letters::delete(tx, tenant, id)))
             .await
     }
 }

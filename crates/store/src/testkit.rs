@@ -42,10 +42,11 @@ use vigia_core::{
 };
 
 use crate::{
-    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, LatestReading,
-    LeaseRepo, NewApiKey, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
-    RetentionScope, RollupPoint, RollupQuery, RollupRepo, RollupReport, SensorPut, SensorReading,
-    SensorScope, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, DeadLetter,
+    DeadLetterRepo, DeadLetterSummary, LatestReading, LeaseRepo, NewApiKey, NewDeadLetter,
+    OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo, RetentionScope, RollupPoint,
+    RollupQuery, RollupRepo, RollupReport, SensorPut, SensorReading, SensorScope, Store,
+    StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// Declares [`Method`] and its names from one list, so the two cannot drift apart.
@@ -111,6 +112,10 @@ methods! {
     RollupSeries => "rollups.series",
     DeleteRawBefore => "rollups.delete_raw_before",
     DeleteRollupsBefore => "rollups.delete_rollups_before",
+    PutDeadLetter => "dead_letters.put",
+    ListDeadLetters => "dead_letters.list",
+    GetDeadLetter => "dead_letters.get",
+    DeleteDeadLetter => "dead_letters.delete",
 }
 
 impl Method {
@@ -191,11 +196,15 @@ struct Plan {
     delay: Option<Duration>,
 }
 
+/// Which write batches the store refuses for good (see [`Faults::refuse_write_batches`]).
+type Refusal = Arc<dyn Fn(&WriteBatch) -> bool + Send + Sync>;
+
 /// What a [`FaultyStore`] and every handle to it share.
 struct Shared {
     calls: Vec<AtomicU64>,
     injected: AtomicU64,
     plans: Mutex<Vec<Plan>>,
+    refusal: Mutex<Option<Refusal>>,
 }
 
 /// The handle that plans faults and reads call counts; clones share everything, so a
@@ -212,6 +221,7 @@ impl Default for Faults {
                 calls: Method::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
                 injected: AtomicU64::new(0),
                 plans: Mutex::new(vec![Plan::default(); Method::ALL.len()]),
+                refusal: Mutex::new(None),
             }),
         }
     }
@@ -269,6 +279,36 @@ impl Faults {
         self.fail_nth("store.write_batch", n);
     }
 
+    /// Makes `write_batch` refuse, for good, every batch `refused` picks (until healed):
+    /// it fails with `Conflict("injected: store.write_batch refused the batch")`, as a
+    /// backend refuses a row it cannot hold, while other batches commit. Transient
+    /// failures ([`Faults::fail`]) are `Unavailable` instead.
+    pub fn refuse_write_batches(
+        &self,
+        refused: impl Fn(&WriteBatch) -> bool + Send + Sync + 'static,
+    ) {
+        *self.refusal() = Some(Arc::new(refused));
+    }
+
+    fn refusal(&self) -> MutexGuard<'_, Option<Refusal>> {
+        self.shared
+            .refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a planned refusal picks `batch` (counted as injected when it does).
+    fn refuses(&self, batch: &WriteBatch) -> bool {
+        let refused = self
+            .refusal()
+            .as_ref()
+            .is_some_and(|refused| refused(batch));
+        if refused {
+            self.shared.injected.fetch_add(1, Ordering::SeqCst);
+        }
+        refused
+    }
+
     /// Sleeps `delay` at the start of every call of `method` (before delegating), until
     /// healed.
     #[track_caller]
@@ -281,15 +321,21 @@ impl Faults {
         self.delay("store.write_batch", delay);
     }
 
-    /// Removes the failure and the delay planned for `method`.
+    /// Removes the failure and the delay planned for `method` (and, for
+    /// `store.write_batch`, the planned refusal).
     #[track_caller]
     pub fn heal(&self, method: &str) {
-        self.plans()[Method::named(method).index()] = Plan::default();
+        let method = Method::named(method);
+        self.plans()[method.index()] = Plan::default();
+        if method == Method::WriteBatch {
+            *self.refusal() = None;
+        }
     }
 
-    /// Removes every planned failure and delay.
+    /// Removes every planned failure, refusal and delay.
     pub fn heal_all(&self) {
         self.plans().fill(Plan::default());
+        *self.refusal() = None;
     }
 
     /// Calls of `method` so far, failed ones included.
@@ -394,9 +440,17 @@ impl Store for FaultyStore {
     fn rollups(&self) -> &dyn RollupRepo {
         self
     }
+    fn dead_letters(&self) -> &dyn DeadLetterRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         self.faults.enter(Method::WriteBatch).await?;
+        if self.faults.refuses(&batch) {
+            return Err(StoreError::Conflict(
+                "injected: store.write_batch refused the batch".into(),
+            ));
+        }
         self.inner.write_batch(batch).await
     }
 
@@ -658,6 +712,34 @@ impl OutboxRepo for FaultyStore {
     async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
         self.faults.enter(Method::PruneOutbox).await?;
         self.inner.outbox().prune(before).await
+    }
+}
+
+#[async_trait]
+impl DeadLetterRepo for FaultyStore {
+    async fn put(&self, letter: NewDeadLetter, at: Timestamp) -> StoreResult<u64> {
+        self.faults.enter(Method::PutDeadLetter).await?;
+        self.inner.dead_letters().put(letter, at).await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetterSummary>> {
+        self.faults.enter(Method::ListDeadLetters).await?;
+        self.inner.dead_letters().list(tenant, before, limit).await
+    }
+
+    async fn get(&self, tenant: TenantId, id: u64) -> StoreResult<DeadLetter> {
+        self.faults.enter(Method::GetDeadLetter).await?;
+        self.inner.dead_letters().get(tenant, id).await
+    }
+
+    async fn delete(&self, tenant: TenantId, id: u64) -> StoreResult<()> {
+        self.faults.enter(Method::DeleteDeadLetter).await?;
+        self.inner.dead_letters().delete(tenant, id).await
     }
 }
 
@@ -1064,7 +1146,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "`list` is ambiguous; say which: alerts.list, audit.list")]
+    #[should_panic(
+        expected = "`list` is ambiguous; say which: alerts.list, audit.list, dead_letters.list"
+    )]
     fn an_ambiguous_method_panics() {
         faulty().faults().calls("list");
     }

@@ -169,6 +169,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             fanout.clone(),
             audit.clone(),
         )),
+        dead_letters: Arc::new(vigia_services::DeadLetterService::new(
+            store.clone(),
+            bus.clone(),
+            audit.clone(),
+        )),
         auth,
         audit,
         rejections,

@@ -335,6 +335,45 @@ async fn every_route_times_every_caller() {
         keys.insert(role, api_key(&server, role).await.1);
     }
     let other = other_tenant_key(server.data_dir());
+    // Dead letters are only made by workers when the store refuses a batch, which it
+    // never does here: the matrix puts its own in the server's store file (SQLite takes
+    // a second writer between the server's transactions).
+    let store = vigia_store::open("sqlite", &OpenContext::new(server.data_dir()))
+        .await
+        .expect("open the server's store");
+    let tenant = store.catalog().default_tenant().await.unwrap().id;
+    // A fresh victim for each call that may consume one (a DELETE, a replay), so an
+    // allowed call does not change what the next caller sees.
+    let victim = |path: &str| {
+        let path = path.to_string();
+        let store = store.clone();
+        let server = &server;
+        async move {
+            if path.starts_with("/api/v1/keys") {
+                api_key(server, "viewer").await.0
+            } else if path.starts_with("/api/v1/dead-letters") {
+                let letter = vigia_store::NewDeadLetter {
+                    tenant,
+                    reason: "matrix".into(),
+                    received_at: vigia_core::Timestamp::now(),
+                    readings: vec![vigia_core::Reading {
+                        sensor: "MATRIX-DL".into(),
+                        metric: "temperature".into(),
+                        ts: vigia_core::Timestamp::now(),
+                        value: -20.0,
+                    }],
+                };
+                let id = store
+                    .dead_letters()
+                    .put(letter, vigia_core::Timestamp::now())
+                    .await
+                    .expect("put a dead letter");
+                i64::try_from(id).unwrap()
+            } else {
+                0
+            }
+        }
+    };
 
     let doc = get_json(&server.url("/api/openapi.json")).await;
     // PUTs last: another tenant's PUT of `CF-1` creates a `CF-1` of its own, after which
@@ -362,15 +401,13 @@ async fn every_route_times_every_caller() {
                 ("post", "/api/v1/keys") => Some(json!({"name": "matrix", "role": "viewer"})),
                 _ => None,
             };
-            // A fresh victim for each DELETE, so an allowed revocation does not change
-            // what the next caller sees.
             let concrete = |victim: i64| {
                 path.replace("{key}", "CF-1").replace(
                     "{id}",
-                    &if path.starts_with("/api/v1/keys") {
-                        victim.to_string()
-                    } else {
+                    &if path.starts_with("/api/v1/alerts") {
                         alert.to_string()
+                    } else {
+                        victim.to_string()
                     },
                 )
             };
@@ -389,7 +426,7 @@ async fn every_route_times_every_caller() {
             assert_problem(res, 401, &what("a wrong key")).await;
 
             for role in ["admin", "operator", "viewer", "device"] {
-                let victim = api_key(&server, "viewer").await.0;
+                let victim = victim(path).await;
                 let res = send(
                     &server,
                     method,
@@ -410,7 +447,7 @@ async fn every_route_times_every_caller() {
                 }
             }
 
-            let victim = api_key(&server, "viewer").await.0;
+            let victim = victim(path).await;
             let res = send(
                 &server,
                 method,
@@ -436,6 +473,8 @@ async fn every_route_times_every_caller() {
         checked >= 14,
         "only {checked} secured operations in the document"
     );
+
+    store.close().await;
 
     // Another tenant's PUT of `CF-1` made its own sensor; ours is untouched.
     let ours = get_json(&server.url("/api/v1/sensors/CF-1")).await;

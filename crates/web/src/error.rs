@@ -108,6 +108,18 @@ impl ApiError {
         e
     }
 
+    /// 400 for a path id that is not a number (`what`: "an alert", "a key"…), naming `id`.
+    pub fn bad_id(what: &str, text: &str) -> Self {
+        let mut e = Self::bad_request(format!("`{text}` is not {what} id"));
+        e.problem.errors.push(ProblemField {
+            line: None,
+            row: None,
+            field: "id".into(),
+            message: "must be an integer".into(),
+        });
+        e
+    }
+
     pub fn invalid(detail: impl Into<String>, errors: Vec<ProblemField>) -> Self {
         let mut e = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,

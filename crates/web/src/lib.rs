@@ -61,6 +61,7 @@ pub struct AppServices {
     pub sensors: Arc<SensorService>,
     pub alerts: Arc<AlertService>,
     pub keys: Arc<KeyService>,
+    pub dead_letters: Arc<vigia_services::DeadLetterService>,
     pub auth: Arc<Authenticator>,
     pub audit: Arc<AuditTrail>,
     /// Messages the protocol front ends (MQTT) refused lately, per tenant.

@@ -41,6 +41,8 @@ pub enum CursorKind {
     Sensors,
     /// Before an alert id.
     Alerts,
+    /// Before a dead letter id.
+    DeadLetters,
 }
 
 impl CursorKind {
@@ -48,6 +50,7 @@ impl CursorKind {
         match self {
             CursorKind::Sensors => "s1",
             CursorKind::Alerts => "a1",
+            CursorKind::DeadLetters => "d1",
         }
     }
 }
@@ -74,6 +77,24 @@ pub fn decode_cursor(kind: CursorKind, cursor: &str) -> Result<String, ApiError>
     Ok(position.to_string())
 }
 
+/// The position a request's `cursor` holds: `None` for the first page (absent or empty),
+/// else the position parsed as `T`; 400 naming `cursor` for anything else.
+pub fn position<T: std::str::FromStr>(
+    kind: CursorKind,
+    cursor: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    let Some(cursor) = cursor.filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let text = decode_cursor(kind, cursor)?;
+    text.parse::<T>().map(Some).map_err(|_| {
+        ApiError::bad_parameter(
+            "cursor",
+            "not a cursor of this list; follow the `next` link",
+        )
+    })
+}
+
 /// A page as an answer: the items as a JSON array and, when more follow, the `next` link.
 pub struct Paged<T> {
     pub items: Vec<T>,
@@ -81,6 +102,28 @@ pub struct Paged<T> {
     pub next: Option<String>,
     /// The request's URI, which the `next` link repeats with the new cursor.
     pub uri: Uri,
+}
+
+impl<T> Paged<T> {
+    /// The answer for a service's page: when more follow, the `next` cursor holds the
+    /// position of its last item (`position_of`), in the list `kind`.
+    pub fn of(
+        page: vigia_services::Page<T>,
+        kind: CursorKind,
+        uri: Uri,
+        position_of: impl Fn(&T) -> String,
+    ) -> Self {
+        let next = page
+            .has_more
+            .then(|| page.items.last())
+            .flatten()
+            .map(|last| encode_cursor(kind, &position_of(last)));
+        Paged {
+            items: page.items,
+            next,
+            uri,
+        }
+    }
 }
 
 impl<T: Serialize> IntoResponse for Paged<T> {

@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 use vigia_core::{Alert, AlertId, AlertState};
 use vigia_store::AlertFilter;
 
-use crate::error::{ApiError, Problem, ProblemField};
+use crate::error::{ApiError, Problem};
 use crate::extract::ApiQuery;
 use crate::pagination::{self, CursorKind, Paged};
 use crate::{AppState, Caller};
@@ -67,19 +67,7 @@ pub async fn list_alerts(
         ),
     };
     let limit = pagination::limit(params.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let before = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(cursor) => {
-            let position = pagination::decode_cursor(CursorKind::Alerts, cursor)?;
-            let id = position.parse::<i64>().map_err(|_| {
-                bad(
-                    "cursor",
-                    "not a cursor of this list; follow the `next` link",
-                )
-            })?;
-            Some(AlertId(id))
-        }
-    };
+    let before = pagination::position(CursorKind::Alerts, params.cursor.as_deref())?.map(AlertId);
     let filter = AlertFilter {
         state: alert_state,
         sensor: params.sensor,
@@ -87,16 +75,9 @@ pub async fn list_alerts(
         before,
     };
     let page = state.alerts.list(&caller, &filter).await?;
-    let next = page
-        .has_more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| pagination::encode_cursor(CursorKind::Alerts, &last.id.0.to_string()));
-    Ok(Paged {
-        items: page.items,
-        next,
-        uri,
-    })
+    Ok(Paged::of(page, CursorKind::Alerts, uri, |last| {
+        last.id.0.to_string()
+    }))
 }
 
 /// Get one alert.
@@ -178,14 +159,7 @@ pub async fn resolve_alert(
 }
 
 fn parse_id(text: &str) -> Result<AlertId, ApiError> {
-    text.parse::<i64>().map(AlertId).map_err(|_| {
-        let mut e = ApiError::bad_request(format!("`{text}` is not an alert id"));
-        e.problem.errors.push(ProblemField {
-            line: None,
-            row: None,
-            field: "id".into(),
-            message: "must be an integer".into(),
-        });
-        e
-    })
+    text.parse::<i64>()
+        .map(AlertId)
+        .map_err(|_| ApiError::bad_id("an alert", text))
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use vigia_core::{ApiKeyId, ApiKeyInfo, Role, Timestamp};
 
 use crate::auth::client_address;
-use crate::error::{ApiError, Problem, ProblemField};
+use crate::error::{ApiError, Problem};
 use crate::extract::ApiJson;
 use crate::{AppState, Caller};
 
@@ -140,16 +140,10 @@ pub async fn revoke_key(
     ClientAddress(client): ClientAddress,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = id.parse::<i64>().map(ApiKeyId).map_err(|_| {
-        let mut e = ApiError::bad_request(format!("`{id}` is not a key id"));
-        e.problem.errors.push(ProblemField {
-            line: None,
-            row: None,
-            field: "id".into(),
-            message: "must be an integer".into(),
-        });
-        e
-    })?;
+    let id = id
+        .parse::<i64>()
+        .map(ApiKeyId)
+        .map_err(|_| ApiError::bad_id("a key", &id))?;
     state.keys.revoke(&caller, id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }

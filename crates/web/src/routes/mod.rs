@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource. `router()` is the single list of routes.
 
 pub mod alerts;
+pub mod dead_letters;
 pub mod influx;
 pub mod jobs;
 pub mod keys;
@@ -48,6 +49,12 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
             .routes(routes!(alerts::resolve_alert))
             .routes(routes!(keys::create_key, keys::list_keys))
             .routes(routes!(keys::revoke_key))
+            .routes(routes!(dead_letters::list_dead_letters))
+            .routes(routes!(
+                dead_letters::get_dead_letter,
+                dead_letters::delete_dead_letter
+            ))
+            .routes(routes!(dead_letters::replay_dead_letter))
             .routes(routes!(jobs::list_jobs))
             .routes(routes!(live::websocket))
             .routes(routes!(live::events))

@@ -67,23 +67,12 @@ pub async fn list_sensors(
     ApiQuery(params): ApiQuery<SensorListParams>,
 ) -> Result<Paged<SensorView>, ApiError> {
     let limit = pagination::limit(params.limit, DEFAULT_SENSOR_PAGE, MAX_SENSOR_PAGE)?;
-    let after = params
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(|c| pagination::decode_cursor(CursorKind::Sensors, c))
-        .transpose()?;
+    let after: Option<String> =
+        pagination::position(CursorKind::Sensors, params.cursor.as_deref())?;
     let page = state.sensors.list(&caller, after.as_deref(), limit).await?;
-    let next = page
-        .has_more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| pagination::encode_cursor(CursorKind::Sensors, &last.sensor.key));
-    Ok(Paged {
-        items: page.items,
-        next,
-        uri,
-    })
+    Ok(Paged::of(page, CursorKind::Sensors, uri, |last| {
+        last.sensor.key.clone()
+    }))
 }
 
 /// Get one sensor.
