@@ -206,3 +206,8 @@ def sensor_cursors_come_from_the_server(context, case):
 @schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/alerts")
 def alert_cursors_come_from_the_server(context, case):
     return without_generated_cursor(case)
+
+
+@schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/dead-letters")
+def dead_letter_cursors_come_from_the_server(context, case):
+    return without_generated_cursor(case)

@@ -121,7 +121,9 @@ impl UrlSigner {
         query: &str,
         now: SystemTime,
     ) -> ObjectResult<SignedGrant> {
-        let key = ObjectKey::new(key)?;
+        // The signature is checked over the key as sent, before the key itself: Vigía signs
+        // only valid keys, so a URL naming an invalid one was not issued here and is as
+        // forged as any other (the key rules are not revealed to an unsigned caller).
         let forged = || ObjectError::Forbidden(Refusal::Forged);
         let params = SignedQuery::parse(query).ok_or_else(forged)?;
         let method = match (method.to_ascii_uppercase().as_str(), params.length) {
@@ -131,9 +133,10 @@ impl UrlSigner {
         };
         let claimed = unhex(params.signature).ok_or_else(forged)?;
         let mut mac = self.mac.clone();
-        mac.update(message(method, key.as_str(), params.expires).as_bytes());
+        mac.update(message(method, key, params.expires).as_bytes());
         // verify_slice compares in constant time.
         mac.verify_slice(&claimed).map_err(|_| forged())?;
+        let key = ObjectKey::new(key)?;
         let expires_at = UNIX_EPOCH + Duration::from_secs(params.expires);
         if now >= expires_at {
             return Err(ObjectError::Forbidden(Refusal::Expired { at: expires_at }));
@@ -351,11 +354,11 @@ mod tests {
             refusal(signer().verify("GET", "a/c.bin", get_query, late)),
             Refusal::Forged
         );
-        // A key that is not a valid key is a bad request, not a signature question.
-        assert!(matches!(
-            signer().verify("GET", "../x", get_query, now),
-            Err(ObjectError::InvalidKey { .. })
-        ));
+        // A URL naming an invalid key was not issued here: forged, like any other.
+        assert_eq!(
+            refusal(signer().verify("GET", "../x", get_query, now)),
+            Refusal::Forged
+        );
     }
 
     #[test]

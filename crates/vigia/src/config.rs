@@ -67,6 +67,41 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub live: LiveConfig,
     pub http: HttpConfig,
+    pub objects: ObjectsConfig,
+}
+
+/// Object storage (`vigia_objects`): the relay's offloaded datasets, files robots read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectsConfig {
+    /// Empty (the default): a local directory `<data_dir>/objects`; a directory path or
+    /// `file:///path`; or `s3://bucket?endpoint=…&region=…` (S3, MinIO); env
+    /// `VIGIA_OBJECTS__URL`, flag `--objects`.
+    pub url: String,
+    /// The HMAC key of the local store's signed URLs, at least 16 bytes. Absent: a random
+    /// key is made at first start in `<data_dir>/objects-signing.key` and reused, so
+    /// URLs survive restarts; processes that share one local store must share the key.
+    pub signing_key: Option<String>,
+    /// The public URL clients reach this server at, which local signed URLs point to
+    /// (`{base_url}/objects/{key}`); absent: `http://<listen address>`.
+    pub base_url: Option<String>,
+    /// How long a signed URL stays valid when the caller names no expiry; at most 7d.
+    pub presign_expiry: String,
+    /// The largest body a signed `PUT /objects/{key}` accepts (413 past it); 5 GiB, S3's
+    /// limit for one PUT.
+    pub max_put_bytes: u64,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            signing_key: None,
+            base_url: None,
+            presign_expiry: "15m".into(),
+            max_put_bytes: 5 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// The HTTP listener's per-client limits (`vigia_web::server`).
@@ -356,6 +391,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             live: LiveConfig::default(),
             http: HttpConfig::default(),
+            objects: ObjectsConfig::default(),
         }
     }
 }
@@ -423,6 +459,7 @@ const KEYS: &[&str] = &[
     "retention",
     "live",
     "http",
+    "objects",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -454,6 +491,14 @@ pub struct Overrides {
     pub demo: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<ObjectsOverride>,
+}
+
+/// `--objects URL`: only the URL of `[objects]`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ObjectsOverride {
+    pub url: String,
 }
 
 impl Config {
@@ -553,6 +598,7 @@ impl Config {
             ("live.send_timeout", &self.live.send_timeout),
             ("http.header_read_timeout", &self.http.header_read_timeout),
             ("http.body_read_timeout", &self.http.body_read_timeout),
+            ("objects.presign_expiry", &self.objects.presign_expiry),
         ] {
             parse_duration_ms(value).map_err(|e| anyhow::anyhow!("setting `{name}`: {e}"))?;
         }
@@ -586,7 +632,46 @@ impl Config {
         }
         self.validate_mqtt()?;
         self.validate_live()?;
+        self.validate_objects()?;
         self.validate_rollups_and_retention()
+    }
+
+    fn validate_objects(&self) -> anyhow::Result<()> {
+        let objects = &self.objects;
+        vigia_objects::ObjectsRegistry::builtin()
+            .validate(&objects.url, &self.objects_context())
+            .map_err(|e| anyhow::anyhow!("setting `objects.url`: {e}"))?;
+        let expiry = self.millis(&objects.presign_expiry);
+        if expiry < 1_000 || expiry as u128 > vigia_objects::MAX_PRESIGN_EXPIRY.as_millis() {
+            bail!("objects.presign_expiry must be between 1s and 7d");
+        }
+        if let Some(key) = &objects.signing_key {
+            if key.len() < vigia_objects::signing::MIN_SIGNING_KEY_BYTES {
+                bail!(
+                    "objects.signing_key must be at least {} bytes",
+                    vigia_objects::signing::MIN_SIGNING_KEY_BYTES
+                );
+            }
+        }
+        if let Some(base) = &objects.base_url {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                bail!("objects.base_url must start with http:// or https://, not `{base}`");
+            }
+        }
+        if objects.max_put_bytes == 0 {
+            bail!("objects.max_put_bytes must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// What opening the object store needs (signing is added once the key and the
+    /// server's address are known).
+    pub fn objects_context(&self) -> vigia_objects::OpenContext {
+        let mut ctx = vigia_objects::OpenContext::new(&self.data_dir);
+        ctx.presign_expiry = std::time::Duration::from_millis(
+            self.millis(&self.objects.presign_expiry).max(0) as u64,
+        );
+        ctx
     }
 
     fn validate_live(&self) -> anyhow::Result<()> {

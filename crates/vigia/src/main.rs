@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vigia::config::{Config, Overrides};
+use vigia::config::{Config, ObjectsOverride, Overrides};
 
 /// mimalloc instead of glibc malloc: the ingest profile spent ~7% in glibc's
 /// malloc/free/consolidate, and glibc's per-thread arenas inflated peak RSS.
@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Bus URL: `memory` (embedded, durable; default) or `volatile://` (in memory, not durable).
     #[arg(long)]
     bus: Option<String>,
+    /// Object store URL: a directory (default: `<data_dir>/objects`), `file:///path`, or
+    /// `s3://bucket?endpoint=…&region=…`.
+    #[arg(long)]
+    objects: Option<String>,
     /// Provision the seed-000 cold rooms and simulate them.
     #[arg(long)]
     demo: bool,
@@ -135,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bus: args.bus,
                 demo: args.demo.then_some(true),
                 roles: args.roles,
+                objects: args.objects.map(|url| ObjectsOverride { url }),
             };
             let config = Config::load(args.config.as_deref(), &overrides)?;
             if args.check {

@@ -160,6 +160,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             send_timeout: config.duration(&config.live.send_timeout),
         },
     );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "could not listen on {} (is another server using it? choose another with --listen)",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let objects = if roles.has("api") {
+        Some(open_objects(&config, addr).await?)
+    } else {
+        None
+    };
     let state = AppState::new(AppServices {
         ingest,
         sensors: Arc::new(SensorService::new(store.clone(), fanout.clone())),
@@ -190,21 +204,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         bus: bus.clone(),
         metrics,
+        objects,
     });
     let surfaces = Surfaces {
         ingest: roles.has("ingest"),
         api: roles.has("api"),
     };
     let app = vigia_web::app(state, surfaces);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "could not listen on {} (is another server using it? choose another with --listen)",
-                config.listen
-            )
-        })?;
-    let addr = listener.local_addr()?;
     raise_file_limit(config.http.max_connections);
     let base = format!("http://{addr}");
     // Tests and scripts read this exact line to find the port.
@@ -579,4 +585,77 @@ pub(crate) fn read_token_file(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("bootstrap-token")).ok()?;
     let token = text.trim().to_string();
     (!token.is_empty()).then_some(token)
+}
+
+/// Opens the object store and, for the local backend, signs its URLs with
+/// `objects.signing_key` or the key kept in the data dir (made at first start).
+async fn open_objects(
+    config: &Config,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<vigia_web::routes::objects::ObjectRoutes> {
+    let key = match &config.objects.signing_key {
+        Some(key) => key.as_bytes().to_vec(),
+        None => stored_signing_key(&config.data_dir)?,
+    };
+    let base = config
+        .objects
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let ctx = config.objects_context().with_signing(key, base);
+    let store = vigia_objects::open(&config.objects.url, &ctx)
+        .await
+        .with_context(|| format!("could not open the object store `{}`", config.objects.url))?;
+    Ok(vigia_web::routes::objects::ObjectRoutes {
+        store,
+        max_put_bytes: config.objects.max_put_bytes,
+    })
+}
+
+/// The signing key in `<data_dir>/objects-signing.key`: 32 random bytes, hex, readable by
+/// the owner only, made when missing. It is written whole to a temporary file and then
+/// linked into place, so a process starting at the same time never reads half a key.
+fn stored_signing_key(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = data_dir.join("objects-signing.key");
+    let read = |path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        let key = text.trim();
+        if key.len() < vigia_objects::signing::MIN_SIGNING_KEY_BYTES {
+            anyhow::bail!(
+                "{} holds a key shorter than 16 bytes; delete it to make a new one",
+                path.display()
+            );
+        }
+        Ok(key.as_bytes().to_vec())
+    };
+    if path.exists() {
+        return read(&path);
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("could not create {}", data_dir.display()))?;
+    let key: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let temporary = data_dir.join(format!("objects-signing.key.{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("could not create {}", temporary.display()))?;
+    file.write_all(key.as_bytes())?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&temporary, &path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(key.into_bytes()),
+        // Another process sharing the data dir made it first: use that one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
+        Err(e) => Err(e).with_context(|| format!("could not create {}", path.display())),
+    }
 }

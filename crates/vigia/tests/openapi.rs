@@ -36,6 +36,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
     ("get", "/"),
+    ("get", "/objects/{key}"),
+    ("put", "/objects/{key}"),
     ("get", "/assets/{file}"),
 ];
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use vigia_bus::BusError;
 use vigia_ingest::decode::{DecodeError, LineProtocolError};
+use vigia_objects::ObjectError;
 use vigia_services::{IngestError, ServiceError};
 use vigia_store::StoreError;
 
@@ -376,5 +377,37 @@ fn decode_error(e: DecodeError) -> ApiError {
                 message: "send at least one reading".into(),
             }],
         ),
+    }
+}
+
+/// Object storage errors (the signed `/objects/{key}` routes).
+impl From<ObjectError> for ApiError {
+    fn from(e: ObjectError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ObjectError::NotFound { .. } => ApiError::not_found(detail),
+            ObjectError::InvalidKey { .. } => {
+                let mut error = ApiError::bad_request(detail);
+                error.problem.errors.push(ProblemField {
+                    line: None,
+                    row: None,
+                    field: "key".into(),
+                    message: "not a valid object key".into(),
+                });
+                error
+            }
+            ObjectError::RangeNotSatisfiable { .. } => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                "Range not satisfiable",
+                detail,
+            ),
+            ObjectError::Forbidden(_) => ApiError::forbidden(detail),
+            ObjectError::SizeMismatch { .. } | ObjectError::Body { .. } => {
+                ApiError::bad_request(detail)
+            }
+            ObjectError::Unavailable { .. } => ApiError::unavailable(detail, 1),
+            ObjectError::Config(_) | ObjectError::Unsupported { .. } => ApiError::internal(detail),
+        }
     }
 }

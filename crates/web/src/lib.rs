@@ -77,6 +77,8 @@ pub struct AppServices {
     /// Checked by `/readyz` and measured for `/metrics` when this process uses the bus.
     pub bus: Option<Arc<dyn Bus>>,
     pub metrics: telemetry::Metrics,
+    /// The object store and its signed routes, when this process serves the API.
+    pub objects: Option<routes::objects::ObjectRoutes>,
 }
 
 /// Which groups of routes a process serves besides the operations endpoints.

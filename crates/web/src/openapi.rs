@@ -25,6 +25,7 @@ Errors are `application/problem+json` (RFC 9457) with the failing fields and, fo
         (name = "live", description = "Live push of readings and alert changes"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "page", description = "The web page"),
+        (name = "objects", description = "Objects behind signed, expiring URLs (the URL is the credential)"),
     )
 )]
 pub struct ApiDoc;
@@ -71,8 +72,19 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     DOCUMENT.get_or_init(|| {
         let mut doc = crate::routes::router().split_for_parts().1;
         document_rate_limit(&mut doc);
+        document_wildcards(&mut doc);
         doc
     })
+}
+
+/// axum's catch-all segments (`{*key}`, several path segments) are plain parameters in
+/// OpenAPI (`{key}`, documented as holding `/`).
+fn document_wildcards(doc: &mut utoipa::openapi::OpenApi) {
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
 }
 
 /// The failed-authentication limit is a layer in front of every route, so every

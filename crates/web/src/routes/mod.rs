@@ -6,6 +6,7 @@ pub mod influx;
 pub mod jobs;
 pub mod keys;
 pub mod live;
+pub mod objects;
 pub mod ops;
 pub mod page;
 pub mod readings;
@@ -58,6 +59,7 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
             .routes(routes!(jobs::list_jobs))
             .routes(routes!(live::websocket))
             .routes(routes!(live::events))
+            .routes(routes!(objects::get_object, objects::put_object))
             .routes(routes!(page::index))
             .routes(routes!(page::asset));
     }
