@@ -7,7 +7,7 @@
 //! alerts (`alerts`) share one `RwLock`: the unit of work ([`Store::write_batch`]) and
 //! `put_sensor` change several of them at once, and one lock makes those changes atomic
 //! to every reader for free (a reader never sees readings without their alerts). The
-//! audit log and the leases are independent of everything else, so each has its own
+//! audit log, the leases and the robots (`robots`) are independent of everything else, so each has its own
 //! `Mutex` and an audit flood never waits for a commit.
 //!
 //! Readings live in a `BTreeMap` keyed `(ts, sensor, metric)`, time first, like the
@@ -32,6 +32,7 @@ mod catalog;
 mod leases;
 mod outbox;
 mod readings;
+mod robots;
 mod rollups;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +41,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use async_trait::async_trait;
 
 use crate::{
-    AlertRepo, AuditRepo, CatalogRepo, LeaseRepo, OpenContext, OutboxRepo, ReadingRepo, RollupRepo,
-    Store, StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
+    AlertRepo, AuditRepo, CatalogRepo, LeaseRepo, OpenContext, OutboxRepo, ReadingRepo, RobotRepo,
+    RollupRepo, Store, StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
 };
 use alerts::Alerts;
 use audit::AuditLog;
@@ -70,6 +71,7 @@ pub struct VolatileStore {
     data: RwLock<Data>,
     audit: Mutex<AuditLog>,
     leases: Mutex<Leases>,
+    robots: Mutex<robots::Robots>,
 }
 
 /// The error of every call after [`VolatileStore::close`].
@@ -102,6 +104,7 @@ impl VolatileStore {
         }
         *self.audit.lock().unwrap_or_else(PoisonError::into_inner) = AuditLog::default();
         *self.leases.lock().unwrap_or_else(PoisonError::into_inner) = Leases::default();
+        *self.robots.lock().unwrap_or_else(PoisonError::into_inner) = robots::Robots::default();
     }
 
     fn check_open(&self) -> StoreResult<()> {
@@ -155,6 +158,9 @@ impl Store for VolatileStore {
         self
     }
     fn rollups(&self) -> &dyn RollupRepo {
+        self
+    }
+    fn robots(&self) -> &dyn RobotRepo {
         self
     }
 

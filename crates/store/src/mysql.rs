@@ -454,6 +454,9 @@ impl Store for MysqlStore {
     fn rollups(&self) -> &dyn RollupRepo {
         self
     }
+    fn robots(&self) -> &dyn crate::RobotRepo {
+        todo!()
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         if batch.readings.is_empty() && batch.alerts.is_empty() {

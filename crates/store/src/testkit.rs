@@ -37,12 +37,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vigia_core::{
-    Alert, AlertId, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Sensor, SensorId, SensorSpec, Tenant,
-    TenantId, Timestamp,
+    Alert, AlertId, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Execution, Module, ModuleInstance, Robot,
+    RobotId, Sensor, SensorId, SensorSpec, Tenant, TenantId, Timestamp,
 };
 
 use crate::{
-    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, LatestReading,
+    AlertFilter, AlertRepo, AttemptEnd, Claim, Created, Heartbeat, NewRobot, RobotFilter, RobotRepo,
+    RobotResult, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, LatestReading,
     LeaseRepo, NewApiKey, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
     RetentionScope, RollupPoint, RollupQuery, RollupRepo, RollupReport, SensorPut, SensorReading,
     SensorScope, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
@@ -111,6 +112,23 @@ methods! {
     RollupSeries => "rollups.series",
     DeleteRawBefore => "rollups.delete_raw_before",
     DeleteRollupsBefore => "rollups.delete_rollups_before",
+    CreateRobot => "robots.create",
+    GetRobot => "robots.get",
+    ListRobots => "robots.list",
+    ClaimRobots => "robots.claim",
+    HeartbeatRobot => "robots.heartbeat",
+    FinishRobot => "robots.finish",
+    CancelRobot => "robots.cancel",
+    RetryRobot => "robots.retry",
+    SweepExpired => "robots.sweep_expired",
+    Executions => "robots.executions",
+    CleanupRobots => "robots.cleanup",
+    PutModule => "robots.put_module",
+    GetModule => "robots.module",
+    ListModules => "robots.modules",
+    PutInstance => "robots.put_instance",
+    GetInstance => "robots.instance",
+    ListInstances => "robots.instances",
 }
 
 impl Method {
@@ -392,6 +410,9 @@ impl Store for FaultyStore {
         self
     }
     fn rollups(&self) -> &dyn RollupRepo {
+        self
+    }
+    fn robots(&self) -> &dyn RobotRepo {
         self
     }
 
@@ -706,6 +727,108 @@ impl RollupRepo for FaultyStore {
             .rollups()
             .delete_rollups_before(scope, before, chunk)
             .await
+    }
+}
+
+#[async_trait]
+impl RobotRepo for FaultyStore {
+    async fn create(&self, robot: &NewRobot, at: Timestamp) -> RobotResult<Created> {
+        self.faults.enter(Method::CreateRobot).await?;
+        self.inner.robots().create(robot, at).await
+    }
+
+    async fn get(&self, tenant: TenantId, id: RobotId) -> RobotResult<Robot> {
+        self.faults.enter(Method::GetRobot).await?;
+        self.inner.robots().get(tenant, id).await
+    }
+
+    async fn list(&self, tenant: TenantId, filter: &RobotFilter) -> RobotResult<Vec<Robot>> {
+        self.faults.enter(Method::ListRobots).await?;
+        self.inner.robots().list(tenant, filter).await
+    }
+
+    async fn claim(&self, claim: &Claim) -> RobotResult<Vec<Robot>> {
+        self.faults.enter(Method::ClaimRobots).await?;
+        self.inner.robots().claim(claim).await
+    }
+
+    async fn heartbeat(&self, beat: &Heartbeat) -> RobotResult<Robot> {
+        self.faults.enter(Method::HeartbeatRobot).await?;
+        self.inner.robots().heartbeat(beat).await
+    }
+
+    async fn finish(
+        &self,
+        robot: RobotId,
+        attempt: u32,
+        end: &AttemptEnd,
+        now: Timestamp,
+    ) -> RobotResult<Robot> {
+        self.faults.enter(Method::FinishRobot).await?;
+        self.inner.robots().finish(robot, attempt, end, now).await
+    }
+
+    async fn cancel(&self, tenant: TenantId, id: RobotId, now: Timestamp) -> RobotResult<Robot> {
+        self.faults.enter(Method::CancelRobot).await?;
+        self.inner.robots().cancel(tenant, id, now).await
+    }
+
+    async fn retry(&self, tenant: TenantId, id: RobotId, now: Timestamp) -> RobotResult<Robot> {
+        self.faults.enter(Method::RetryRobot).await?;
+        self.inner.robots().retry(tenant, id, now).await
+    }
+
+    async fn sweep_expired(
+        &self,
+        now: Timestamp,
+        max_attempts: u32,
+        limit: usize,
+    ) -> RobotResult<Vec<Robot>> {
+        self.faults.enter(Method::SweepExpired).await?;
+        self.inner
+            .robots()
+            .sweep_expired(now, max_attempts, limit)
+            .await
+    }
+
+    async fn executions(&self, tenant: TenantId, id: RobotId) -> RobotResult<Vec<Execution>> {
+        self.faults.enter(Method::Executions).await?;
+        self.inner.robots().executions(tenant, id).await
+    }
+
+    async fn cleanup(&self, before: Timestamp, chunk: usize) -> RobotResult<u64> {
+        self.faults.enter(Method::CleanupRobots).await?;
+        self.inner.robots().cleanup(before, chunk).await
+    }
+
+    async fn put_module(&self, module: &Module) -> RobotResult<()> {
+        self.faults.enter(Method::PutModule).await?;
+        self.inner.robots().put_module(module).await
+    }
+
+    async fn module(&self, name: &str) -> RobotResult<Option<Module>> {
+        self.faults.enter(Method::GetModule).await?;
+        self.inner.robots().module(name).await
+    }
+
+    async fn modules(&self) -> RobotResult<Vec<Module>> {
+        self.faults.enter(Method::ListModules).await?;
+        self.inner.robots().modules().await
+    }
+
+    async fn put_instance(&self, instance: &ModuleInstance) -> RobotResult<()> {
+        self.faults.enter(Method::PutInstance).await?;
+        self.inner.robots().put_instance(instance).await
+    }
+
+    async fn instance(&self, module: &str, name: &str) -> RobotResult<Option<ModuleInstance>> {
+        self.faults.enter(Method::GetInstance).await?;
+        self.inner.robots().instance(module, name).await
+    }
+
+    async fn instances(&self, module: Option<&str>) -> RobotResult<Vec<ModuleInstance>> {
+        self.faults.enter(Method::ListInstances).await?;
+        self.inner.robots().instances(module).await
     }
 }
 
