@@ -50,6 +50,7 @@ mod batch;
 mod error;
 pub mod partitions;
 mod queries;
+mod robots;
 mod rollups;
 mod schema;
 
@@ -411,7 +412,7 @@ impl Store for PostgresStore {
         self
     }
     fn robots(&self) -> &dyn crate::RobotRepo {
-        todo!()
+        self
     }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {

@@ -13,6 +13,7 @@ use crate::{StoreError, StoreResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_rollups.sql"),
+    include_str!("../../migrations/postgres/0004_robots.sql"),
 ];
 
 /// The schema version this build creates and understands.
