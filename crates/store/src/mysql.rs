@@ -48,6 +48,7 @@
 mod batch;
 mod error;
 mod queries;
+mod robots;
 mod rollups;
 mod schema;
 
@@ -455,7 +456,7 @@ impl Store for MysqlStore {
         self
     }
     fn robots(&self) -> &dyn crate::RobotRepo {
-        todo!()
+        self
     }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {

@@ -394,6 +394,11 @@ pub(crate) fn capped(asked: usize, cap: usize) -> usize {
     asked.min(cap)
 }
 
+/// `asked` capped at `cap`, as SQL `LIMIT` takes it.
+pub(crate) fn sql_limit(asked: usize, cap: usize) -> i64 {
+    i64::try_from(capped(asked, cap)).unwrap_or(i64::MAX)
+}
+
 /// Whether the refusal must be recorded against the reported attempt.
 pub(crate) fn records_stale(error: &RobotError) -> bool {
     matches!(

@@ -25,8 +25,8 @@ use crate::robots::rows::{
     ROBOT_COLUMNS,
 };
 use crate::robots::{
-    capped, check_heartbeat, check_instance, check_name, check_new, fence, records_stale,
-    swept_status, truncate, LEASE_EXPIRED, MAX_CLAIM, MAX_PAGE, MAX_STEP_CHARS,
+    check_heartbeat, check_instance, check_name, check_new, fence, records_stale,
+    sql_limit, swept_status, truncate, LEASE_EXPIRED, MAX_CLAIM, MAX_PAGE, MAX_STEP_CHARS,
 };
 use crate::{
     AttemptEnd, Claim, Created, Heartbeat, NewRobot, RobotError, RobotFilter, RobotRepo,
@@ -43,10 +43,6 @@ impl Columns for PgRow {
     fn float(&self, name: &str) -> StoreResult<Option<f64>> {
         self.try_get(name).pg()
     }
-}
-
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Commits a transaction whose outcome is not a store error (a refusal commits its
@@ -173,7 +169,7 @@ async fn claim(conn: &mut PgConnection, claim: &Claim) -> StoreResult<Vec<Robot>
          SELECT * FROM claimed"
     ))
     .bind(claim.now.0)
-    .bind(limit(capped(claim.limit, MAX_CLAIM)))
+    .bind(sql_limit(claim.limit, MAX_CLAIM))
     .bind(&claim.worker)
     .bind(claim.lease_until.0)
     .fetch_all(&mut *conn)
@@ -361,7 +357,7 @@ async fn sweep_expired(
          FOR UPDATE SKIP LOCKED",
     )
     .bind(now.0)
-    .bind(limit(capped(max, MAX_CLAIM)))
+    .bind(sql_limit(max, MAX_CLAIM))
     .fetch_all(&mut *conn)
     .await
     .pg()?;
@@ -405,7 +401,7 @@ impl RobotRepo for PostgresStore {
         .bind(filter.before.map_or(i64::MAX, |b| b.0))
         .bind(filter.status.map(RobotStatus::as_str))
         .bind(filter.module.as_deref())
-        .bind(limit(capped(filter.limit, MAX_PAGE)))
+        .bind(sql_limit(filter.limit, MAX_PAGE))
         .fetch_all(&mut *self.replica().await?)
         .await
         .pg()?;
@@ -485,7 +481,7 @@ impl RobotRepo for PostgresStore {
                  ORDER BY finished_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
         .bind(before.0)
-        .bind(limit(capped(chunk, MAX_CLAIM)))
+        .bind(sql_limit(chunk, MAX_CLAIM))
         .execute(&mut *self.primary().await?)
         .await
         .pg()?;

@@ -20,8 +20,8 @@ use crate::robots::rows::{
     ROBOT_COLUMNS,
 };
 use crate::robots::{
-    capped, check_heartbeat, check_instance, check_name, check_new, fence, records_stale,
-    swept_status, truncate, LEASE_EXPIRED, MAX_CLAIM, MAX_PAGE, MAX_STEP_CHARS,
+    check_heartbeat, check_instance, check_name, check_new, fence, records_stale,
+    sql_limit, swept_status, truncate, LEASE_EXPIRED, MAX_CLAIM, MAX_PAGE, MAX_STEP_CHARS,
 };
 use crate::{
     AttemptEnd, Claim, Created, Heartbeat, NewRobot, RobotError, RobotFilter, RobotRepo,
@@ -44,10 +44,6 @@ impl From<rusqlite::Error> for RobotError {
     fn from(e: rusqlite::Error) -> Self {
         RobotError::Store(e.into())
     }
-}
-
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Runs `sql` (which selects [`ROBOT_COLUMNS`] or returns them) for one robot.
@@ -142,7 +138,7 @@ fn claim(conn: &Connection, claim: &Claim) -> StoreResult<Vec<Robot>> {
              LIMIT ?2",
         )?;
         let rows = statement.query_map(
-            params![claim.now.0, limit(capped(claim.limit, MAX_CLAIM))],
+            params![claim.now.0, sql_limit(claim.limit, MAX_CLAIM)],
             |r| r.get(0),
         )?;
         rows.collect::<Result<_, _>>()?
@@ -340,7 +336,7 @@ fn sweep_expired(
              WHERE status = 'running' AND lease_expires_at <= ?1
              ORDER BY lease_expires_at, id LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![now.0, limit(capped(max, MAX_CLAIM))], |r| {
+        let rows = statement.query_map(params![now.0, sql_limit(max, MAX_CLAIM)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         rows.collect::<Result<_, _>>()?
@@ -373,7 +369,7 @@ fn cleanup(conn: &Connection, before: Timestamp, chunk: usize) -> StoreResult<u6
         let mut statement = conn.prepare_cached(
             "SELECT id FROM robots WHERE finished_at < ?1 ORDER BY finished_at, id LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![before.0, limit(capped(chunk, MAX_CLAIM))], |r| {
+        let rows = statement.query_map(params![before.0, sql_limit(chunk, MAX_CLAIM)], |r| {
             r.get(0)
         })?;
         rows.collect::<Result<_, _>>()?
@@ -485,7 +481,7 @@ impl RobotRepo for SqliteStore {
                     filter.before.map_or(i64::MAX, |b| b.0),
                     filter.status.map(RobotStatus::as_str),
                     filter.module,
-                    limit(capped(filter.limit, MAX_PAGE)),
+                    sql_limit(filter.limit, MAX_PAGE),
                 ],
                 |r: &Row<'_>| rows::robot_from(r),
             )
