@@ -260,7 +260,10 @@ mod tests {
             assert_eq!(RobotStatus::parse(status.as_str()), Some(status));
             let json = serde_json::to_string(&status).expect("json");
             assert_eq!(json, format!("\"{status}\""));
-            assert_eq!(status.is_terminal(), !status.is_claimable() && status != RobotStatus::Running);
+            assert_eq!(
+                status.is_terminal(),
+                !status.is_claimable() && status != RobotStatus::Running
+            );
         }
         for &status in ExecutionStatus::ALL {
             assert_eq!(ExecutionStatus::parse(status.as_str()), Some(status));
@@ -273,7 +276,10 @@ mod tests {
         }
         assert_eq!(RobotStatus::parse("QUEUED"), None);
         assert_eq!(RobotStatus::WaitingForModule.as_str(), "waiting_for_module");
-        let terminal: Vec<_> = RobotStatus::ALL.iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = RobotStatus::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .collect();
         assert_eq!(terminal.len(), 5);
     }
 }

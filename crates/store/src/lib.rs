@@ -52,8 +52,8 @@ pub use outbox::{OutboxEntry, OutboxRepo};
 pub use readings::{LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading};
 pub use registry::{open, supported_schemes, OpenContext, StoreFactory, StoreRegistry};
 pub use robots::{
-    AttemptEnd, Claim, Created, Heartbeat, Idempotency, NewRobot, RobotError, RobotFilter, RobotRepo,
-    RobotResult,
+    AttemptEnd, Claim, Created, Heartbeat, Idempotency, NewRobot, RobotError, RobotFilter,
+    RobotRepo, RobotResult,
 };
 pub use rollups::{Resolution, RetentionScope, RollupPoint, RollupQuery, RollupRepo, RollupReport};
 pub use vigia_core::Durability;

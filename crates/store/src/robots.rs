@@ -372,11 +372,7 @@ pub(crate) fn fence(status: RobotStatus, live_attempt: u32, attempt: u32) -> Rob
 }
 
 /// What a sweep does with an expired attempt: the robot's status afterwards.
-pub(crate) fn swept_status(
-    attempt: u32,
-    cancel_requested: bool,
-    max_attempts: u32,
-) -> RobotStatus {
+pub(crate) fn swept_status(attempt: u32, cancel_requested: bool, max_attempts: u32) -> RobotStatus {
     if cancel_requested {
         RobotStatus::Cancelled
     } else if attempt >= max_attempts {

@@ -42,11 +42,11 @@ use vigia_core::{
 };
 
 use crate::{
-    AlertFilter, AlertRepo, AttemptEnd, Claim, Created, Heartbeat, NewRobot, RobotFilter, RobotRepo,
-    RobotResult, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, LatestReading,
-    LeaseRepo, NewApiKey, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
-    RetentionScope, RollupPoint, RollupQuery, RollupRepo, RollupReport, SensorPut, SensorReading,
-    SensorScope, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    AlertFilter, AlertRepo, AttemptEnd, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Claim,
+    Created, Heartbeat, LatestReading, LeaseRepo, NewApiKey, NewRobot, OutboxEntry, OutboxRepo,
+    Point, ReadingQuery, ReadingRepo, RetentionScope, RobotFilter, RobotRepo, RobotResult,
+    RollupPoint, RollupQuery, RollupRepo, RollupReport, SensorPut, SensorReading, SensorScope,
+    Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// Declares [`Method`] and its names from one list, so the two cannot drift apart.

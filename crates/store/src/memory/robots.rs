@@ -76,10 +76,8 @@ impl Robots {
             finished_at: None,
         };
         if let Some(idem) = &new.idempotency {
-            self.idempotency.insert(
-                (new.tenant, idem.key.clone()),
-                (id, idem.body_hash.clone()),
-            );
+            self.idempotency
+                .insert((new.tenant, idem.key.clone()), (id, idem.body_hash.clone()));
         }
         self.robots.insert(id, robot.clone());
         Ok(Created {
@@ -272,7 +270,13 @@ impl Robots {
             let not_before = (status == RobotStatus::Queued).then_some(now);
             end_attempt(robot, status, error.clone(), not_before, now);
             swept.push(robot.clone());
-            self.end_execution(id, attempt, ExecutionStatus::Expired, Some(LEASE_EXPIRED.into()), now);
+            self.end_execution(
+                id,
+                attempt,
+                ExecutionStatus::Expired,
+                Some(LEASE_EXPIRED.into()),
+                now,
+            );
         }
         swept
     }

@@ -220,10 +220,11 @@ async fn claim(conn: &mut MySqlConnection, claim: &Claim) -> StoreResult<Vec<Rob
         executions = executions.bind(id);
     }
     executions.execute(&mut *conn).await.my()?;
-    let served: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(served), 0) + 1 AS SIGNED) FROM robot_turns")
-        .fetch_one(&mut *conn)
-        .await
-        .my()?;
+    let served: i64 =
+        sqlx::query_scalar("SELECT CAST(COALESCE(MAX(served), 0) + 1 AS SIGNED) FROM robot_turns")
+            .fetch_one(&mut *conn)
+            .await
+            .my()?;
     let mut tenants: Vec<i64> = picked.iter().map(|&(_, tenant)| tenant).collect();
     tenants.sort_unstable();
     tenants.dedup();
@@ -243,7 +244,10 @@ async fn claim(conn: &mut MySqlConnection, claim: &Claim) -> StoreResult<Vec<Rob
         read = read.bind(id);
     }
     let rows = read.fetch_all(&mut *conn).await.my()?;
-    let mut robots: Vec<Robot> = rows.iter().map(rows::robot_from).collect::<StoreResult<_>>()?;
+    let mut robots: Vec<Robot> = rows
+        .iter()
+        .map(rows::robot_from)
+        .collect::<StoreResult<_>>()?;
     // Back in dispatch order (the candidates' order).
     robots.sort_by_key(|r| picked.iter().position(|&(id, _)| id == r.id.0));
     Ok(robots)
@@ -483,7 +487,10 @@ impl RobotRepo for MysqlStore {
         .fetch_all(&mut *self.replica().await?)
         .await
         .my()?;
-        Ok(rows.iter().map(rows::robot_from).collect::<StoreResult<_>>()?)
+        Ok(rows
+            .iter()
+            .map(rows::robot_from)
+            .collect::<StoreResult<_>>()?)
     }
 
     async fn claim(&self, request: &Claim) -> RobotResult<Vec<Robot>> {
@@ -549,7 +556,10 @@ impl RobotRepo for MysqlStore {
         .fetch_all(&mut *conn)
         .await
         .my()?;
-        Ok(rows.iter().map(rows::execution_from).collect::<StoreResult<_>>()?)
+        Ok(rows
+            .iter()
+            .map(rows::execution_from)
+            .collect::<StoreResult<_>>()?)
     }
 
     async fn cleanup(&self, before: Timestamp, chunk: usize) -> RobotResult<u64> {
@@ -584,20 +594,27 @@ impl RobotRepo for MysqlStore {
     }
 
     async fn module(&self, name: &str) -> RobotResult<Option<Module>> {
-        let row = sqlx::query(&format!("SELECT {MODULE_COLUMNS} FROM modules WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(&mut *self.primary().await?)
-            .await
-            .my()?;
+        let row = sqlx::query(&format!(
+            "SELECT {MODULE_COLUMNS} FROM modules WHERE name = ?"
+        ))
+        .bind(name)
+        .fetch_optional(&mut *self.primary().await?)
+        .await
+        .my()?;
         Ok(row.as_ref().map(rows::module_from).transpose()?)
     }
 
     async fn modules(&self) -> RobotResult<Vec<Module>> {
-        let rows = sqlx::query(&format!("SELECT {MODULE_COLUMNS} FROM modules ORDER BY name"))
-            .fetch_all(&mut *self.replica().await?)
-            .await
-            .my()?;
-        Ok(rows.iter().map(rows::module_from).collect::<StoreResult<_>>()?)
+        let rows = sqlx::query(&format!(
+            "SELECT {MODULE_COLUMNS} FROM modules ORDER BY name"
+        ))
+        .fetch_all(&mut *self.replica().await?)
+        .await
+        .my()?;
+        Ok(rows
+            .iter()
+            .map(rows::module_from)
+            .collect::<StoreResult<_>>()?)
     }
 
     async fn put_instance(&self, i: &ModuleInstance) -> RobotResult<()> {
@@ -635,7 +652,9 @@ impl RobotRepo for MysqlStore {
         .await
         .map_err(|e| match e {
             // The module went away between the check and the insert.
-            e if super::error::error_number(&e) == Some(FOREIGN_KEY_MISSING) => StoreError::NotFound,
+            e if super::error::error_number(&e) == Some(FOREIGN_KEY_MISSING) => {
+                StoreError::NotFound
+            }
             e => super::error::store_error(e),
         })?;
         Ok(())
@@ -663,7 +682,10 @@ impl RobotRepo for MysqlStore {
         .fetch_all(&mut *self.replica().await?)
         .await
         .my()?;
-        Ok(rows.iter().map(rows::instance_from).collect::<StoreResult<_>>()?)
+        Ok(rows
+            .iter()
+            .map(rows::instance_from)
+            .collect::<StoreResult<_>>()?)
     }
 }
 

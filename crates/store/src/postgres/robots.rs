@@ -25,8 +25,8 @@ use crate::robots::rows::{
     ROBOT_COLUMNS,
 };
 use crate::robots::{
-    check_heartbeat, check_instance, check_name, check_new, fence, records_stale,
-    sql_limit, swept_status, truncate, LEASE_EXPIRED, MAX_CLAIM, MAX_PAGE, MAX_STEP_CHARS,
+    check_heartbeat, check_instance, check_name, check_new, fence, records_stale, sql_limit,
+    swept_status, truncate, LEASE_EXPIRED, MAX_CLAIM, MAX_PAGE, MAX_STEP_CHARS,
 };
 use crate::{
     AttemptEnd, Claim, Created, Heartbeat, NewRobot, RobotError, RobotFilter, RobotRepo,
@@ -114,7 +114,8 @@ async fn create(conn: &mut PgConnection, new: &NewRobot, at: Timestamp) -> Robot
         });
     }
     // Only a key can make the insert do nothing: the original robot holds it.
-    let idem = idem.ok_or_else(|| StoreError::Internal("an insert without a key did nothing".into()))?;
+    let idem =
+        idem.ok_or_else(|| StoreError::Internal("an insert without a key did nothing".into()))?;
     let (hash, id): (Option<Vec<u8>>, i64) = sqlx::query_as(
         "SELECT body_hash, id FROM robots WHERE tenant_id = $1 AND idempotency_key = $2",
     )
@@ -405,7 +406,10 @@ impl RobotRepo for PostgresStore {
         .fetch_all(&mut *self.replica().await?)
         .await
         .pg()?;
-        Ok(rows.iter().map(rows::robot_from).collect::<StoreResult<_>>()?)
+        Ok(rows
+            .iter()
+            .map(rows::robot_from)
+            .collect::<StoreResult<_>>()?)
     }
 
     async fn claim(&self, request: &Claim) -> RobotResult<Vec<Robot>> {
@@ -470,7 +474,10 @@ impl RobotRepo for PostgresStore {
         .fetch_all(&mut *conn)
         .await
         .pg()?;
-        Ok(rows.iter().map(rows::execution_from).collect::<StoreResult<_>>()?)
+        Ok(rows
+            .iter()
+            .map(rows::execution_from)
+            .collect::<StoreResult<_>>()?)
     }
 
     async fn cleanup(&self, before: Timestamp, chunk: usize) -> RobotResult<u64> {
@@ -506,20 +513,27 @@ impl RobotRepo for PostgresStore {
     }
 
     async fn module(&self, name: &str) -> RobotResult<Option<Module>> {
-        let row = sqlx::query(&format!("SELECT {MODULE_COLUMNS} FROM modules WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&mut *self.primary().await?)
-            .await
-            .pg()?;
+        let row = sqlx::query(&format!(
+            "SELECT {MODULE_COLUMNS} FROM modules WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&mut *self.primary().await?)
+        .await
+        .pg()?;
         Ok(row.as_ref().map(rows::module_from).transpose()?)
     }
 
     async fn modules(&self) -> RobotResult<Vec<Module>> {
-        let rows = sqlx::query(&format!("SELECT {MODULE_COLUMNS} FROM modules ORDER BY name"))
-            .fetch_all(&mut *self.replica().await?)
-            .await
-            .pg()?;
-        Ok(rows.iter().map(rows::module_from).collect::<StoreResult<_>>()?)
+        let rows = sqlx::query(&format!(
+            "SELECT {MODULE_COLUMNS} FROM modules ORDER BY name"
+        ))
+        .fetch_all(&mut *self.replica().await?)
+        .await
+        .pg()?;
+        Ok(rows
+            .iter()
+            .map(rows::module_from)
+            .collect::<StoreResult<_>>()?)
     }
 
     async fn put_instance(&self, i: &ModuleInstance) -> RobotResult<()> {
@@ -576,6 +590,9 @@ impl RobotRepo for PostgresStore {
         .fetch_all(&mut *self.replica().await?)
         .await
         .pg()?;
-        Ok(rows.iter().map(rows::instance_from).collect::<StoreResult<_>>()?)
+        Ok(rows
+            .iter()
+            .map(rows::instance_from)
+            .collect::<StoreResult<_>>()?)
     }
 }

@@ -20,8 +20,8 @@ use crate::robots::rows::{
     ROBOT_COLUMNS,
 };
 use crate::robots::{
-    check_heartbeat, check_instance, check_name, check_new, fence, records_stale,
-    sql_limit, swept_status, truncate, LEASE_EXPIRED, MAX_CLAIM, MAX_PAGE, MAX_STEP_CHARS,
+    check_heartbeat, check_instance, check_name, check_new, fence, records_stale, sql_limit,
+    swept_status, truncate, LEASE_EXPIRED, MAX_CLAIM, MAX_PAGE, MAX_STEP_CHARS,
 };
 use crate::{
     AttemptEnd, Claim, Created, Heartbeat, NewRobot, RobotError, RobotFilter, RobotRepo,
@@ -369,9 +369,8 @@ fn cleanup(conn: &Connection, before: Timestamp, chunk: usize) -> StoreResult<u6
         let mut statement = conn.prepare_cached(
             "SELECT id FROM robots WHERE finished_at < ?1 ORDER BY finished_at, id LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![before.0, sql_limit(chunk, MAX_CLAIM)], |r| {
-            r.get(0)
-        })?;
+        let rows =
+            statement.query_map(params![before.0, sql_limit(chunk, MAX_CLAIM)], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
     for &id in &ids {
