@@ -327,6 +327,32 @@ mod tests {
             "try_acquire",
         );
         unavailable(l.release("x", "a").await, "release");
+        let r = store.robots();
+        let robot = crate::NewRobot {
+            tenant: t,
+            module: "echo".into(),
+            input: serde_json::json!({}),
+            priority: 0,
+            timeout_s: None,
+            idempotency: None,
+        };
+        let claim = crate::Claim {
+            worker: "w".into(),
+            limit: 1,
+            now: at,
+            lease_until: at,
+        };
+        let robot_unavailable = |result: crate::RobotResult<()>, what: &str| match result {
+            Err(crate::RobotError::Store(e)) => unavailable::<()>(Err(e), what),
+            other => panic!("{what}: expected Unavailable after close, got {other:?}"),
+        };
+        robot_unavailable(r.create(&robot, at).await.map(drop), "robots.create");
+        robot_unavailable(r.claim(&claim).await.map(drop), "robots.claim");
+        let id = vigia_core::RobotId(1);
+        robot_unavailable(r.get(t, id).await.map(drop), "robots.get");
+        robot_unavailable(r.cancel(t, id, at).await.map(drop), "robots.cancel");
+        robot_unavailable(r.sweep_expired(at, 3, 10).await.map(drop), "robots.sweep");
+        robot_unavailable(r.modules().await.map(drop), "robots.modules");
     }
 
     #[tokio::test]

@@ -177,6 +177,14 @@ pub async fn robots_create_get_and_tenant_isolation(store: &dyn Store) {
         .await
         .expect("list b");
     assert!(listed.is_empty(), "tenant b lists nothing of a: {listed:?}");
+    let orphan = store
+        .robots()
+        .create(&new_robot(TenantId(i64::MAX - 5), "echo", 0), at(2))
+        .await;
+    assert!(
+        matches!(&orphan, Err(RobotError::Store(StoreError::Conflict(_)))),
+        "a robot of an unknown tenant: {orphan:?}"
+    );
     let still = store.robots().get(a, robot.id).await.expect("get again");
     assert_eq!(
         still.status,

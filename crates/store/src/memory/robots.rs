@@ -332,6 +332,13 @@ fn end_attempt(
 #[async_trait]
 impl RobotRepo for VolatileStore {
     async fn create(&self, robot: &NewRobot, at: Timestamp) -> RobotResult<Created> {
+        // Tenants are never deleted: checked under the catalog's lock, then released
+        // (never two locks at once). An unknown tenant is a `Conflict`, as the SQL
+        // backends' foreign key answers.
+        self.read()?
+            .catalog
+            .require_tenant(robot.tenant)
+            .map_err(|_| StoreError::Conflict(format!("tenant {} does not exist", robot.tenant)))?;
         self.lock(&self.robots)?.create(robot, at)
     }
 
