@@ -1180,6 +1180,49 @@ mod tests {
         );
     }
 
+    /// The robots port goes through the fault plan like every other: an injected claim
+    /// failure claims nothing, and the next claim takes the robot.
+    #[tokio::test]
+    async fn robot_calls_are_counted_and_fail_on_demand() {
+        let store = faulty();
+        let faults = store.faults();
+        let tenant = store.catalog().default_tenant().await.expect("tenant").id;
+        let robot = NewRobot {
+            tenant,
+            module: "echo".into(),
+            input: serde_json::json!({}),
+            priority: 0,
+            timeout_s: None,
+            idempotency: None,
+        };
+        faults.fail_nth("robots.create", 1);
+        assert!(matches!(
+            store.robots().create(&robot, Timestamp(0)).await,
+            Err(crate::RobotError::Store(StoreError::Unavailable(_)))
+        ));
+        store
+            .robots()
+            .create(&robot, Timestamp(0))
+            .await
+            .expect("second create");
+        let claim = Claim {
+            worker: "w".into(),
+            limit: 10,
+            now: Timestamp(1),
+            lease_until: Timestamp(30_001),
+        };
+        faults.fail_nth("claim", 1);
+        assert!(store.robots().claim(&claim).await.is_err());
+        let claimed = store.robots().claim(&claim).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "the failed claim took nothing");
+        assert_eq!(claimed[0].attempt, 1);
+        assert_eq!(
+            (faults.calls("robots.create"), faults.calls("claim")),
+            (2, 2)
+        );
+        assert_eq!(faults.injected(), 2);
+    }
+
     #[test]
     #[should_panic(expected = "no store method is called `put_sensors`")]
     fn a_misspelt_method_panics() {

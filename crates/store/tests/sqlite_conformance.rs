@@ -332,7 +332,11 @@ async fn grouped_robot_writes_fail_alone_and_survive_reopen() {
     let creates: Vec<_> = (0..64)
         .map(|i| {
             let store = Arc::clone(&store);
-            let owner = if i % 8 == 0 { TenantId(999_999) } else { tenant };
+            let owner = if i % 8 == 0 {
+                TenantId(999_999)
+            } else {
+                tenant
+            };
             tokio::spawn(async move {
                 let robot = NewRobot {
                     tenant: owner,
@@ -368,10 +372,6 @@ async fn grouped_robot_writes_fail_alone_and_survive_reopen() {
         limit: 100,
         ..Default::default()
     };
-    let listed = reopened
-        .robots()
-        .list(tenant, &filter)
-        .await
-        .expect("list");
+    let listed = reopened.robots().list(tenant, &filter).await.expect("list");
     assert_eq!(listed.len(), 56, "every answered create is on disk");
 }
