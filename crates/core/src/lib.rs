@@ -12,6 +12,7 @@ pub mod fanout_wire;
 pub mod ids;
 pub mod reading;
 pub mod registry;
+pub mod robot;
 pub mod role;
 pub mod rule;
 pub mod sensor;
@@ -25,6 +26,10 @@ pub use event::{Control, LiveEvent};
 pub use fanout_wire::{FanoutEnvelope, FanoutMessage, FANOUT_WIRE_VERSION};
 pub use ids::{AlertId, ApiKeyId, SensorId, TenantId};
 pub use reading::{IngestBatch, Reading, DEFAULT_METRIC};
+pub use robot::{
+    BreakerPosition, Execution, ExecutionStatus, InstanceHealth, Module, ModuleInstance, Robot,
+    RobotId, RobotStatus,
+};
 pub use role::{Permission, Role};
 pub use rule::{Condition, RateDirection, Rule, RuleKind, Severity};
 pub use sensor::{Sensor, SensorKind, SensorSpec};

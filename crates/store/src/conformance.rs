@@ -15,6 +15,7 @@ mod dead_letters;
 mod leases;
 mod outbox;
 mod readings;
+mod robots;
 mod rollups;
 
 use std::future::Future;
@@ -44,6 +45,14 @@ pub use readings::{
     large_batches_count_exactly, latest_of_one_sensor, latest_only_moves_forward,
     readings_are_idempotent, recent_readings_for_rebuild, series_limit_and_range,
     series_step_buckets, tenant_isolation_of_readings,
+};
+pub use robots::{
+    robots_cancel_rules, robots_claim_order_priority_then_tenants,
+    robots_claim_throughput_is_reported, robots_cleanup_deletes_only_past_the_cutoff,
+    robots_concurrent_claimers_never_share_a_robot, robots_create_get_and_tenant_isolation,
+    robots_dead_then_retry, robots_idempotent_create, robots_lease_expiry_requeues,
+    robots_list_pages_once_in_order, robots_modules_and_instances, robots_not_before_is_respected,
+    robots_stale_attempts_are_refused_and_recorded,
 };
 pub use rollups::{
     closed_ranges_roll_up_exactly_and_the_open_range_waits,
@@ -139,6 +148,28 @@ macro_rules! for_each_dead_letter_check {
     };
 }
 
+/// The robots port's checks, through [`crate::Store::robots`].
+#[macro_export]
+macro_rules! for_each_robot_check {
+    ($callback:ident) => {
+        $callback!(
+            robots_create_get_and_tenant_isolation,
+            robots_idempotent_create,
+            robots_claim_order_priority_then_tenants,
+            robots_concurrent_claimers_never_share_a_robot,
+            robots_lease_expiry_requeues,
+            robots_stale_attempts_are_refused_and_recorded,
+            robots_not_before_is_respected,
+            robots_dead_then_retry,
+            robots_cancel_rules,
+            robots_list_pages_once_in_order,
+            robots_cleanup_deletes_only_past_the_cutoff,
+            robots_modules_and_instances,
+            robots_claim_throughput_is_reported,
+        );
+    };
+}
+
 /// The rollups port's checks, through [`crate::Store::rollups`]. Outside
 /// [`for_each_store_check!`] so a backend's test file names them; every backend runs them
 /// (sqlite, volatile, postgres, mysql), and [`run_all`] includes them.
@@ -166,6 +197,7 @@ macro_rules! for_each_store_check {
         $crate::for_each_lease_check!($callback);
         $crate::for_each_outbox_check!($callback);
         $crate::for_each_dead_letter_check!($callback);
+        $crate::for_each_robot_check!($callback);
     };
 }
 

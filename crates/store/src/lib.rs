@@ -4,7 +4,8 @@
 //!
 //! Ports: [`CatalogRepo`] (tenants, keys, sensors), [`ReadingRepo`], [`AlertRepo`],
 //! [`AuditRepo`], [`LeaseRepo`], [`OutboxRepo`] (domain events written in the same
-//! transaction as the change they describe), [`RollupRepo`] (rollups and retention).
+//! transaction as the change they describe), [`RollupRepo`] (rollups and retention), [`RobotRepo`] (robots, their attempts,
+//! modules and instances).
 //! Writes that must be atomic across aggregates — readings, latest values and the alert
 //! changes they cause — go through the unit of work, [`Store::write_batch`]. A new aggregate is a new port module, its conformance suite
 //! and its tables; no existing trait grows.
@@ -35,6 +36,7 @@ pub mod outbox;
 pub mod postgres;
 pub mod readings;
 pub mod registry;
+pub mod robots;
 pub mod rollups;
 pub mod sqlite;
 
@@ -51,6 +53,10 @@ pub use leases::LeaseRepo;
 pub use outbox::{OutboxEntry, OutboxRepo};
 pub use readings::{LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading};
 pub use registry::{open, supported_schemes, OpenContext, StoreFactory, StoreRegistry};
+pub use robots::{
+    AttemptEnd, Claim, Created, Heartbeat, Idempotency, NewRobot, RobotError, RobotFilter,
+    RobotRepo, RobotResult,
+};
 pub use rollups::{Resolution, RetentionScope, RollupPoint, RollupQuery, RollupRepo, RollupReport};
 pub use vigia_core::Durability;
 
@@ -112,6 +118,7 @@ pub trait Store: Send + Sync + 'static {
     fn outbox(&self) -> &dyn OutboxRepo;
     fn rollups(&self) -> &dyn RollupRepo;
     fn dead_letters(&self) -> &dyn DeadLetterRepo;
+    fn robots(&self) -> &dyn RobotRepo;
 
     /// Commits readings, latest values and alert transitions atomically. Idempotent for
     /// readings.

@@ -7,7 +7,7 @@
 //! alerts (`alerts`) share one `RwLock`: the unit of work ([`Store::write_batch`]) and
 //! `put_sensor` change several of them at once, and one lock makes those changes atomic
 //! to every reader for free (a reader never sees readings without their alerts). The
-//! audit log and the leases are independent of everything else, so each has its own
+//! audit log, the leases and the robots (`robots`) are independent of everything else, so each has its own
 //! `Mutex` and an audit flood never waits for a commit.
 //!
 //! Readings live in a `BTreeMap` keyed `(ts, sensor, metric)`, time first, like the
@@ -33,6 +33,7 @@ mod dead_letters;
 mod leases;
 mod outbox;
 mod readings;
+mod robots;
 mod rollups;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +43,7 @@ use async_trait::async_trait;
 
 use crate::{
     AlertRepo, AuditRepo, CatalogRepo, DeadLetterRepo, LeaseRepo, OpenContext, OutboxRepo,
-    ReadingRepo, RollupRepo, Store, StoreError, StoreFactory, StoreResult, WriteBatch,
+    ReadingRepo, RobotRepo, RollupRepo, Store, StoreError, StoreFactory, StoreResult, WriteBatch,
     WriteOutcome,
 };
 use alerts::Alerts;
@@ -73,6 +74,7 @@ pub struct VolatileStore {
     audit: Mutex<AuditLog>,
     leases: Mutex<Leases>,
     dead_letters: Mutex<dead_letters::DeadLetters>,
+    robots: Mutex<robots::Robots>,
 }
 
 /// The error of every call after [`VolatileStore::close`].
@@ -109,6 +111,7 @@ impl VolatileStore {
             .dead_letters
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = dead_letters::DeadLetters::default();
+        *self.robots.lock().unwrap_or_else(PoisonError::into_inner) = robots::Robots::default();
     }
 
     fn check_open(&self) -> StoreResult<()> {
@@ -165,6 +168,9 @@ impl Store for VolatileStore {
         self
     }
     fn dead_letters(&self) -> &dyn DeadLetterRepo {
+        self
+    }
+    fn robots(&self) -> &dyn RobotRepo {
         self
     }
 
@@ -331,6 +337,32 @@ mod tests {
             "try_acquire",
         );
         unavailable(l.release("x", "a").await, "release");
+        let r = store.robots();
+        let robot = crate::NewRobot {
+            tenant: t,
+            module: "echo".into(),
+            input: serde_json::json!({}),
+            priority: 0,
+            timeout_s: None,
+            idempotency: None,
+        };
+        let claim = crate::Claim {
+            worker: "w".into(),
+            limit: 1,
+            now: at,
+            lease_until: at,
+        };
+        let robot_unavailable = |result: crate::RobotResult<()>, what: &str| match result {
+            Err(crate::RobotError::Store(e)) => unavailable::<()>(Err(e), what),
+            other => panic!("{what}: expected Unavailable after close, got {other:?}"),
+        };
+        robot_unavailable(r.create(&robot, at).await.map(drop), "robots.create");
+        robot_unavailable(r.claim(&claim).await.map(drop), "robots.claim");
+        let id = vigia_core::RobotId(1);
+        robot_unavailable(r.get(t, id).await.map(drop), "robots.get");
+        robot_unavailable(r.cancel(t, id, at).await.map(drop), "robots.cancel");
+        robot_unavailable(r.sweep_expired(at, 3, 10).await.map(drop), "robots.sweep");
+        robot_unavailable(r.modules().await.map(drop), "robots.modules");
     }
 
     #[tokio::test]

@@ -49,6 +49,7 @@ mod batch;
 mod dead_letters;
 mod error;
 mod queries;
+mod robots;
 mod rollups;
 mod schema;
 
@@ -457,6 +458,9 @@ impl Store for MysqlStore {
         self
     }
     fn dead_letters(&self) -> &dyn DeadLetterRepo {
+        self
+    }
+    fn robots(&self) -> &dyn crate::RobotRepo {
         self
     }
 

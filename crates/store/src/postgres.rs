@@ -51,6 +51,7 @@ mod dead_letters;
 mod error;
 pub mod partitions;
 mod queries;
+mod robots;
 mod rollups;
 mod schema;
 
@@ -413,6 +414,9 @@ impl Store for PostgresStore {
         self
     }
     fn dead_letters(&self) -> &dyn DeadLetterRepo {
+        self
+    }
+    fn robots(&self) -> &dyn crate::RobotRepo {
         self
     }
 

@@ -34,6 +34,12 @@
 //! reading. A larger `wal_autocheckpoint` bought ~10% throughput but stretched the
 //! longest commit pause from ~25 ms to ~90 ms, so SQLite's default (1,000 pages) stays.
 //!
+//! Robot creates and transitions (`robots.rs`) join the same groups: each is a closure
+//! run in a savepoint of its own inside the group's transaction and answered after the
+//! commit, so a create answered is durable and many creates share one fsync; a failing
+//! one is rolled back alone, and a refused report (a stale attempt) still commits its
+//! record.
+//!
 //! Unknown sensor ids in a batch are caught by the writer against its cache (falling
 //! back to the `sensors` table), not by a foreign key on `readings`: the check has to
 //! run anyway to give a clear error, and an FK would add a B-tree probe per row.
@@ -51,6 +57,7 @@ mod dead_letters;
 mod error;
 mod outbox;
 mod pool;
+mod robots;
 mod rollups;
 mod schema;
 mod series;
@@ -74,7 +81,7 @@ use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, DeadLetter,
     DeadLetterRepo, DeadLetterSummary, Durability, LatestReading, LeaseRepo, NewApiKey,
     NewDeadLetter, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
-    RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreFactory,
+    RobotRepo, RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreFactory,
     StoreResult, WriteBatch, WriteOutcome,
 };
 use error::writer_gone;
@@ -196,6 +203,9 @@ impl Store for SqliteStore {
     fn dead_letters(&self) -> &dyn DeadLetterRepo {
         self
     }
+    fn robots(&self) -> &dyn RobotRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         if batch.readings.is_empty() && batch.alerts.is_empty() {
@@ -203,7 +213,7 @@ impl Store for SqliteStore {
         }
         let (reply, answer) = oneshot::channel();
         self.writer
-            .submit((batch, reply))
+            .submit(writer::Job::Batch(batch, reply))
             .await
             .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?

@@ -37,16 +37,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vigia_core::{
-    Alert, AlertId, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Sensor, SensorId, SensorSpec, Tenant,
-    TenantId, Timestamp,
+    Alert, AlertId, ApiKeyId, ApiKeyInfo, ApiKeyRecord, Execution, Module, ModuleInstance, Robot,
+    RobotId, Sensor, SensorId, SensorSpec, Tenant, TenantId, Timestamp,
 };
 
 use crate::{
-    AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, DeadLetter,
-    DeadLetterRepo, DeadLetterSummary, LatestReading, LeaseRepo, NewApiKey, NewDeadLetter,
-    OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo, RetentionScope, RollupPoint,
-    RollupQuery, RollupRepo, RollupReport, SensorPut, SensorReading, SensorScope, Store,
-    StoreError, StoreResult, WriteBatch, WriteOutcome,
+    AlertFilter, AlertRepo, AttemptEnd, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Claim,
+    Created, DeadLetter, DeadLetterRepo, DeadLetterSummary, Heartbeat, LatestReading, LeaseRepo,
+    NewApiKey, NewDeadLetter, NewRobot, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
+    RetentionScope, RobotFilter, RobotRepo, RobotResult, RollupPoint, RollupQuery, RollupRepo,
+    RollupReport, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreResult,
+    WriteBatch, WriteOutcome,
 };
 
 /// Declares [`Method`] and its names from one list, so the two cannot drift apart.
@@ -116,6 +117,23 @@ methods! {
     ListDeadLetters => "dead_letters.list",
     GetDeadLetter => "dead_letters.get",
     DeleteDeadLetter => "dead_letters.delete",
+    CreateRobot => "robots.create",
+    GetRobot => "robots.get",
+    ListRobots => "robots.list",
+    ClaimRobots => "robots.claim",
+    HeartbeatRobot => "robots.heartbeat",
+    FinishRobot => "robots.finish",
+    CancelRobot => "robots.cancel",
+    RetryRobot => "robots.retry",
+    SweepExpired => "robots.sweep_expired",
+    Executions => "robots.executions",
+    CleanupRobots => "robots.cleanup",
+    PutModule => "robots.put_module",
+    GetModule => "robots.module",
+    ListModules => "robots.modules",
+    PutInstance => "robots.put_instance",
+    GetInstance => "robots.instance",
+    ListInstances => "robots.instances",
 }
 
 impl Method {
@@ -441,6 +459,9 @@ impl Store for FaultyStore {
         self
     }
     fn dead_letters(&self) -> &dyn DeadLetterRepo {
+        self
+    }
+    fn robots(&self) -> &dyn RobotRepo {
         self
     }
 
@@ -791,6 +812,108 @@ impl RollupRepo for FaultyStore {
     }
 }
 
+#[async_trait]
+impl RobotRepo for FaultyStore {
+    async fn create(&self, robot: &NewRobot, at: Timestamp) -> RobotResult<Created> {
+        self.faults.enter(Method::CreateRobot).await?;
+        self.inner.robots().create(robot, at).await
+    }
+
+    async fn get(&self, tenant: TenantId, id: RobotId) -> RobotResult<Robot> {
+        self.faults.enter(Method::GetRobot).await?;
+        self.inner.robots().get(tenant, id).await
+    }
+
+    async fn list(&self, tenant: TenantId, filter: &RobotFilter) -> RobotResult<Vec<Robot>> {
+        self.faults.enter(Method::ListRobots).await?;
+        self.inner.robots().list(tenant, filter).await
+    }
+
+    async fn claim(&self, claim: &Claim) -> RobotResult<Vec<Robot>> {
+        self.faults.enter(Method::ClaimRobots).await?;
+        self.inner.robots().claim(claim).await
+    }
+
+    async fn heartbeat(&self, beat: &Heartbeat) -> RobotResult<Robot> {
+        self.faults.enter(Method::HeartbeatRobot).await?;
+        self.inner.robots().heartbeat(beat).await
+    }
+
+    async fn finish(
+        &self,
+        robot: RobotId,
+        attempt: u32,
+        end: &AttemptEnd,
+        now: Timestamp,
+    ) -> RobotResult<Robot> {
+        self.faults.enter(Method::FinishRobot).await?;
+        self.inner.robots().finish(robot, attempt, end, now).await
+    }
+
+    async fn cancel(&self, tenant: TenantId, id: RobotId, now: Timestamp) -> RobotResult<Robot> {
+        self.faults.enter(Method::CancelRobot).await?;
+        self.inner.robots().cancel(tenant, id, now).await
+    }
+
+    async fn retry(&self, tenant: TenantId, id: RobotId, now: Timestamp) -> RobotResult<Robot> {
+        self.faults.enter(Method::RetryRobot).await?;
+        self.inner.robots().retry(tenant, id, now).await
+    }
+
+    async fn sweep_expired(
+        &self,
+        now: Timestamp,
+        max_attempts: u32,
+        limit: usize,
+    ) -> RobotResult<Vec<Robot>> {
+        self.faults.enter(Method::SweepExpired).await?;
+        self.inner
+            .robots()
+            .sweep_expired(now, max_attempts, limit)
+            .await
+    }
+
+    async fn executions(&self, tenant: TenantId, id: RobotId) -> RobotResult<Vec<Execution>> {
+        self.faults.enter(Method::Executions).await?;
+        self.inner.robots().executions(tenant, id).await
+    }
+
+    async fn cleanup(&self, before: Timestamp, chunk: usize) -> RobotResult<u64> {
+        self.faults.enter(Method::CleanupRobots).await?;
+        self.inner.robots().cleanup(before, chunk).await
+    }
+
+    async fn put_module(&self, module: &Module) -> RobotResult<()> {
+        self.faults.enter(Method::PutModule).await?;
+        self.inner.robots().put_module(module).await
+    }
+
+    async fn module(&self, name: &str) -> RobotResult<Option<Module>> {
+        self.faults.enter(Method::GetModule).await?;
+        self.inner.robots().module(name).await
+    }
+
+    async fn modules(&self) -> RobotResult<Vec<Module>> {
+        self.faults.enter(Method::ListModules).await?;
+        self.inner.robots().modules().await
+    }
+
+    async fn put_instance(&self, instance: &ModuleInstance) -> RobotResult<()> {
+        self.faults.enter(Method::PutInstance).await?;
+        self.inner.robots().put_instance(instance).await
+    }
+
+    async fn instance(&self, module: &str, name: &str) -> RobotResult<Option<ModuleInstance>> {
+        self.faults.enter(Method::GetInstance).await?;
+        self.inner.robots().instance(module, name).await
+    }
+
+    async fn instances(&self, module: Option<&str>) -> RobotResult<Vec<ModuleInstance>> {
+        self.faults.enter(Method::ListInstances).await?;
+        self.inner.robots().instances(module).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -1137,6 +1260,49 @@ mod tests {
             ),
             "the wrapped store was closed"
         );
+    }
+
+    /// The robots port goes through the fault plan like every other: an injected claim
+    /// failure claims nothing, and the next claim takes the robot.
+    #[tokio::test]
+    async fn robot_calls_are_counted_and_fail_on_demand() {
+        let store = faulty();
+        let faults = store.faults();
+        let tenant = store.catalog().default_tenant().await.expect("tenant").id;
+        let robot = NewRobot {
+            tenant,
+            module: "echo".into(),
+            input: serde_json::json!({}),
+            priority: 0,
+            timeout_s: None,
+            idempotency: None,
+        };
+        faults.fail_nth("robots.create", 1);
+        assert!(matches!(
+            store.robots().create(&robot, Timestamp(0)).await,
+            Err(crate::RobotError::Store(StoreError::Unavailable(_)))
+        ));
+        store
+            .robots()
+            .create(&robot, Timestamp(0))
+            .await
+            .expect("second create");
+        let claim = Claim {
+            worker: "w".into(),
+            limit: 10,
+            now: Timestamp(1),
+            lease_until: Timestamp(30_001),
+        };
+        faults.fail_nth("claim", 1);
+        assert!(store.robots().claim(&claim).await.is_err());
+        let claimed = store.robots().claim(&claim).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "the failed claim took nothing");
+        assert_eq!(claimed[0].attempt, 1);
+        assert_eq!(
+            (faults.calls("robots.create"), faults.calls("claim")),
+            (2, 2)
+        );
+        assert_eq!(faults.injected(), 2);
     }
 
     #[test]

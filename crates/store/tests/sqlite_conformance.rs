@@ -313,3 +313,65 @@ async fn concurrent_readers_during_writes() {
     assert_eq!(latest.len(), 1);
     assert_eq!((latest[0].ts, latest[0].value), (Timestamp(19_999), 199.0));
 }
+
+/// Robot creates racing through the writer share its group commits, each in a savepoint
+/// of its own: creates for an unknown tenant fail alone (`Conflict`) while the others in
+/// their groups land, and every answered create survives a reopen (202 means durable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_robot_writes_fail_alone_and_survive_reopen() {
+    use vigia_core::TenantId;
+    use vigia_store::{NewRobot, RobotError, RobotFilter};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = SqliteStoreOptions {
+        durability: Durability::Full,
+        ..options(&dir)
+    };
+    let store = Arc::new(SqliteStore::open(full.clone()).await.expect("open"));
+    let tenant = store.catalog().default_tenant().await.expect("tenant").id;
+    let creates: Vec<_> = (0..64)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let owner = if i % 8 == 0 {
+                TenantId(999_999)
+            } else {
+                tenant
+            };
+            tokio::spawn(async move {
+                let robot = NewRobot {
+                    tenant: owner,
+                    module: "echo".into(),
+                    input: serde_json::json!({ "i": i }),
+                    priority: 0,
+                    timeout_s: None,
+                    idempotency: None,
+                };
+                (owner, store.robots().create(&robot, Timestamp(i)).await)
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for create in creates {
+        let (owner, result) = create.await.expect("task");
+        if owner == tenant {
+            result.expect("a good create in a group with failing ones");
+            created += 1;
+        } else {
+            assert!(
+                matches!(result, Err(RobotError::Store(StoreError::Conflict(_)))),
+                "{result:?}"
+            );
+        }
+    }
+    assert_eq!(created, 56);
+    store.close().await;
+    drop(store);
+
+    let reopened = SqliteStore::open(full).await.expect("reopen");
+    let filter = RobotFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let listed = reopened.robots().list(tenant, &filter).await.expect("list");
+    assert_eq!(listed.len(), 56, "every answered create is on disk");
+}

@@ -92,7 +92,7 @@ impl Catalog {
     }
 
     /// `NotFound` unless the tenant exists, as SQLite checks before writing.
-    fn require_tenant(&self, tenant: TenantId) -> StoreResult<()> {
+    pub(super) fn require_tenant(&self, tenant: TenantId) -> StoreResult<()> {
         if self.tenants.contains_key(&tenant) {
             Ok(())
         } else {

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/mysql/0002_rollups.sql"),
     include_str!("../../migrations/mysql/0003_rollup_watermarks.sql"),
     include_str!("../../migrations/mysql/0004_dead_letters.sql"),
+    include_str!("../../migrations/mysql/0005_robots.sql"),
 ];
 
 /// The schema version this build creates and understands.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection};
 use vigia_core::{AlertChange, SensorId, TenantId, Timestamp};
 
 use super::{alerts, catalog, outbox};
@@ -67,6 +67,12 @@ impl Caches {
         self.sensors.insert(sensor, tenant);
     }
 
+    /// Drops what a rolled-back transaction may have taught: metric ids it interned were
+    /// never committed.
+    pub(crate) fn forget_uncommitted(&mut self) {
+        self.metrics.clear();
+    }
+
     /// The sensor's tenant, from the cache or the database; `None` for an unknown id.
     fn sensor_tenant(
         &mut self,
@@ -104,44 +110,55 @@ impl Caches {
 /// A batch that fails (unknown sensor, …) is rolled back to its savepoint and gets its
 /// error; the others still commit. The outer `Err` means the whole transaction failed
 /// (lock, I/O, commit), so every batch failed with it.
+#[cfg(test)]
 pub(crate) fn commit_group(
     conn: &mut Connection,
     caches: &mut Caches,
     batches: &[&WriteBatch],
 ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
-    let result = commit_group_inner(conn, caches, batches);
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let outcomes = apply_group(&tx, caches, batches)?;
+        tx.commit()?;
+        Ok(outcomes)
+    })();
     if result.is_err() {
-        // Metric ids interned by the rolled-back transaction were never committed.
-        caches.metrics.clear();
+        caches.forget_uncommitted();
     }
     result
 }
 
-fn commit_group_inner(
-    conn: &mut Connection,
+/// Applies `batches` inside the group's transaction `tx` (which the caller commits),
+/// each in its own savepoint, and returns each one's own outcome, in order. After an
+/// `Err`, or when the caller's commit fails, the caller must call
+/// [`Caches::forget_uncommitted`].
+pub(crate) fn apply_group(
+    tx: &Connection,
     caches: &mut Caches,
     batches: &[&WriteBatch],
 ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if batches.is_empty() {
+        return Ok(Vec::new());
+    }
     // Intern metric names before any savepoint, so a batch rolled back to its savepoint
     // cannot take with it a metric row that the cache (and a later batch) relies on.
     let metric_ids = batches
         .iter()
-        .map(|b| intern_metrics(&tx, caches, b))
+        .map(|b| intern_metrics(tx, caches, b))
         .collect::<StoreResult<Vec<_>>>()?;
 
     // Newest (ts, value) per (sensor, metric) across the group's committed batches, so
     // latest_readings gets one upsert per pair rather than one per reading.
     let mut latest: BTreeMap<(i64, i64), (i64, f64)> = BTreeMap::new();
     // Read once per group: a reading behind a watermark marks its buckets dirty.
-    let watermarks = super::rollups::watermarks(&tx)?;
+    let watermarks = super::rollups::watermarks(tx)?;
     let mut outcomes = Vec::with_capacity(batches.len());
     for (batch, metrics) in batches.iter().zip(&metric_ids) {
         tx.execute_batch("SAVEPOINT batch")?;
-        match apply(&tx, caches, batch, metrics) {
+        match apply(tx, caches, batch, metrics) {
             Ok(outcome) => {
                 super::rollups::mark_late(
-                    &tx,
+                    tx,
                     &watermarks,
                     batch
                         .readings
@@ -176,14 +193,13 @@ fn commit_group_inner(
 
     let latest: Vec<_> = latest.into_iter().collect();
     execute_rows(
-        &tx,
+        tx,
         "INSERT INTO latest_readings (sensor_id, metric_id, ts, value) VALUES ",
         " ON CONFLICT (sensor_id, metric_id) DO UPDATE SET ts = excluded.ts, value = excluded.value
          WHERE excluded.ts > latest_readings.ts",
         &latest,
         |&((sensor, metric), (ts, value))| (sensor, metric, ts, value),
     )?;
-    tx.commit()?;
     Ok(outcomes)
 }
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_roles_audit_leases_outbox.sql"),
     include_str!("../../migrations/sqlite/0003_rollups.sql"),
     include_str!("../../migrations/sqlite/0004_dead_letters.sql"),
+    include_str!("../../migrations/sqlite/0005_robots.sql"),
 ];
 
 /// The schema version this build creates and understands (`PRAGMA user_version`).
