@@ -18,7 +18,10 @@ pub mod sensor;
 pub mod services;
 pub mod time;
 
-pub use alert::{Alert, AlertChange, AlertState};
+pub use alert::{
+    Alert, AlertChange, AlertDetails, AlertState, AnomalyDetails, AnomalySignal, DurationDetails,
+    OfflineDetails,
+};
 pub use domain_event::DomainEvent;
 pub use durability::Durability;
 pub use event::{Control, LiveEvent};
@@ -26,7 +29,7 @@ pub use fanout_wire::{FanoutEnvelope, FanoutMessage, FANOUT_WIRE_VERSION};
 pub use ids::{AlertId, ApiKeyId, SensorId, TenantId};
 pub use reading::{IngestBatch, Reading, DEFAULT_METRIC};
 pub use role::{Permission, Role};
-pub use rule::{Condition, RateDirection, Rule, RuleKind, Severity};
+pub use rule::{Condition, DurationMs, DurationWindow, RateDirection, Rule, RuleKind, Severity};
 pub use sensor::{Sensor, SensorKind, SensorSpec};
 pub use time::{parse_duration_ms, Timestamp};
 
