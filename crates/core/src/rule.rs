@@ -114,19 +114,15 @@ impl RuleKind {
 }
 
 /// A length of time in a rule, in milliseconds. Written as text (`2h`, `90s`, `500ms`:
-/// what [`crate::parse_duration_ms`] reads) and written back in the largest whole unit.
+/// what [`crate::parse_duration_ms`] reads) and written back in the largest whole unit
+/// up to hours (`24h`, not `1d`: rules speak of hours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DurationMs(pub i64);
 
 impl std::fmt::Display for DurationMs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0;
-        for (unit, size) in [
-            ("d", 86_400_000),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-        ] {
+        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
             if ms != 0 && ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
             }

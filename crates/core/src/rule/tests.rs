@@ -358,7 +358,7 @@ fn the_rule_limit_counts_split_stages() {
 fn durations_write_back_in_their_largest_whole_unit() {
     for (ms, text) in [
         (7_200_000, "2h"),
-        (86_400_000, "1d"),
+        (86_400_000, "24h"),
         (90_000, "90s"),
         (1_500, "1500ms"),
         (0, "0ms"),
