@@ -197,13 +197,13 @@ fn duration_rules_from_data() {
             &batch,
             [
                 vec![Batch("L1")],
-                flat(0.0, 1800.0, 5.0, -16.0),
+                flat(0.0, 1810.0, 5.0, -16.0),
                 vec![Batch("L2")],
-                flat(1800.0, 2000.0, 5.0, -20.0),
+                flat(1810.0, 2000.0, 5.0, -20.0),
                 flat(2000.0, 2400.0, 5.0, -16.0),
             ]
             .concat(),
-            vec!["open d @1800", "resolve d @1865"],
+            vec!["open d @1800", "resolve d @1870"],
         ),
         (
             "late readings are not counted",
