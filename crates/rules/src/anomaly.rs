@@ -16,7 +16,8 @@
 //! Robustness: a reading moves the levels by at most [`CLIP`] spreads (a spike cannot
 //! drag them), and the spreads learn only from readings that are not themselves
 //! anomalous (above [`LEARN_LIMIT`]), nor from exact repeats, so an anomaly does not
-//! teach the model that it is normal. The model is shared by every anomaly rule of the
+//! teach the model that it is normal; an exact repeat of the previous value teaches
+//! nothing at all (so a stuck sensor does not drag the levels). The model is shared by every anomaly rule of the
 //! metric: rules differ only in sensitivity, warm-up and flat-line length, which are
 //! applied when judging, never when learning.
 
@@ -38,6 +39,9 @@ const LEARN_LIMIT: f64 = 4.0;
 /// Alert threshold at sensitivity 1, in spreads (mean absolute deviations): 6 of them
 /// are about 4.8 standard deviations of Gaussian noise.
 pub(crate) const BASE_THRESHOLD: f64 = 6.0;
+/// An open anomaly alert stays breached until its score falls under this fraction of the
+/// threshold: hysteresis against flapping while the model settles.
+pub(crate) const STAY_OPEN_FRACTION: f64 = 0.7;
 /// The smallest spread, relative to the level (and at least this much in absolute
 /// terms): a sensor that never varied does not alert on its first change of a few
 /// thousandths.
@@ -174,6 +178,18 @@ impl AnomalyModel {
             spread,
         };
 
+        if !repeated {
+            self.learn(ts, residual, spread, deviation, floor);
+        }
+        self.samples = self.samples.saturating_add(1);
+        self.last_ts = ts;
+        self.last_value = value;
+        before
+    }
+
+    /// Moves the levels and spreads by one reading that differs from the one before (an
+    /// exact repeat teaches nothing: it is the same reading again, or a stuck sensor).
+    fn learn(&mut self, ts: i64, residual: f64, spread: f64, deviation: f64, floor: f64) {
         let dt = (ts - self.last_ts).max(1) as f64;
         let step = residual.clamp(-CLIP * spread, CLIP * spread);
         let learning = self.spread_samples < MIN_SAMPLES;
@@ -181,7 +197,7 @@ impl AnomalyModel {
         let moved = if learning { residual } else { step };
         self.fast += weight(dt, TAU_FAST_MS, self.samples) * moved;
         self.slow += weight(dt, TAU_SLOW_MS, self.samples) * (self.fast - self.slow);
-        if !repeated && (learning || deviation <= LEARN_LIMIT) {
+        if learning || deviation <= LEARN_LIMIT {
             let w = weight(dt, TAU_SPREAD_MS, self.spread_samples);
             let sample = if learning {
                 residual.abs()
@@ -197,10 +213,6 @@ impl AnomalyModel {
             self.trend_spread += w * (gap - self.trend_spread);
             self.trend_samples = self.trend_samples.saturating_add(1);
         }
-        self.samples = self.samples.saturating_add(1);
-        self.last_ts = ts;
-        self.last_value = value;
-        before
     }
 
     /// Event time of the newest reading learnt from.

@@ -38,7 +38,9 @@
 //! - **Anomaly.** A streaming model per metric (see the `anomaly` module) scores each
 //!   live reading before learning from it: a deviation from the short-term level, a trend
 //!   of the short-term level away from the long-term one, or a flat line. Breached when a
-//!   score reaches `6 / sensitivity` spreads (a flat line: `flatline` long); nothing is
+//!   score reaches `6 / sensitivity` spreads (a flat line: `flatline` long), and while
+//!   open until it falls under 70 % of that (a hysteresis: a score hovering at the
+//!   threshold while the model adapts to a shift makes one alert, not several); nothing is
 //!   judged during `warmup` (and the first 30 readings), nor for late readings. The open
 //!   carries [`AlertDetails::Anomaly`]: expected range, observed value, score.
 //! - **Offline.** Opened by [`check_silence`], which a sweep calls with the wall clock,
@@ -467,7 +469,10 @@ pub fn evaluate(
                     if ts.saturating_sub(score.since) >= warmup.0
                         && score.samples >= anomaly::MIN_SAMPLES =>
                 {
-                    let threshold = anomaly::BASE_THRESHOLD / sensitivity;
+                    let mut threshold = anomaly::BASE_THRESHOLD / sensitivity;
+                    if state.is_open(&rule.name) {
+                        threshold *= anomaly::STAY_OPEN_FRACTION;
+                    }
                     match score.breach(threshold, flatline.map(|f| f.0)) {
                         Some((signal, value, limit)) => (
                             Verdict::Breached,
