@@ -187,10 +187,13 @@ mod tests {
             .collect()
     }
 
+    /// Name, window, `(minute, out of range)` readings, expected totals in minutes.
+    type Case = (&'static str, DurationWindow, Vec<(i64, bool)>, Vec<i64>);
+
     #[test]
     fn totals_from_data() {
         let hour = DurationWindow::Rolling(DurationMs(60 * MIN));
-        let cases: Vec<(&str, DurationWindow, Vec<(i64, bool)>, Vec<i64>)> = vec![
+        let cases: Vec<Case> = vec![
             ("in range", DAY, vec![(0, false), (5, false)], vec![0, 0]),
             (
                 "out from the first out reading to the first in one",

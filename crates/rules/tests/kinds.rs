@@ -135,6 +135,9 @@ fn the_seed_000_four_hour_rule() {
     }
 }
 
+/// Name, rules, events, expected transitions.
+type Case<'a> = (&'a str, &'a [Rule], Vec<Event>, Vec<&'a str>);
+
 #[test]
 fn duration_rules_from_data() {
     let one_hour =
@@ -142,7 +145,7 @@ fn duration_rules_from_data() {
     let batch = rules(
         r#"[{"kind":"duration","name":"d","max":-18,"critical_after":"30m","window":"batch"}]"#,
     );
-    let cases: Vec<(&str, &[Rule], Vec<Event>, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "in range",
             &one_hour,

@@ -104,6 +104,9 @@ fn normalised(json: &str) -> Result<Vec<Rule>, Vec<FieldError>> {
     }
 }
 
+/// A duration rule's name, severity, `warn_after`, `critical_after` (ms) and window.
+type Stage<'a> = (&'a str, Severity, Option<i64>, Option<i64>, DurationWindow);
+
 #[test]
 fn a_two_stage_duration_rule_splits_into_named_stages() {
     let rules = normalised(
@@ -112,7 +115,7 @@ fn a_two_stage_duration_rule_splits_into_named_stages() {
             {"kind":"duration","min":2,"max":8,"critical_after":"4h"}]"#,
     )
     .unwrap();
-    let got: Vec<(&str, Severity, Option<i64>, Option<i64>, DurationWindow)> = rules
+    let got: Vec<Stage> = rules
         .iter()
         .map(|r| match &r.condition {
             Condition::Duration {
