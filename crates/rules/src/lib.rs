@@ -56,7 +56,9 @@
 
 mod anomaly;
 mod duration;
+mod explain;
 mod message;
+mod offline;
 mod window;
 
 use std::collections::HashMap;
@@ -64,10 +66,10 @@ use std::collections::HashMap;
 use anomaly::{AnomalyModel, Score};
 use duration::DurationAccumulator;
 pub use duration::OutOfRange;
-use vigia_core::{
-    AlertDetails, AnomalyDetails, AnomalySignal, Condition, DurationDetails, DurationWindow,
-    OfflineDetails, RateDirection, Rule, RuleKind, Severity, Timestamp,
-};
+use explain::{describe, details};
+pub use offline::check_silence;
+use offline::offline_flow;
+use vigia_core::{AlertDetails, AnomalySignal, Condition, RateDirection, Rule, RuleKind, Severity};
 use window::RateWindow;
 
 /// Tuning of the rule engine, shared by every sensor.
@@ -100,7 +102,7 @@ pub enum Transition {
     Open {
         /// Name of the rule that fired.
         rule: String,
-        /// Threshold or rate.
+        /// The kind of the rule.
         kind: RuleKind,
         /// The rule's severity.
         severity: Severity,
@@ -515,80 +517,6 @@ pub fn evaluate(
     }
 }
 
-/// What a live reading says about an offline rule's alert: only an open alert can move
-/// (opening is [`check_silence`]'s); readings from before the alert opened prove nothing
-/// about the present; a reading more than `expected + grace / 2` after the one before
-/// restarts the hold (the hysteresis the crate doc explains).
-fn offline_flow(
-    exc: Option<&Excursion>,
-    previous: Option<(i64, f64)>,
-    ts: i64,
-    expected: i64,
-    grace: i64,
-) -> Verdict {
-    let Some(exc) = exc.filter(|e| e.active) else {
-        return Verdict::Unknown;
-    };
-    if exc.opened_at.is_some_and(|opened| ts < opened) {
-        return Verdict::Unknown;
-    }
-    let steady = expected.saturating_add(grace / 2);
-    match previous {
-        Some((prev, _)) if ts.saturating_sub(prev) <= steady => Verdict::Satisfied,
-        _ => Verdict::Breached,
-    }
-}
-
-/// Opens the alert of every offline rule whose metric has been silent for more than
-/// `expected + grace` at wall-clock time `now` (epoch milliseconds), appending the opens
-/// to `out`. Pure, like [`evaluate`]: the sweep that calls it owns the clock and commits
-/// the transitions. An open alert is left alone (its hold restarts, as data stopped
-/// again); resolving is [`evaluate`]'s, once data flows (see the crate doc).
-pub fn check_silence(
-    state: &mut SensorState,
-    sensor_key: &str,
-    rules: &[Rule],
-    now: i64,
-    out: &mut Vec<Transition>,
-) {
-    state.prune(rules);
-    for rule in rules {
-        let Condition::Offline { expected, grace } = rule.condition else {
-            continue;
-        };
-        let Some((last_ts, last_value)) = state.latest(&rule.metric) else {
-            continue;
-        };
-        let limit_ms = expected.0.saturating_add(grace.0);
-        let silent_ms = now.saturating_sub(last_ts);
-        if silent_ms <= limit_ms {
-            continue;
-        }
-        let exc = state.excursion_entry(&rule.name);
-        if exc.active {
-            exc.in_range_since = None;
-            continue;
-        }
-        exc.active = true;
-        exc.in_range_since = None;
-        exc.opened_at = Some(now);
-        out.push(Transition::Open {
-            rule: rule.name.clone(),
-            kind: RuleKind::Offline,
-            severity: rule.severity,
-            metric: rule.metric.clone(),
-            value: last_value,
-            ts: now,
-            message: message::offline(sensor_key, &rule.metric, silent_ms, expected.0, grace.0),
-            details: Some(AlertDetails::Offline(OfflineDetails {
-                silent_ms,
-                limit_ms,
-                last_seen: Timestamp(last_ts),
-            })),
-        });
-    }
-}
-
 fn rate_breached(rate: f64, limit: f64, direction: RateDirection) -> bool {
     match direction {
         RateDirection::Rise => rate > limit,
@@ -635,93 +563,5 @@ fn step(exc: &mut Excursion, verdict: Verdict, late: bool, ts: i64, hold_ms: i64
             exc.last_span = Some((opened, ts));
             Some(Step::Resolve)
         }
-    }
-}
-
-fn describe(
-    sensor: &str,
-    rule: &Rule,
-    value: f64,
-    measure: Measure,
-    batch: Option<&str>,
-) -> String {
-    match (&rule.condition, measure) {
-        (Condition::Threshold { min, max }, _) => match (min, max) {
-            (_, Some(hi)) if value > *hi => {
-                message::threshold(sensor, &rule.metric, value, *hi, true)
-            }
-            (Some(lo), _) => message::threshold(sensor, &rule.metric, value, *lo, false),
-            // Unreachable for a breached threshold; say something true anyway.
-            _ => format!("{sensor} {} {value}", rule.metric),
-        },
-        (Condition::Rate { max_per_min, .. }, measure) => {
-            let rate = match measure {
-                Measure::Rate(r) => r,
-                _ => 0.0,
-            };
-            message::rate(sensor, &rule.metric, rate, *max_per_min)
-        }
-        (Condition::Duration { window, .. }, Measure::Duration { out_ms, limit_ms }) => {
-            message::duration(
-                sensor,
-                &rule.metric,
-                out_ms,
-                limit_ms,
-                &window_words(*window, batch),
-            )
-        }
-        (Condition::Anomaly { .. }, Measure::Anomaly(score, signal, value_score, threshold)) => {
-            let (lo, hi) = score.expected(signal, threshold);
-            message::anomaly(
-                sensor,
-                &rule.metric,
-                signal,
-                value,
-                (lo, hi),
-                value_score,
-                score.flat_ms,
-            )
-        }
-        _ => format!("{sensor} {} {value}", rule.metric),
-    }
-}
-
-/// "the last 24h" / "batch L-7" / "the current batch".
-fn window_words(window: DurationWindow, batch: Option<&str>) -> String {
-    match (window, batch) {
-        (DurationWindow::Rolling(span), _) => format!("the last {span}"),
-        (DurationWindow::Batch, Some(lot)) => format!("batch {lot}"),
-        (DurationWindow::Batch, None) => "the current batch".into(),
-    }
-}
-
-fn details(rule: &Rule, value: f64, measure: Measure, batch: Option<&str>) -> Option<AlertDetails> {
-    match (&rule.condition, measure) {
-        (Condition::Duration { window, .. }, Measure::Duration { out_ms, limit_ms }) => {
-            Some(AlertDetails::Duration(DurationDetails {
-                out_of_range_ms: out_ms,
-                limit_ms,
-                window: match window {
-                    DurationWindow::Rolling(span) => span.to_string(),
-                    DurationWindow::Batch => "batch".into(),
-                },
-                batch: match window {
-                    DurationWindow::Batch => batch.map(str::to_string),
-                    DurationWindow::Rolling(_) => None,
-                },
-            }))
-        }
-        (Condition::Anomaly { .. }, Measure::Anomaly(score, signal, value_score, threshold)) => {
-            let (expected_min, expected_max) = score.expected(signal, threshold);
-            Some(AlertDetails::Anomaly(AnomalyDetails {
-                signal,
-                expected_min,
-                expected_max,
-                observed: value,
-                score: value_score,
-                threshold,
-            }))
-        }
-        _ => None,
     }
 }
