@@ -9,7 +9,8 @@ negative case stays negative):
 - a reading's `ts` is at most 24 h (`ingest.max_future`) after its arrival;
 - a series query's `from` is not after its `to` (which defaults to now), and its `step`
   comes to at least 1 ms once rounded;
-- a sensor's rules have unique effective names, and a threshold's `min` <= `max`;
+- a sensor's rules have unique effective names, and a threshold's `min` <= `max`; a
+  duration rule's stages come in order within its window, and its expansion fits 32 rules;
 - a list's `cursor` is opaque, one the server gave out in a `next` link: a generated
   one is dropped (an empty one, which means the first page, is kept);
 - an InfluxDB write's body is line protocol, a grammar JSON Schema cannot state (nor that
@@ -155,9 +156,35 @@ def rules_consistent(context, case):
     if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
         return case
     rules = [r for r in body["rules"] if isinstance(r, dict)]
+    # A duration rule's stages relate to each other and to its window, and it expands into
+    # one rule per stage (named `<name>-warning` / `<name>-critical`, within the 32 rules of
+    # a sensor): give each the seed's two stages, a name of its own, and drop rules past 32
+    # effective ones.
+    effective = 0
+    kept = []
+    for i, rule in enumerate(rules):
+        fields = ("severity", "warn_after", "critical_after", "window", "name")
+        if rule.get("kind") == "duration" and all(
+            isinstance(rule.get(f, ""), str) for f in fields
+        ):
+            # Only well-typed rules are completed: a negative case stays negative.
+            rule.pop("severity", None)
+            rule["warn_after"], rule["critical_after"], rule["window"] = "2h", "4h", "24h"
+            rule["name"] = f"duration-{i}"
+            cost = 2
+        elif rule.get("kind") == "duration":
+            cost = 2
+        else:
+            cost = 1
+        if effective + cost > 32:
+            continue
+        effective += cost
+        kept.append(rule)
+    body["rules"] = kept
+    rules = kept
     for rule in rules:
         lo, hi = rule.get("min"), rule.get("max")
-        if rule.get("kind") == "threshold" and all(
+        if rule.get("kind") in ("threshold", "duration") and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)
         ) and lo > hi:
             rule["min"], rule["max"] = hi, lo

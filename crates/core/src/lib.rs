@@ -19,7 +19,10 @@ pub mod sensor;
 pub mod services;
 pub mod time;
 
-pub use alert::{Alert, AlertChange, AlertState};
+pub use alert::{
+    Alert, AlertChange, AlertDetails, AlertState, AnomalyDetails, AnomalySignal, DurationDetails,
+    OfflineDetails,
+};
 pub use domain_event::DomainEvent;
 pub use durability::Durability;
 pub use event::{Control, LiveEvent};
@@ -31,7 +34,7 @@ pub use robot::{
     RobotId, RobotStatus,
 };
 pub use role::{Permission, Role};
-pub use rule::{Condition, RateDirection, Rule, RuleKind, Severity};
+pub use rule::{Condition, DurationMs, DurationWindow, RateDirection, Rule, RuleKind, Severity};
 pub use sensor::{Sensor, SensorKind, SensorSpec};
 pub use time::{parse_duration_ms, Timestamp};
 

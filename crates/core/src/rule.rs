@@ -1,14 +1,33 @@
-//! Alert rules attached to a sensor: thresholds and rates of change.
+//! Alert rules attached to a sensor: thresholds, rates of change, cumulative time out of
+//! range (duration), anomalies and silence (offline).
+//!
+//! The wire form (what a client writes) is parsed in `wire`, the OpenAPI schema is written
+//! in `schema`; this module holds the types and their validation.
 
-use serde::{Deserialize, Serialize};
+mod schema;
+mod wire;
 
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::sensor::MAX_RULES;
 use crate::{longer_than, FieldError, DEFAULT_METRIC};
+
+pub use schema::RuleSpec;
 
 /// Longest rule name, in characters.
 pub const MAX_RULE_NAME_LEN: usize = 64;
 
 /// Longest metric name, in characters (rules, readings and series queries alike).
 pub const MAX_METRIC_LEN: usize = 64;
+
+/// The suffixes a two-stage duration rule's stages get (`<name>-warning`, `<name>-critical`).
+const STAGE_SUFFIX_MAX_LEN: usize = "-critical".len();
+
+/// Longest name a two-stage duration rule may be given: its stages add a suffix.
+pub const MAX_STAGED_RULE_NAME_LEN: usize = MAX_RULE_NAME_LEN - STAGE_SUFFIX_MAX_LEN;
+
+/// Least and greatest anomaly `sensitivity`.
+pub const SENSITIVITY_RANGE: (f64, f64) = (0.1, 10.0);
 
 /// How urgent an alert is.
 #[derive(
@@ -66,6 +85,9 @@ pub enum RateDirection {
 pub enum RuleKind {
     Threshold,
     Rate,
+    Duration,
+    Anomaly,
+    Offline,
 }
 
 impl RuleKind {
@@ -73,6 +95,9 @@ impl RuleKind {
         match self {
             RuleKind::Threshold => "threshold",
             RuleKind::Rate => "rate",
+            RuleKind::Duration => "duration",
+            RuleKind::Anomaly => "anomaly",
+            RuleKind::Offline => "offline",
         }
     }
 
@@ -80,17 +105,65 @@ impl RuleKind {
         match s {
             "threshold" => Some(RuleKind::Threshold),
             "rate" => Some(RuleKind::Rate),
+            "duration" => Some(RuleKind::Duration),
+            "anomaly" => Some(RuleKind::Anomaly),
+            "offline" => Some(RuleKind::Offline),
             _ => None,
         }
     }
 }
 
+/// A length of time in a rule, in milliseconds. Written as text (`2h`, `90s`, `500ms`:
+/// what [`crate::parse_duration_ms`] reads) and written back in the largest whole unit
+/// up to hours (`24h`, not `1d`: rules speak of hours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DurationMs(pub i64);
+
+impl std::fmt::Display for DurationMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0;
+        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms != 0 && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for DurationMs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Over what a duration rule adds up time out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DurationWindow {
+    /// The last so long of event time (a rolling window, e.g. `24h`).
+    Rolling(DurationMs),
+    /// Since the sensor's current product lot (`batch`): a new lot starts from zero.
+    Batch,
+}
+
+impl Serialize for DurationWindow {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DurationWindow::Rolling(span) => span.serialize(s),
+            DurationWindow::Batch => s.serialize_str("batch"),
+        }
+    }
+}
+
+/// The window a duration rule uses when it names none.
+pub const DEFAULT_DURATION_WINDOW: DurationWindow = DurationWindow::Rolling(DurationMs(86_400_000));
+
 /// What makes a reading an excursion.
 ///
-/// Deserialized through [`ConditionWire`] rather than serde's internally tagged enum,
+/// Deserialized through `wire::ConditionWire` rather than serde's internally tagged enum,
 /// which also takes a variant's index as its tag (`"kind": 0` for a threshold): the API
 /// takes only the names it documents.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Condition {
     /// The value must stay within `[min, max]`; either bound may be absent.
@@ -108,107 +181,38 @@ pub enum Condition {
         #[serde(default)]
         direction: RateDirection,
     },
-}
-
-/// A condition as the client writes it: every field of every kind, each remembering
-/// whether it was there, so fields of the other kind are refused as unknown.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConditionWire {
-    /// A name only: `RuleKind` is a plain enum, which refuses numbers.
-    kind: RuleKind,
-    #[serde(default)]
-    min: Present<Option<f64>>,
-    #[serde(default)]
-    max: Present<Option<f64>>,
-    #[serde(default)]
-    max_per_min: Present<f64>,
-    #[serde(default)]
-    direction: Present<RateDirection>,
-}
-
-/// A field's value and whether the client wrote it at all.
-#[derive(Default)]
-struct Present<T> {
-    given: bool,
-    value: T,
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        T::deserialize(d).map(|value| Present { given: true, value })
-    }
-}
-
-/// Serde-worded errors, as the derived deserializer gave them before.
-#[derive(Debug)]
-struct WireError(String);
-
-impl std::fmt::Display for WireError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<ConditionWire> for Condition {
-    type Error = WireError;
-
-    fn try_from(w: ConditionWire) -> Result<Self, WireError> {
-        let unknown = |field: &str, expected: &str| {
-            WireError(format!("unknown field `{field}`, expected {expected}"))
-        };
-        match w.kind {
-            RuleKind::Threshold => {
-                for (field, given) in [
-                    ("max_per_min", w.max_per_min.given),
-                    ("direction", w.direction.given),
-                ] {
-                    if given {
-                        return Err(unknown(field, "`min` or `max`"));
-                    }
-                }
-                Ok(Condition::Threshold {
-                    min: w.min.value,
-                    max: w.max.value,
-                })
-            }
-            RuleKind::Rate => {
-                for (field, given) in [("min", w.min.given), ("max", w.max.given)] {
-                    if given {
-                        return Err(unknown(field, "`max_per_min` or `direction`"));
-                    }
-                }
-                if !w.max_per_min.given {
-                    return Err(WireError("missing field `max_per_min`".into()));
-                }
-                Ok(Condition::Rate {
-                    max_per_min: w.max_per_min.value,
-                    direction: w.direction.value,
-                })
-            }
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Condition {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, MapAccess, Visitor};
-
-        // Through a map, not a struct: flattened into `Rule`, a struct request would be
-        // handed only the fields it names, and unknown ones would pass unseen.
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = ConditionWire;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a rule condition")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ConditionWire, A::Error> {
-                ConditionWire::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        let wire = d.deserialize_map(Fields)?;
-        Condition::try_from(wire).map_err(D::Error::custom)
-    }
+    /// The time spent outside `[min, max]`, added up over `window`, must stay under a
+    /// limit: `warn_after` for a warning, `critical_after` for a critical alert. One good
+    /// reading does not reset it (the seed's 4-hour rule). A rule with both stages is
+    /// split by [`normalise_rules`] into `<name>-warning` and `<name>-critical`, each
+    /// with one stage, so that there is still one alert per (sensor, rule).
+    Duration {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warn_after: Option<DurationMs>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        critical_after: Option<DurationMs>,
+        window: DurationWindow,
+    },
+    /// The value must look like its own recent past: no spike, level shift, drift or flat
+    /// line. `sensitivity` scales how far is too far (2 alerts at half the deviation of
+    /// 1); nothing alerts during `warmup`; `flatline` (none: never) is how long an
+    /// identical value may repeat on a sensor that normally varies.
+    Anomaly {
+        sensitivity: f64,
+        warmup: DurationMs,
+        /// Written as `null` when off: left out, it means the default.
+        flatline: Option<DurationMs>,
+    },
+    /// Readings of the metric must keep arriving: an alert after `expected + grace` of
+    /// silence on the wall clock.
+    Offline {
+        expected: DurationMs,
+        grace: DurationMs,
+    },
 }
 
 impl Condition {
@@ -216,22 +220,40 @@ impl Condition {
         match self {
             Condition::Threshold { .. } => RuleKind::Threshold,
             Condition::Rate { .. } => RuleKind::Rate,
+            Condition::Duration { .. } => RuleKind::Duration,
+            Condition::Anomaly { .. } => RuleKind::Anomaly,
+            Condition::Offline { .. } => RuleKind::Offline,
         }
+    }
+
+    /// Whether this is a duration rule with both stages, which [`normalise_rules`] splits.
+    pub fn is_two_stage(&self) -> bool {
+        matches!(
+            self,
+            Condition::Duration {
+                warn_after: Some(_),
+                critical_after: Some(_),
+                ..
+            }
+        )
     }
 }
 
 /// One rule on one metric of a sensor. `name` identifies it among the sensor's rules
 /// and in its alerts; at most one alert per (sensor, rule) is open at a time.
 ///
-/// Its OpenAPI schema is written by hand (below): the derive cannot say that unknown
+/// `severity` is required for thresholds and rates; a duration rule's follows its stage
+/// (`warn_after`: warning, `critical_after`: critical); anomaly and offline rules default
+/// to a warning.
+///
+/// Its OpenAPI schema is written by hand (`schema`): the derive cannot say that unknown
 /// fields are refused through the flattened condition, nor that a threshold needs
 /// `min` or `max`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "wire::RuleWire")]
 pub struct Rule {
     /// Defaults to `<kind>-<severity>` (plus `-<metric>` for a metric other than temperature).
-    #[serde(default)]
     pub name: String,
-    #[serde(default = "default_metric")]
     pub metric: String,
     pub severity: Severity,
     #[serde(flatten)]
@@ -244,11 +266,11 @@ fn default_metric() -> String {
 
 impl Rule {
     pub fn threshold(severity: Severity, min: Option<f64>, max: Option<f64>) -> Self {
-        Self::named(severity, Condition::Threshold { min, max })
+        Self::with_condition(severity, Condition::Threshold { min, max })
     }
 
     pub fn rate(severity: Severity, max_per_min: f64, direction: RateDirection) -> Self {
-        Self::named(
+        Self::with_condition(
             severity,
             Condition::Rate {
                 max_per_min,
@@ -257,7 +279,8 @@ impl Rule {
         )
     }
 
-    fn named(severity: Severity, condition: Condition) -> Self {
+    /// A rule on the default metric, with its default name.
+    pub fn with_condition(severity: Severity, condition: Condition) -> Self {
         let mut rule = Rule {
             name: String::new(),
             metric: default_metric(),
@@ -282,13 +305,29 @@ impl Rule {
     }
 
     /// Fills defaults and checks one rule; `path` prefixes field names in errors.
+    /// A two-stage duration rule keeps an empty name: its stages are named when split.
     pub fn normalise(&mut self, path: &str, errors: &mut Vec<FieldError>) {
+        let two_stage = self.condition.is_two_stage();
+        let name_limit = if two_stage {
+            MAX_STAGED_RULE_NAME_LEN
+        } else {
+            MAX_RULE_NAME_LEN
+        };
         if self.name.trim().is_empty() {
-            self.name = self.default_name();
-        } else if longer_than(&self.name, MAX_RULE_NAME_LEN) {
+            self.name = if two_stage {
+                String::new()
+            } else {
+                self.default_name()
+            };
+        } else if longer_than(&self.name, name_limit) {
+            let why = if two_stage {
+                " (its stages add `-warning` and `-critical`)"
+            } else {
+                ""
+            };
             errors.push(FieldError::new(
                 format!("{path}.name"),
-                "must be at most 64 characters",
+                format!("must be at most {name_limit} characters{why}"),
             ));
         }
         if self.metric.is_empty() || longer_than(&self.metric, MAX_METRIC_LEN) {
@@ -297,248 +336,198 @@ impl Rule {
                 "must be 1 to 64 characters",
             ));
         }
+        let field = |name: &str| format!("{path}.{name}");
         match &self.condition {
             Condition::Threshold { min, max } => {
-                if min.is_none() && max.is_none() {
-                    errors.push(FieldError::new(
-                        format!("{path}.max"),
-                        "a threshold rule needs `min`, `max` or both",
-                    ));
-                }
-                for (field, v) in [("min", min), ("max", max)] {
-                    if let Some(v) = v {
-                        if !v.is_finite() {
-                            errors
-                                .push(FieldError::new(format!("{path}.{field}"), "must be finite"));
-                        }
-                    }
-                }
-                if let (Some(lo), Some(hi)) = (min, max) {
-                    if lo > hi {
-                        errors.push(FieldError::new(
-                            format!("{path}.min"),
-                            "must not be greater than `max`",
-                        ));
-                    }
-                }
+                check_bounds(path, "threshold", *min, *max, errors)
             }
             Condition::Rate { max_per_min, .. } => {
                 if !max_per_min.is_finite() || *max_per_min <= 0.0 {
                     errors.push(FieldError::new(
-                        format!("{path}.max_per_min"),
+                        field("max_per_min"),
                         "must be a finite number greater than zero",
                     ));
                 }
             }
+            Condition::Duration {
+                min,
+                max,
+                warn_after,
+                critical_after,
+                window,
+            } => {
+                check_bounds(path, "duration", *min, *max, errors);
+                if warn_after.is_none() && critical_after.is_none() {
+                    errors.push(FieldError::new(
+                        field("warn_after"),
+                        "a duration rule needs `warn_after`, `critical_after` or both",
+                    ));
+                }
+                check_positive(&field("warn_after"), *warn_after, errors);
+                check_positive(&field("critical_after"), *critical_after, errors);
+                match window {
+                    DurationWindow::Rolling(span) if span.0 <= 0 => {
+                        check_positive(&field("window"), Some(*span), errors)
+                    }
+                    DurationWindow::Rolling(span) => {
+                        for (name, stage) in [
+                            ("warn_after", warn_after),
+                            ("critical_after", critical_after),
+                        ] {
+                            if stage.is_some_and(|s| s > *span) {
+                                errors.push(FieldError::new(
+                                field(name),
+                                format!("must not be longer than `window` ({span}): the time out of range within it can never reach it"),
+                            ));
+                            }
+                        }
+                    }
+                    DurationWindow::Batch => {}
+                }
+                if let (Some(warn), Some(critical)) = (warn_after, critical_after) {
+                    if warn >= critical {
+                        errors.push(FieldError::new(
+                            field("warn_after"),
+                            format!("must be shorter than `critical_after` ({critical})"),
+                        ));
+                    }
+                }
+            }
+            Condition::Anomaly {
+                sensitivity,
+                warmup,
+                flatline,
+            } => {
+                let (lo, hi) = SENSITIVITY_RANGE;
+                if !(lo..=hi).contains(sensitivity) {
+                    errors.push(FieldError::new(
+                        field("sensitivity"),
+                        format!("must be a number from {lo} to {hi}"),
+                    ));
+                }
+                check_positive(&field("warmup"), Some(*warmup), errors);
+                check_positive(&field("flatline"), *flatline, errors);
+            }
+            Condition::Offline { expected, grace } => {
+                check_positive(&field("expected"), Some(*expected), errors);
+                check_positive(&field("grace"), Some(*grace), errors);
+            }
+        }
+    }
+
+    /// Splits a two-stage duration rule into its `-warning` and `-critical` stages (each
+    /// with one stage and that severity); any other rule is pushed as it is.
+    fn expand_into(self, out: &mut Vec<Rule>) {
+        let Condition::Duration {
+            min,
+            max,
+            warn_after: Some(warn),
+            critical_after: Some(critical),
+            window,
+        } = self.condition
+        else {
+            out.push(self);
+            return;
+        };
+        for (severity, warn_after, critical_after) in [
+            (Severity::Warning, Some(warn), None),
+            (Severity::Critical, None, Some(critical)),
+        ] {
+            let mut stage = Rule {
+                name: String::new(),
+                metric: self.metric.clone(),
+                severity,
+                condition: Condition::Duration {
+                    min,
+                    max,
+                    warn_after,
+                    critical_after,
+                    window,
+                },
+            };
+            stage.name = if self.name.is_empty() {
+                stage.default_name()
+            } else {
+                format!("{}-{}", self.name, severity.as_str())
+            };
+            out.push(stage);
         }
     }
 }
 
-/// The rule as the OpenAPI document states it: every constraint [`Rule::normalise`]
-/// checks that JSON Schema can express. Three overlapping shapes (`anyOf`): a threshold
-/// with `min`, a threshold with `max` (either or both), and a rate. Two rules' checks it
-/// cannot express, so the descriptions say them: `min` ≤ `max`, and unique effective
-/// names within a sensor.
-impl utoipa::PartialSchema for Rule {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        rule_schema(false)
+/// `min`/`max` of a threshold or duration rule: at least one, finite, `min` ≤ `max`.
+fn check_bounds(
+    path: &str,
+    kind: &str,
+    min: Option<f64>,
+    max: Option<f64>,
+    errors: &mut Vec<FieldError>,
+) {
+    if min.is_none() && max.is_none() {
+        errors.push(FieldError::new(
+            format!("{path}.max"),
+            format!("a {kind} rule needs `min`, `max` or both"),
+        ));
     }
-}
-
-impl utoipa::ToSchema for Rule {}
-
-/// A rule as `PUT /api/v1/sensors/{key}` takes it: [`Rule`]'s schema, with the limit on
-/// a given `name` (a default name may be longer, so answers carry no such limit).
-/// Documentation only.
-pub struct RuleSpec;
-
-impl utoipa::PartialSchema for RuleSpec {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        rule_schema(true)
+    for (field, v) in [("min", min), ("max", max)] {
+        if v.is_some_and(|v| !v.is_finite()) {
+            errors.push(FieldError::new(format!("{path}.{field}"), "must be finite"));
+        }
     }
-}
-
-impl utoipa::ToSchema for RuleSpec {}
-
-/// The rule's schema; `input` adds the limit on a given name.
-fn rule_schema(input: bool) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaType, Type};
-
-    let number = || ObjectBuilder::new().schema_type(Type::Number);
-    let number_or_null =
-        || ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::Number, Type::Null]));
-    // The fields every rule has, then the condition's own.
-    let base = |kind: &str| {
-        ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::<
-                    utoipa::openapi::schema::Schema,
-                >::FreeForm(false)))
-                .property(
-                    "kind",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some([kind])),
-                )
-                .required("kind")
-                .property(
-                    "name",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .max_length(input.then_some(MAX_RULE_NAME_LEN))
-                        .description(Some(
-                            "Unique among the sensor's rules. Empty or blank means \
-                             `<kind>-<severity>` (plus `-<metric>` for a metric other than temperature).",
-                        )),
-                )
-                .property(
-                    "metric",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .min_length(Some(1))
-                        .max_length(Some(MAX_METRIC_LEN))
-                        .default(Some(DEFAULT_METRIC.into())),
-                )
-                .property("severity", <Severity as utoipa::PartialSchema>::schema())
-                .required("severity")
-    };
-    let threshold = |bound: &str, other: &str| {
-        base("threshold")
-            .description(Some(
-                "The value must stay within `[min, max]`; at least one bound, `min` ≤ `max`.",
-            ))
-            .property(bound, number())
-            .required(bound)
-            .property(other, number_or_null())
-    };
-    let rate = base("rate")
-        .description(Some(
-            "The value must not change faster than `max_per_min` units per minute.",
-        ))
-        .property("max_per_min", number().exclusive_minimum(Some(0)))
-        .required("max_per_min")
-        .property(
-            "direction",
-            <RateDirection as utoipa::PartialSchema>::schema(),
-        );
-    AnyOfBuilder::new()
-        .item(threshold("min", "max"))
-        .item(threshold("max", "min"))
-        .item(rate)
-        .description(Some(
-            "A threshold (`kind: threshold`, `min` and/or `max`) or a rate of change \
-                 (`kind: rate`, `max_per_min`) rule on one metric.",
-        ))
-        .into()
-}
-
-/// Normalises a sensor's rule list: defaults, per-rule checks, unique names.
-pub fn normalise_rules(rules: &mut [Rule], errors: &mut Vec<FieldError>) {
-    for (i, rule) in rules.iter_mut().enumerate() {
-        rule.normalise(&format!("rules[{i}]"), errors);
-    }
-    for i in 0..rules.len() {
-        if rules[..i].iter().any(|r| r.name == rules[i].name) {
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
             errors.push(FieldError::new(
-                format!("rules[{i}].name"),
-                format!("duplicate rule name `{}`", rules[i].name),
+                format!("{path}.min"),
+                "must not be greater than `max`",
             ));
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_flat_rule_json_and_names_it() {
-        let mut rules: Vec<Rule> = serde_json::from_str(
-            r#"[{"kind":"threshold","max":-18,"severity":"critical"},
-                {"kind":"rate","max_per_min":1.5,"direction":"rise","severity":"warning"},
-                {"kind":"threshold","min":20,"max":80,"metric":"humidity","severity":"warning"}]"#,
-        )
-        .unwrap();
-        let mut errors = vec![];
-        normalise_rules(&mut rules, &mut errors);
-        assert!(errors.is_empty(), "{errors:?}");
-        let names: Vec<_> = rules.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "threshold-critical",
-                "rate-warning",
-                "threshold-warning-humidity"
-            ]
-        );
-    }
-
-    #[test]
-    fn rejects_bad_rules_naming_fields() {
-        let cases: &[(&str, &str)] = &[
-            (
-                r#"[{"kind":"threshold","severity":"critical"}]"#,
-                "rules[0].max",
-            ),
-            (
-                r#"[{"kind":"threshold","min":5,"max":1,"severity":"critical"}]"#,
-                "rules[0].min",
-            ),
-            (
-                r#"[{"kind":"rate","max_per_min":0,"severity":"warning"}]"#,
-                "rules[0].max_per_min",
-            ),
-            (
-                r#"[{"kind":"rate","max_per_min":1,"severity":"warning"},{"kind":"rate","max_per_min":2,"severity":"warning"}]"#,
-                "rules[1].name",
-            ),
-        ];
-        for (json, field) in cases {
-            let mut rules: Vec<Rule> = serde_json::from_str(json).unwrap();
-            let mut errors = vec![];
-            normalise_rules(&mut rules, &mut errors);
-            assert_eq!(errors.len(), 1, "{json}: {errors:?}");
-            assert_eq!(errors[0].field, *field, "{json}");
-        }
-        assert!(
-            serde_json::from_str::<Vec<Rule>>(r#"[{"kind":"median","severity":"warning"}]"#)
-                .is_err()
-        );
-        assert!(serde_json::from_str::<Vec<Rule>>(
-            r#"[{"kind":"threshold","max":1,"severity":"meh"}]"#
-        )
-        .is_err());
-        // Only documented names: serde's tagged enums would take the variant index too.
-        for json in [
-            r#"[{"kind":0,"max":1,"severity":"warning"}]"#,
-            r#"[{"kind":1,"max_per_min":1,"severity":"warning"}]"#,
-            r#"[{"kind":"rate","max_per_min":1,"min":null,"severity":"warning"}]"#,
-            r#"[{"kind":"rate","max_per_min":null,"severity":"warning"}]"#,
-            r#"[{"kind":"rate","direction":null,"max_per_min":1,"severity":"warning"}]"#,
-            r#"[{"kind":"rate","severity":"warning"}]"#,
-            r#"[{"kind":"threshold","max":1,"direction":"rise","severity":"warning"}]"#,
-            r#"[{"kind":"threshold","max":1,"colour":"red","severity":"warning"}]"#,
-        ] {
-            assert!(serde_json::from_str::<Vec<Rule>>(json).is_err(), "{json}");
-        }
-        let rules: Vec<Rule> = serde_json::from_str(
-            r#"[{"kind":"threshold","min":null,"max":1,"severity":"warning"},
-                {"kind":"rate","max_per_min":2,"severity":"critical"}]"#,
-        )
-        .unwrap();
-        assert_eq!(
-            rules[0].condition,
-            Condition::Threshold {
-                min: None,
-                max: Some(1.0)
-            }
-        );
-        assert_eq!(
-            rules[1].condition,
-            Condition::Rate {
-                max_per_min: 2.0,
-                direction: RateDirection::Both
-            }
-        );
+/// A duration that must be longer than zero (parsing already refuses negative ones).
+fn check_positive(field: &str, span: Option<DurationMs>, errors: &mut Vec<FieldError>) {
+    if span.is_some_and(|s| s.0 <= 0) {
+        errors.push(FieldError::new(field, "must be longer than zero"));
     }
 }
+
+/// Normalises a sensor's rule list: defaults, per-rule checks, two-stage duration rules
+/// split into their stages, unique names, and at most [`MAX_RULES`] rules both as written
+/// and after the split (so a sensor holds at most 32 effective rules, whatever their
+/// kinds). Errors name the rule as the client wrote it (`rules[<index given>]`).
+pub fn normalise_rules(rules: &mut Vec<Rule>, errors: &mut Vec<FieldError>) {
+    let given = std::mem::take(rules);
+    if given.len() > MAX_RULES {
+        errors.push(FieldError::new("rules", "at most 32 rules per sensor"));
+    }
+    let given_len = given.len();
+    // For each effective rule, the index of the rule it came from.
+    let mut origin = Vec::with_capacity(given.len());
+    for (i, mut rule) in given.into_iter().enumerate() {
+        rule.normalise(&format!("rules[{i}]"), errors);
+        let before = rules.len();
+        rule.expand_into(rules);
+        origin.extend(std::iter::repeat_n(i, rules.len() - before));
+    }
+    for i in 0..rules.len() {
+        if rules[..i].iter().any(|r| r.name == rules[i].name) {
+            errors.push(FieldError::new(
+                format!("rules[{}].name", origin[i]),
+                format!("duplicate rule name `{}`", rules[i].name),
+            ));
+        }
+    }
+    if given_len <= MAX_RULES && rules.len() > MAX_RULES {
+        errors.push(FieldError::new(
+            "rules",
+            format!(
+                "at most {MAX_RULES} rules per sensor, counting a duration rule with \
+                 `warn_after` and `critical_after` as two ({} here)",
+                rules.len()
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -165,7 +165,8 @@ pub const MAX_SENSOR_NAME_LEN: usize = 200;
 /// Longest unit, in characters.
 pub const MAX_UNIT_LEN: usize = 32;
 
-/// Most rules on one sensor.
+/// Most rules on one sensor, as written and once two-stage duration rules are split
+/// (checked by [`crate::rule::normalise_rules`]).
 pub const MAX_RULES: usize = 32;
 
 /// Checks a sensor key: 1–128 characters, no control characters, no `/`
@@ -201,9 +202,6 @@ impl SensorSpec {
             if !stock.is_finite() || stock < 0.0 {
                 errors.push(FieldError::new("stock", "must be a finite number ≥ 0"));
             }
-        }
-        if self.rules.len() > MAX_RULES {
-            errors.push(FieldError::new("rules", "at most 32 rules per sensor"));
         }
         normalise_rules(&mut self.rules, &mut errors);
         if errors.is_empty() {

@@ -600,6 +600,8 @@ fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> Aler
             value,
             ts,
             message,
+            // No `details` column on alerts yet (issue 15, later work).
+            details: _,
         } => AlertTransition::Open(NewAlert {
             tenant,
             sensor: sensor.id,

@@ -1,4 +1,5 @@
-//! Pure rule evaluation with per-sensor state: thresholds and rates of change.
+//! Pure rule evaluation with per-sensor state: thresholds, rates of change, cumulative
+//! time out of range (duration), anomalies and silence (offline).
 //!
 //! This crate does no I/O, spawns nothing and never reads a clock: [`evaluate`] takes one
 //! reading, the sensor's rules and its [`SensorState`], and appends the alert
@@ -25,15 +26,50 @@
 //!   (`rise`), falling faster (`fall`) or either (`both`). A reading that cannot tell a
 //!   rate (too little history) neither opens, cancels a hold nor resolves. Late readings
 //!   are ignored by rate rules.
+//! - **Duration.** Time outside `[min, max]` added up over the rule's window in event
+//!   time (see the `duration` module): from the first out-of-range reading to the first
+//!   in-range one, a silence in between counting as out of range; one good reading never
+//!   resets it. Breached while the total is at least the stage's limit (`warn_after` or
+//!   `critical_after`), so the alert opens at the first reading that reaches it and
+//!   resolves (after the hold) once time has left the window or a new lot began
+//!   ([`SensorState::set_batch`], for a `batch` window). Late readings are not counted.
+//!   After a restart the total comes from stored excursions
+//!   ([`SensorState::seed_out_of_range`]): without them a rebuilt open alert resolves.
+//! - **Anomaly.** A streaming model per metric (see the `anomaly` module) scores each
+//!   live reading before learning from it: a deviation from the short-term level, a trend
+//!   of the short-term level away from the long-term one, or a flat line. Breached when a
+//!   score reaches `6 / sensitivity` spreads (a flat line: `flatline` long), and while
+//!   open until it falls under 70 % of that (a hysteresis: a score hovering at the
+//!   threshold while the model adapts to a shift makes one alert, not several); nothing is
+//!   judged during `warmup` (and the first 30 readings), nor for late readings. The open
+//!   carries [`AlertDetails::Anomaly`]: expected range, observed value, score.
+//! - **Offline.** Opened by [`check_silence`], which a sweep calls with the wall clock,
+//!   once no reading of the metric newer than `now - (expected + grace)` has been seen
+//!   (by event time: device clocks are assumed right within the grace). Readings from the
+//!   open on resolve it once they have kept coming, no two more than `expected + grace / 2`
+//!   apart, for the resolve hold. The stricter spacing for resolving than for opening is a
+//!   hysteresis: a sensor whose gaps jitter around `expected + grace` opens once and stays
+//!   open instead of flapping. A sensor never heard from is not offline (nothing to
+//!   compare with); after a restart, [`SensorState::seed_latest`] restores the last one.
 //! - Rules on another metric than the reading's are skipped; state of rules that no longer
 //!   exist is dropped lazily. Non-finite values are ignored (ingest refuses them anyway).
 
+mod anomaly;
+mod duration;
+mod explain;
 mod message;
+mod offline;
 mod window;
 
 use std::collections::HashMap;
 
-use vigia_core::{Condition, RateDirection, Rule, RuleKind, Severity};
+use anomaly::{AnomalyModel, Score};
+use duration::DurationAccumulator;
+pub use duration::OutOfRange;
+use explain::{describe, details};
+pub use offline::check_silence;
+use offline::offline_flow;
+use vigia_core::{AlertDetails, AnomalySignal, Condition, RateDirection, Rule, RuleKind, Severity};
 use window::RateWindow;
 
 /// Tuning of the rule engine, shared by every sensor.
@@ -66,7 +102,7 @@ pub enum Transition {
     Open {
         /// Name of the rule that fired.
         rule: String,
-        /// Threshold or rate.
+        /// The kind of the rule.
         kind: RuleKind,
         /// The rule's severity.
         severity: Severity,
@@ -78,6 +114,9 @@ pub enum Transition {
         ts: i64,
         /// Words for a person, e.g. "CF-1 temperature -16.0 above max -18.0".
         message: String,
+        /// What the rule measured (duration, anomaly and offline rules), for the alert's
+        /// `details`.
+        details: Option<AlertDetails>,
     },
     /// Resolve the active alert of `rule`.
     Resolve {
@@ -94,12 +133,18 @@ pub struct SensorState {
     metrics: HashMap<String, MetricState>,
     /// Keyed by rule name; a sensor has few rules, so a scan beats hashing.
     excursions: Vec<(String, Excursion)>,
+    /// Duration rules' accumulators, keyed by rule name.
+    durations: Vec<(String, DurationAccumulator)>,
+    /// The sensor's current product lot, for duration rules with a `batch` window.
+    batch: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct MetricState {
     last: Option<(i64, f64)>,
     window: RateWindow,
+    /// Only for metrics an anomaly rule watches (boxed: most metrics have none).
+    anomaly: Option<Box<AnomalyModel>>,
 }
 
 /// One rule's alert state.
@@ -154,15 +199,58 @@ impl SensorState {
     /// first, so the rate window spans the restart instead of starting empty. Readings
     /// not newer than the last one are ignored, as are non-finite values.
     pub fn replay(&mut self, cfg: &EngineConfig, metric: &str, ts: i64, value: f64) {
+        self.replay_for(cfg, &[], metric, ts, value);
+    }
+
+    /// [`SensorState::replay`] that also teaches the anomaly model of `metric` when one of
+    /// `rules` watches it for anomalies (rebuild after a restart: the model is learnt
+    /// again from stored readings instead of warming up anew).
+    pub fn replay_for(
+        &mut self,
+        cfg: &EngineConfig,
+        rules: &[Rule],
+        metric: &str,
+        ts: i64,
+        value: f64,
+    ) {
         if !value.is_finite() {
             return;
         }
+        let watches_anomaly = watches(rules, metric, |c| matches!(c, Condition::Anomaly { .. }));
         let state = self.metric_entry(metric);
         if state.last.is_some_and(|(last, _)| ts <= last) {
             return;
         }
         state.window.observe(cfg, ts, value);
+        if watches_anomaly {
+            observe_anomaly(&mut state.anomaly, ts, value);
+        }
         state.last = Some((ts, value));
+    }
+
+    /// Sets the sensor's current product lot. Duration rules with a `batch` window count
+    /// from zero when it changes (at their next reading); set it before seeding them.
+    pub fn set_batch(&mut self, batch: Option<&str>) {
+        if self.batch.as_deref() != batch {
+            self.batch = batch.map(str::to_string);
+        }
+    }
+
+    /// Rebuilds duration rule `rule`'s accumulator from stored excursions (the
+    /// excursions table after a restart; raw readings may not reach back a whole window),
+    /// counted for the current lot ([`SensorState::set_batch`] first). Replaces what it
+    /// held; at most 64 intervals are kept, merged as the `duration` module says.
+    pub fn seed_out_of_range(&mut self, rule: &str, excursions: &[OutOfRange]) {
+        let seeded = DurationAccumulator::seed(excursions, self.batch.as_deref());
+        *duration_entry(&mut self.durations, rule) = seeded;
+    }
+
+    /// Entries held (metrics, rate-window readings, alert states, out-of-range
+    /// intervals): what the state's memory grows with, for bounds tests and metrics.
+    pub fn footprint(&self) -> usize {
+        let metrics: usize = self.metrics.values().map(|m| 1 + m.window.len()).sum();
+        let intervals: usize = self.durations.iter().map(|(_, d)| 1 + d.len()).sum();
+        metrics + intervals + self.excursions.len()
     }
 
     /// The newest reading of `metric` seen, as `(ts, value)`.
@@ -219,6 +307,10 @@ impl SensorState {
             self.excursions
                 .retain(|(name, _)| rules.iter().any(|r| &r.name == name));
         }
+        if self.durations.len() > rules.len() {
+            self.durations
+                .retain(|(name, _)| rules.iter().any(|r| &r.name == name));
+        }
     }
 }
 
@@ -227,8 +319,69 @@ enum Verdict {
     /// Breached; the message is built only if an alert actually opens.
     Breached,
     Satisfied,
-    /// The reading cannot tell (a rate with too little history, or a late reading).
+    /// The reading cannot tell (a rate with too little history, a late reading, an
+    /// anomaly model still warming up, an offline rule with no alert).
     Unknown,
+}
+
+/// What a rule measured, to word its alert and fill its details if one opens.
+#[derive(Clone, Copy)]
+enum Measure {
+    Nothing,
+    Rate(f64),
+    /// Time out of range within the window, and the stage's limit, milliseconds.
+    Duration {
+        out_ms: i64,
+        limit_ms: i64,
+    },
+    /// The model's view, the signal that fired, its score and threshold.
+    Anomaly(Score, AnomalySignal, f64, f64),
+}
+
+/// Whether a rule on `metric` has a condition `is` accepts.
+fn watches(rules: &[Rule], metric: &str, is: impl Fn(&Condition) -> bool) -> bool {
+    rules.iter().any(|r| r.metric == metric && is(&r.condition))
+}
+
+/// Judges a live reading with the metric's anomaly model (creating it at the first one,
+/// which cannot be judged).
+fn observe_anomaly(model: &mut Option<Box<AnomalyModel>>, ts: i64, value: f64) -> Option<Score> {
+    match model {
+        Some(m) if ts > m.last_ts() => Some(m.observe(ts, value)),
+        Some(_) => None,
+        None => {
+            *model = Some(Box::new(AnomalyModel::new(ts, value)));
+            None
+        }
+    }
+}
+
+fn duration_entry<'a>(
+    durations: &'a mut Vec<(String, DurationAccumulator)>,
+    rule: &str,
+) -> &'a mut DurationAccumulator {
+    let i = match durations.iter().position(|(n, _)| n == rule) {
+        Some(i) => i,
+        None => {
+            durations.push((rule.to_string(), DurationAccumulator::default()));
+            durations.len() - 1
+        }
+    };
+    &mut durations[i].1
+}
+
+fn outside(min: Option<f64>, max: Option<f64>, value: f64) -> bool {
+    min.is_some_and(|lo| value < lo) || max.is_some_and(|hi| value > hi)
+}
+
+/// The limit of a duration rule's stage: the one its severity names, else the other
+/// (a rule with both stages is split by `normalise_rules`, but may reach here unsplit).
+fn stage_limit(severity: Severity, warn_after: Option<i64>, critical_after: Option<i64>) -> i64 {
+    let limit = match severity {
+        Severity::Warning => warn_after.or(critical_after),
+        Severity::Critical => critical_after.or(warn_after),
+    };
+    limit.unwrap_or(i64::MAX)
 }
 
 /// Evaluates one reading of `sensor_key` against its `rules`, updating `state` and
@@ -248,37 +401,100 @@ pub fn evaluate(
         return;
     }
     state.prune(rules);
-    let watches_rate = rules
-        .iter()
-        .any(|r| r.metric == metric && matches!(r.condition, Condition::Rate { .. }));
+    let watches_rate = watches(rules, metric, |c| matches!(c, Condition::Rate { .. }));
+    let watches_anomaly = watches(rules, metric, |c| matches!(c, Condition::Anomaly { .. }));
     let m = state.metric_entry(metric);
-    let late = m.last.is_some_and(|(last, _)| ts <= last);
+    let previous = m.last;
+    let late = previous.is_some_and(|(last, _)| ts <= last);
     let rate = if late || !watches_rate {
         None
     } else {
         m.window.observe(cfg, ts, value)
+    };
+    let anomaly = if late || !watches_anomaly {
+        None
+    } else {
+        observe_anomaly(&mut m.anomaly, ts, value)
     };
     if !late {
         m.last = Some((ts, value));
     }
 
     for rule in rules.iter().filter(|r| r.metric == metric) {
-        let verdict = match rule.condition {
+        let (verdict, measure) = match rule.condition {
             Condition::Threshold { min, max } => {
-                if min.is_some_and(|lo| value < lo) || max.is_some_and(|hi| value > hi) {
-                    Verdict::Breached
+                if outside(min, max, value) {
+                    (Verdict::Breached, Measure::Nothing)
                 } else {
-                    Verdict::Satisfied
+                    (Verdict::Satisfied, Measure::Nothing)
                 }
             }
             Condition::Rate {
                 max_per_min,
                 direction,
             } => match rate {
-                Some(r) if rate_breached(r, max_per_min, direction) => Verdict::Breached,
-                Some(_) => Verdict::Satisfied,
-                None => Verdict::Unknown,
+                Some(r) if rate_breached(r, max_per_min, direction) => {
+                    (Verdict::Breached, Measure::Rate(r))
+                }
+                Some(_) => (Verdict::Satisfied, Measure::Nothing),
+                None => (Verdict::Unknown, Measure::Nothing),
             },
+            Condition::Duration { .. } if late => (Verdict::Unknown, Measure::Nothing),
+            Condition::Duration {
+                min,
+                max,
+                warn_after,
+                critical_after,
+                window,
+            } => {
+                let acc = duration_entry(&mut state.durations, &rule.name);
+                let out_ms =
+                    acc.observe(ts, outside(min, max, value), window, state.batch.as_deref());
+                let limit_ms = stage_limit(
+                    rule.severity,
+                    warn_after.map(|d| d.0),
+                    critical_after.map(|d| d.0),
+                );
+                let verdict = if out_ms >= limit_ms {
+                    Verdict::Breached
+                } else {
+                    Verdict::Satisfied
+                };
+                (verdict, Measure::Duration { out_ms, limit_ms })
+            }
+            Condition::Anomaly {
+                sensitivity,
+                warmup,
+                flatline,
+            } => match anomaly {
+                Some(score)
+                    if ts.saturating_sub(score.since) >= warmup.0
+                        && score.samples >= anomaly::MIN_SAMPLES =>
+                {
+                    let mut threshold = anomaly::BASE_THRESHOLD / sensitivity;
+                    if state.is_open(&rule.name) {
+                        threshold *= anomaly::STAY_OPEN_FRACTION;
+                    }
+                    match score.breach(threshold, flatline.map(|f| f.0)) {
+                        Some((signal, value, limit)) => (
+                            Verdict::Breached,
+                            Measure::Anomaly(score, signal, value, limit),
+                        ),
+                        None => (Verdict::Satisfied, Measure::Nothing),
+                    }
+                }
+                _ => (Verdict::Unknown, Measure::Nothing),
+            },
+            Condition::Offline { expected, grace } => (
+                offline_flow(
+                    state.excursion(&rule.name),
+                    previous,
+                    ts,
+                    expected.0,
+                    grace.0,
+                ),
+                Measure::Nothing,
+            ),
         };
         let exc = state.excursion_entry(&rule.name);
         match step(exc, verdict, late, ts, cfg.resolve_hold_ms) {
@@ -289,7 +505,8 @@ pub fn evaluate(
                 metric: metric.to_string(),
                 value,
                 ts,
-                message: describe(sensor_key, rule, value, rate),
+                message: describe(sensor_key, rule, value, measure, state.batch.as_deref()),
+                details: details(rule, value, measure, state.batch.as_deref()),
             }),
             Some(Step::Resolve) => out.push(Transition::Resolve {
                 rule: rule.name.clone(),
@@ -345,22 +562,6 @@ fn step(exc: &mut Excursion, verdict: Verdict, late: bool, ts: i64, hold_ms: i64
             let opened = exc.opened_at.take().unwrap_or(ts).min(ts);
             exc.last_span = Some((opened, ts));
             Some(Step::Resolve)
-        }
-    }
-}
-
-fn describe(sensor: &str, rule: &Rule, value: f64, rate: Option<f64>) -> String {
-    match rule.condition {
-        Condition::Threshold { min, max } => match (min, max) {
-            (_, Some(hi)) if value > hi => {
-                message::threshold(sensor, &rule.metric, value, hi, true)
-            }
-            (Some(lo), _) => message::threshold(sensor, &rule.metric, value, lo, false),
-            // Unreachable for a breached threshold; say something true anyway.
-            _ => format!("{sensor} {} {value}", rule.metric),
-        },
-        Condition::Rate { max_per_min, .. } => {
-            message::rate(sensor, &rule.metric, rate.unwrap_or(0.0), max_per_min)
         }
     }
 }

@@ -88,8 +88,7 @@ impl RateWindow {
         }
     }
 
-    /// Readings held, for tests of the memory bound.
-    #[cfg(test)]
+    /// Readings held, for the memory bound.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

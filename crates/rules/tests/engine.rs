@@ -336,6 +336,7 @@ fn the_seed_000_alert_reads_well() {
         value: -16.0,
         ts: 300_000,
         message: message.into(),
+        details: None,
     };
     assert_eq!(
         out,

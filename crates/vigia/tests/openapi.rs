@@ -316,7 +316,8 @@ async fn document_states_the_constraints_the_server_enforces() {
     assert_eq!(spec["properties"]["rules"]["maxItems"], 32);
     let rule = resolve(&doc, &spec["properties"]["rules"]["items"]);
     let shapes = rule["anyOf"].as_array().expect("rule shapes");
-    assert_eq!(shapes.len(), 3);
+    // threshold (min | max), rate, duration (min | max), anomaly, offline.
+    assert_eq!(shapes.len(), 7);
     for shape in shapes {
         assert_eq!(shape["additionalProperties"], false, "{shape}");
         let metric = &shape["properties"]["metric"];
