@@ -32,7 +32,9 @@ use vigia_objects::Objects;
 pub use directory::{ConnectorDirectory, MemoryDirectory};
 pub use session::{Inbound, Outbound};
 pub use spool::{Buffered, BufferedBody, MemoryGauge};
-pub use transfer::{Offloaded, StreamTransfer, TransferSummary};
+pub use transfer::{
+    BufferedTransfer, ConnectorCredentials, Offloaded, StreamTransfer, TransferSummary,
+};
 
 use crate::protocol::{encode, DatasetInfo, Message, Mode, OFFLINE_AFTER};
 use crate::RelayError;

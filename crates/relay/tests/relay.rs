@@ -1,0 +1,392 @@
+//! The relay end to end over real sockets: an axum router in the test process, real
+//! connector tasks over temporary directories, real HTTP and WebSocket between them.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use vigia_relay::protocol::{decode, encode, paths, CompleteReport, Message};
+use vigia_relay::router::{BufferedBody, ConnectorCredentials, StreamTransfer, TransferOptions};
+use vigia_relay::RelayError;
+
+use support::*;
+
+const MIB: usize = 1024 * 1024;
+const ONLINE: Duration = Duration::from_secs(10);
+
+async fn read_all(transfer: &mut StreamTransfer) -> Result<Vec<u8>, RelayError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = transfer.next_chunk().await? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+async fn buffered_bytes(body: &mut BufferedBody) -> Vec<u8> {
+    match body {
+        BufferedBody::Memory(bytes) => bytes.to_vec(),
+        BufferedBody::File { file, .. } => {
+            let mut out = Vec::new();
+            file.read_to_end(&mut out).await.unwrap();
+            out
+        }
+    }
+}
+
+/// Buffer (spilling past 8 MiB), stream and offload of a random 24 MiB file, with and
+/// without zstd: byte-exact, with the file's SHA-256; the second read of the file has its
+/// hash announced up front from the connector's cache.
+#[tokio::test]
+async fn every_mode_moves_a_file_byte_exact() {
+    let router = Router::start(|_| {}).await;
+    router.directory.register(TENANT, "node-a", "vg_token_a");
+    let (root, bytes) = dataset_dir("big.bin", 24 * MIB, 1);
+    let sha = sha256_hex(&bytes);
+    let _connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
+    router.wait_online("node-a", ONLINE).await;
+    let relay = &router.relay;
+
+    for zstd in [false, true] {
+        let options = TransferOptions { zstd };
+        let mut buffered = relay.buffer(TENANT, "node-a", "big.bin", options).await.unwrap();
+        assert_eq!((buffered.size, buffered.sha256.as_str()), (bytes.len() as u64, sha.as_str()));
+        assert!(
+            matches!(buffered.body.body, BufferedBody::File { .. }),
+            "24 MiB is past the 8 MiB held in memory: spilled"
+        );
+        assert_eq!(relay.stats().buffered_memory_bytes, 0, "a spilled body holds no memory");
+        assert!(buffered_bytes(&mut buffered.body.body).await == bytes, "buffer, zstd {zstd}");
+
+        let mut stream = relay.stream(TENANT, "node-a", "big.bin", 0, options).await.unwrap();
+        assert_eq!(stream.announced_sha256.as_deref(), Some(sha.as_str()), "cached after the first read");
+        let got = read_all(&mut stream).await.unwrap();
+        assert!(got == bytes, "stream, zstd {zstd}");
+        assert_eq!(stream.sha256(), Some(sha.as_str()));
+    }
+
+    let offloaded = relay.offload(TENANT, "node-a", "big.bin", TransferOptions::default()).await.unwrap();
+    assert_eq!((offloaded.size, offloaded.sha256.as_str()), (bytes.len() as u64, sha.as_str()));
+    assert!(offloaded.key.as_str().ends_with("/big.bin"), "{}", offloaded.key);
+    let http = reqwest::Client::new();
+    let download = http.get(&offloaded.download_url).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    assert!(download.bytes().await.unwrap() == bytes, "offload");
+    // A cut download resumes with Range on the object.
+    let half = bytes.len() / 2;
+    let rest = http
+        .get(&offloaded.download_url)
+        .header("range", format!("bytes={half}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 206);
+    assert!(rest.bytes().await.unwrap() == bytes[half..], "offload resumed by Range");
+
+    // Small datasets stay in memory, and give it back when dropped.
+    std::fs::write(root.path().join("small.csv"), b"t,v\n1,2\n").unwrap();
+    let small = relay.buffer(TENANT, "node-a", "small.csv", TransferOptions::default()).await.unwrap();
+    assert!(matches!(&small.body.body, BufferedBody::Memory(b) if &b[..] == b"t,v\n1,2\n"));
+    assert_eq!(relay.stats().buffered_memory_bytes, 8);
+    drop(small);
+    assert_eq!(relay.stats().buffered_memory_bytes, 0);
+    router.wait_idle(Duration::from_secs(5)).await;
+}
+
+/// A stream resumed from an offset carries only the rest, and the SHA-256 reported is the
+/// whole file's, so the client verifies its `.part` plus the rest.
+#[tokio::test]
+async fn a_stream_resumes_from_an_offset() {
+    let router = Router::start(|_| {}).await;
+    router.directory.register(TENANT, "node-a", "vg_token_a");
+    let (root, bytes) = dataset_dir("data.bin", 5 * MIB + 123, 2);
+    let _connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
+    router.wait_online("node-a", ONLINE).await;
+    for (offset, zstd) in [(bytes.len() / 2, false), (1, true), (bytes.len(), false)] {
+        let mut stream = router
+            .relay
+            .stream(TENANT, "node-a", "data.bin", offset as u64, TransferOptions { zstd })
+            .await
+            .unwrap();
+        let rest = read_all(&mut stream).await.unwrap();
+        assert!(rest == bytes[offset..], "from {offset}");
+        let mut whole = bytes[..offset].to_vec();
+        whole.extend_from_slice(&rest);
+        assert_eq!(stream.sha256(), Some(sha256_hex(&whole).as_str()), "from {offset}");
+    }
+    let past = router
+        .relay
+        .stream(TENANT, "node-a", "data.bin", bytes.len() as u64 + 1, TransferOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(past.status(), 416, "{past}");
+    router.wait_idle(Duration::from_secs(5)).await;
+}
+
+/// Every refusal with its status, and nothing served for a traversal.
+#[tokio::test]
+async fn bad_requests_get_their_errors() {
+    let router = Router::start(|config| config.max_buffered_bytes = 1024).await;
+    router.directory.register(TENANT, "node-a", "vg_token_a");
+    router.directory.register(TENANT, "node-offline", "vg_token_b");
+    router.directory.register(OTHER_TENANT, "node-other", "vg_token_c");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+    let (root, _) = dataset_dir("big.bin", 4096, 3);
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link_out")).unwrap();
+    std::fs::create_dir(root.path().join("sub")).unwrap();
+    let _a = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
+    let _other = Connector::start(&router.url, "node-other", "vg_token_c", root.path());
+    router.wait_online("node-a", ONLINE).await;
+    let relay = &router.relay;
+    let none = TransferOptions::default();
+
+    let cases: Vec<(&str, &str, u16)> = vec![
+        ("node-a", "../etc/passwd", 400),
+        ("node-a", "/etc/passwd", 400),
+        ("node-a", "%2e%2e/%2e%2e/etc/passwd", 400),
+        ("node-a", "sub/..%2f..%2fetc/passwd", 400),
+        ("node-a", "link_out", 400),
+        ("node-a", "missing.csv", 404),
+        ("node-a", "sub", 404),
+        ("node-nobody", "big.bin", 404),
+        ("node-other", "big.bin", 404),
+        ("node-offline", "big.bin", 503),
+    ];
+    for (connector, dataset, status) in cases {
+        let err = relay.stream(TENANT, connector, dataset, 0, none).await.unwrap_err();
+        assert_eq!(err.status(), status, "{connector} {dataset}: {err}");
+        if status == 503 {
+            assert_eq!(err.retry_after(), Some(relay.config().retry_after));
+        }
+    }
+    let too_big = relay.buffer(TENANT, "node-a", "big.bin", none).await.unwrap_err();
+    assert_eq!(too_big.status(), 413, "{too_big}");
+    let zstd_offload = relay.offload(TENANT, "node-a", "big.bin", TransferOptions { zstd: true }).await.unwrap_err();
+    assert_eq!(zstd_offload.status(), 400, "{zstd_offload}");
+    assert_eq!(relay.list_datasets(OTHER_TENANT, "node-a").await.unwrap_err().status(), 404);
+    let (listed, _) = relay.list_datasets(TENANT, "node-a").await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["big.bin"], "symlinks out and directories are not listed");
+
+    // Data requests with wrong credentials are 401; a stranger's transfer id is 404.
+    let report = CompleteReport {
+        size: 1,
+        sha256: "0".repeat(64),
+        sent_sha256: "0".repeat(64),
+    };
+    let wrong = ConnectorCredentials {
+        id: "node-a".into(),
+        token: "vg_wrong".into(),
+    };
+    let id = "0123456789abcdef0123456789abcdef";
+    assert_eq!(relay.accept_complete(&wrong, id, report.clone()).await.unwrap_err().status(), 401);
+    let right = ConnectorCredentials {
+        id: "node-a".into(),
+        token: "vg_token_a".into(),
+    };
+    assert_eq!(relay.accept_complete(&right, id, report.clone()).await.unwrap_err().status(), 404);
+    let http = reqwest::Client::new();
+    let status = http
+        .post(format!("{}{}", router.url, "/api/v1/transfers/0123456789abcdef0123456789abcdef/complete"))
+        .json(&report)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401, "no credentials at all");
+
+    // A connector with a wrong token never comes online.
+    let _bad = Connector::start(&router.url, "node-offline", "vg_wrong", root.path());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!relay.connectors(TENANT, &["node-offline".into()])[0].online);
+    router.wait_idle(Duration::from_secs(5)).await;
+}
+
+/// Raw WebSocket clients: a malformed message, a binary frame, a message only the router
+/// may send, and a bad token each close the channel with a reason; the first three count.
+#[tokio::test]
+async fn malformed_control_messages_close_the_channel() {
+    let router = Router::start(|_| {}).await;
+    router.directory.register(TENANT, "node-raw", "vg_raw");
+    let url = format!("ws://{}{}", router.addr, paths::CHANNEL);
+    let hello = |token: &str| {
+        encode(&Message::Hello {
+            connector: "node-raw".into(),
+            token: token.into(),
+            agent: "test".into(),
+        })
+    };
+    let bad_frames = [
+        Frame::text("{not json"),
+        Frame::binary(vec![1, 2, 3]),
+        Frame::text(r#"{"v":1,"type":"list_datasets","request":1}"#),
+        Frame::text(r#"{"v":9,"type":"heartbeat"}"#),
+    ];
+    for (i, bad) in bad_frames.into_iter().enumerate() {
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        socket.send(Frame::text(hello("vg_raw"))).await.unwrap();
+        let welcome = socket.next().await.unwrap().unwrap();
+        assert!(matches!(decode(welcome.to_text().unwrap()).unwrap(), Message::Welcome { .. }));
+        socket.send(bad).await.unwrap();
+        let mut saw_close_message = false;
+        while let Some(Ok(frame)) = socket.next().await {
+            if let Frame::Text(text) = frame {
+                if let Ok(Message::Close { reason, .. }) = decode(&text) {
+                    assert!(!reason.is_empty());
+                    saw_close_message = true;
+                }
+            }
+        }
+        assert!(saw_close_message, "case {i}: the router names why it closes");
+        assert_eq!(router.relay.stats().malformed_messages, i as u64 + 1);
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    socket.send(Frame::text(hello("vg_wrong"))).await.unwrap();
+    let first = socket.next().await.unwrap().unwrap();
+    match decode(first.to_text().unwrap()).unwrap() {
+        Message::Close { reason, .. } => assert!(reason.contains("token"), "{reason}"),
+        other => panic!("expected close, got {other:?}"),
+    }
+    assert_eq!(router.relay.stats().channels, 0);
+}
+
+/// A connector killed in the middle of a stream: the client gets an error well within the
+/// timeout, the router holds nothing of the transfer, and the restarted connector comes
+/// back online by itself. A client that goes away frees the transfer too.
+#[tokio::test]
+async fn a_connector_killed_mid_transfer_fails_the_client_fast() {
+    let router = Router::start(|config| config.request_timeout = Duration::from_secs(5)).await;
+    router.directory.register(TENANT, "node-a", "vg_token_a");
+    let (root, bytes) = dataset_dir("big.bin", 32 * MIB, 4);
+    let connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
+    router.wait_online("node-a", ONLINE).await;
+
+    let mut stream = router.relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    let first = stream.next_chunk().await.unwrap().unwrap();
+    assert!(first[..] == bytes[..first.len()]);
+    assert_eq!(router.relay.stats().transfers_in_flight, 1);
+    let killed = Instant::now();
+    connector.kill().await;
+    let err = loop {
+        match stream.next_chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a killed connector cannot finish a 32 MiB stream"),
+            Err(err) => break err,
+        }
+    };
+    let after = killed.elapsed();
+    assert!(after < Duration::from_secs(5), "error after {after:?}");
+    assert!(matches!(err, RelayError::ConnectorGone(_)), "{err}");
+    assert_eq!(router.relay.stats().transfers_in_flight, 0);
+    drop(stream);
+    eprintln!("killed connector: client error after {after:?}");
+
+    let _again = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
+    router.wait_online("node-a", ONLINE).await;
+    // The client going away: the transfer is freed at once and the connector told.
+    let mut stream = router.relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    stream.next_chunk().await.unwrap().unwrap();
+    drop(stream);
+    assert_eq!(router.relay.stats().transfers_in_flight, 0);
+    // And the connector serves the next one normally.
+    let mut stream = router.relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    assert!(read_all(&mut stream).await.unwrap() == bytes);
+    router.wait_idle(Duration::from_secs(5)).await;
+}
+
+/// Two streams of one connector: the first is not read at all while the second runs to
+/// the end; the first's queue holds at most its 2 MiB bound; then it completes too.
+#[tokio::test]
+async fn a_slow_reader_does_not_stall_another_transfer() {
+    let router = Router::start(|_| {}).await;
+    router.directory.register(TENANT, "node-a", "vg_token_a");
+    let (root, bytes) = dataset_dir("big.bin", 16 * MIB, 5);
+    let _connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
+    router.wait_online("node-a", ONLINE).await;
+    let relay = &router.relay;
+
+    let mut slow = relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    let started = Instant::now();
+    let mut fast = relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    assert!(read_all(&mut fast).await.unwrap() == bytes);
+    let fast_took = started.elapsed();
+    let status = &relay.connectors(TENANT, &["node-a".into()])[0];
+    assert!(status.online);
+    assert_eq!(status.in_flight.len(), 1, "only the slow one is left");
+    let queued = status.in_flight[0].bytes;
+    assert!(
+        queued <= relay.config().stream_buffer_bytes as u64 + 64 * 1024,
+        "the slow transfer holds {queued} bytes"
+    );
+    eprintln!("fast stream of 16 MiB beside an unread one: {fast_took:?}; the unread one holds {queued} bytes");
+    assert!(read_all(&mut slow).await.unwrap() == bytes);
+    router.wait_idle(Duration::from_secs(5)).await;
+}
+
+/// A router restart: it tells connectors to come back after a retry-after; they do, no
+/// sooner, and the new router sees them online.
+#[tokio::test]
+async fn connectors_reconnect_after_a_router_restart() {
+    let router = Router::start(|_| {}).await;
+    for i in 0..5 {
+        router.directory.register(TENANT, &format!("node-{i}"), &format!("vg_{i}"));
+    }
+    let (root, _) = dataset_dir("a.bin", 10, 6);
+    let _connectors: Vec<Connector> = (0..5)
+        .map(|i| Connector::start(&router.url, &format!("node-{i}"), &format!("vg_{i}"), root.path()))
+        .collect();
+    for i in 0..5 {
+        router.wait_online(&format!("node-{i}"), ONLINE).await;
+    }
+    let retry_after = Duration::from_secs(1);
+    router.relay.shutdown(retry_after);
+    let closed = Instant::now();
+    let old_relay = router.relay.clone();
+    let (addr, directory) = router.stop().await;
+    let start = Instant::now();
+    while old_relay.stats().channels > 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "channels not closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let router = Router::restart_on(addr, directory).await;
+    let mut back = Vec::new();
+    for i in 0..5 {
+        router.wait_online(&format!("node-{i}"), ONLINE).await;
+        back.push(closed.elapsed());
+    }
+    let first = back.iter().min().unwrap();
+    assert!(*first >= retry_after, "a connector came back after {first:?}, before the retry-after");
+    eprintln!("reconnections after a restart with retry-after {retry_after:?}: {back:?}");
+    let (listed, _) = router.relay.list_datasets(TENANT, "node-0").await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+/// The loopback figure: a 64 MiB stream connector → router → HTTP client, debug build.
+#[tokio::test]
+async fn stream_throughput_over_loopback() {
+    let router = Router::start(|_| {}).await;
+    router.directory.register(TENANT, "node-a", "vg_token_a");
+    let (root, bytes) = dataset_dir("big.bin", 64 * MIB, 7);
+    let _connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
+    router.wait_online("node-a", ONLINE).await;
+    let started = Instant::now();
+    let response = reqwest::get(format!("{}/client/stream/big.bin", router.url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut first_byte = None;
+    let mut received = Vec::with_capacity(bytes.len());
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        first_byte.get_or_insert_with(|| started.elapsed());
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    let took = started.elapsed();
+    assert!(received == bytes);
+    let mb_s = bytes.len() as f64 / 1e6 / took.as_secs_f64();
+    eprintln!(
+        "FIGURE (debug build, loopback, one stream of 64 MiB via HTTP client route): {mb_s:.0} MB/s, first byte {:?}",
+        first_byte.unwrap()
+    );
+}
