@@ -16,6 +16,8 @@ pub enum RelayError {
         connector: String,
         retry_after: Duration,
     },
+    #[error("the router carries {limit} transfers already")]
+    Busy { limit: usize, retry_after: Duration },
     #[error("dataset `{dataset}`: {reason}")]
     DatasetMissing { dataset: String, reason: String },
     #[error("dataset `{dataset}` refused: {reason}")]
@@ -62,7 +64,7 @@ impl RelayError {
             RelayError::UnknownConnector { .. }
             | RelayError::DatasetMissing { .. }
             | RelayError::UnknownTransfer { .. } => 404,
-            RelayError::Offline { .. } => 503,
+            RelayError::Offline { .. } | RelayError::Busy { .. } => 503,
             RelayError::Traversal { .. } | RelayError::BadRequest { .. } => 400,
             RelayError::TooBig { .. } => 413,
             RelayError::BadOffset { .. } => 416,
@@ -80,7 +82,9 @@ impl RelayError {
     /// The `Retry-After` to send with the answer, when there is one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            RelayError::Offline { retry_after, .. } => Some(*retry_after),
+            RelayError::Offline { retry_after, .. } | RelayError::Busy { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -90,6 +94,7 @@ impl RelayError {
         match self {
             RelayError::UnknownConnector { .. } => "unknown_connector",
             RelayError::Offline { .. } => "offline",
+            RelayError::Busy { .. } => "busy",
             RelayError::DatasetMissing { .. } => "dataset_missing",
             RelayError::Traversal { .. } => "traversal",
             RelayError::TooBig { .. } => "too_big",

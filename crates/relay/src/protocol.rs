@@ -209,7 +209,10 @@ pub enum Message {
     /// Router → connector: send a dataset.
     Transfer(TransferRequest),
     /// Either way: stop a transfer (the client went away, or the connector gave up).
-    Cancel { transfer: TransferId, reason: String },
+    Cancel {
+        transfer: TransferId,
+        reason: String,
+    },
     /// Either way: a request (`request`) or a transfer (`transfer`) failed.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -623,7 +626,12 @@ mod tests {
         let b = TransferId::random();
         assert_ne!(a, b);
         assert_eq!(TransferId::parse(a.as_str()).unwrap(), a);
-        for bad in ["", "ABCDEF0123456789abcdef0123456789", "../x", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "ABCDEF0123456789abcdef0123456789",
+            "../x",
+            &"a".repeat(33),
+        ] {
             assert!(TransferId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -645,6 +653,10 @@ mod tests {
             sent_sha256: "G".repeat(64),
             ..good
         };
-        assert!(bad.check().unwrap_err().to_string().contains("`sent_sha256`"));
+        assert!(bad
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("`sent_sha256`"));
     }
 }

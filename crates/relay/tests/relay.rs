@@ -51,25 +51,55 @@ async fn every_mode_moves_a_file_byte_exact() {
 
     for zstd in [false, true] {
         let options = TransferOptions { zstd };
-        let mut buffered = relay.buffer(TENANT, "node-a", "big.bin", options).await.unwrap();
-        assert_eq!((buffered.size, buffered.sha256.as_str()), (bytes.len() as u64, sha.as_str()));
+        let mut buffered = relay
+            .buffer(TENANT, "node-a", "big.bin", options)
+            .await
+            .unwrap();
+        assert_eq!(
+            (buffered.size, buffered.sha256.as_str()),
+            (bytes.len() as u64, sha.as_str())
+        );
         assert!(
             matches!(buffered.body.body, BufferedBody::File { .. }),
             "24 MiB is past the 8 MiB held in memory: spilled"
         );
-        assert_eq!(relay.stats().buffered_memory_bytes, 0, "a spilled body holds no memory");
-        assert!(buffered_bytes(&mut buffered.body.body).await == bytes, "buffer, zstd {zstd}");
+        assert_eq!(
+            relay.stats().buffered_memory_bytes,
+            0,
+            "a spilled body holds no memory"
+        );
+        assert!(
+            buffered_bytes(&mut buffered.body.body).await == bytes,
+            "buffer, zstd {zstd}"
+        );
 
-        let mut stream = relay.stream(TENANT, "node-a", "big.bin", 0, options).await.unwrap();
-        assert_eq!(stream.announced_sha256.as_deref(), Some(sha.as_str()), "cached after the first read");
+        let mut stream = relay
+            .stream(TENANT, "node-a", "big.bin", 0, options)
+            .await
+            .unwrap();
+        assert_eq!(
+            stream.announced_sha256.as_deref(),
+            Some(sha.as_str()),
+            "cached after the first read"
+        );
         let got = read_all(&mut stream).await.unwrap();
         assert!(got == bytes, "stream, zstd {zstd}");
         assert_eq!(stream.sha256(), Some(sha.as_str()));
     }
 
-    let offloaded = relay.offload(TENANT, "node-a", "big.bin", TransferOptions::default()).await.unwrap();
-    assert_eq!((offloaded.size, offloaded.sha256.as_str()), (bytes.len() as u64, sha.as_str()));
-    assert!(offloaded.key.as_str().ends_with("/big.bin"), "{}", offloaded.key);
+    let offloaded = relay
+        .offload(TENANT, "node-a", "big.bin", TransferOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (offloaded.size, offloaded.sha256.as_str()),
+        (bytes.len() as u64, sha.as_str())
+    );
+    assert!(
+        offloaded.key.as_str().ends_with("/big.bin"),
+        "{}",
+        offloaded.key
+    );
     let http = reqwest::Client::new();
     let download = http.get(&offloaded.download_url).send().await.unwrap();
     assert_eq!(download.status(), 200);
@@ -83,11 +113,17 @@ async fn every_mode_moves_a_file_byte_exact() {
         .await
         .unwrap();
     assert_eq!(rest.status(), 206);
-    assert!(rest.bytes().await.unwrap() == bytes[half..], "offload resumed by Range");
+    assert!(
+        rest.bytes().await.unwrap() == bytes[half..],
+        "offload resumed by Range"
+    );
 
     // Small datasets stay in memory, and give it back when dropped.
     std::fs::write(root.path().join("small.csv"), b"t,v\n1,2\n").unwrap();
-    let small = relay.buffer(TENANT, "node-a", "small.csv", TransferOptions::default()).await.unwrap();
+    let small = relay
+        .buffer(TENANT, "node-a", "small.csv", TransferOptions::default())
+        .await
+        .unwrap();
     assert!(matches!(&small.body.body, BufferedBody::Memory(b) if &b[..] == b"t,v\n1,2\n"));
     assert_eq!(relay.stats().buffered_memory_bytes, 8);
     drop(small);
@@ -107,18 +143,34 @@ async fn a_stream_resumes_from_an_offset() {
     for (offset, zstd) in [(bytes.len() / 2, false), (1, true), (bytes.len(), false)] {
         let mut stream = router
             .relay
-            .stream(TENANT, "node-a", "data.bin", offset as u64, TransferOptions { zstd })
+            .stream(
+                TENANT,
+                "node-a",
+                "data.bin",
+                offset as u64,
+                TransferOptions { zstd },
+            )
             .await
             .unwrap();
         let rest = read_all(&mut stream).await.unwrap();
         assert!(rest == bytes[offset..], "from {offset}");
         let mut whole = bytes[..offset].to_vec();
         whole.extend_from_slice(&rest);
-        assert_eq!(stream.sha256(), Some(sha256_hex(&whole).as_str()), "from {offset}");
+        assert_eq!(
+            stream.sha256(),
+            Some(sha256_hex(&whole).as_str()),
+            "from {offset}"
+        );
     }
     let past = router
         .relay
-        .stream(TENANT, "node-a", "data.bin", bytes.len() as u64 + 1, TransferOptions::default())
+        .stream(
+            TENANT,
+            "node-a",
+            "data.bin",
+            bytes.len() as u64 + 1,
+            TransferOptions::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(past.status(), 416, "{past}");
@@ -130,12 +182,17 @@ async fn a_stream_resumes_from_an_offset() {
 async fn bad_requests_get_their_errors() {
     let router = Router::start(|config| config.max_buffered_bytes = 1024).await;
     router.directory.register(TENANT, "node-a", "vg_token_a");
-    router.directory.register(TENANT, "node-offline", "vg_token_b");
-    router.directory.register(OTHER_TENANT, "node-other", "vg_token_c");
+    router
+        .directory
+        .register(TENANT, "node-offline", "vg_token_b");
+    router
+        .directory
+        .register(OTHER_TENANT, "node-other", "vg_token_c");
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret"), b"secret").unwrap();
     let (root, _) = dataset_dir("big.bin", 4096, 3);
-    std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link_out")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link_out"))
+        .unwrap();
     std::fs::create_dir(root.path().join("sub")).unwrap();
     let _a = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
     let _other = Connector::start(&router.url, "node-other", "vg_token_c", root.path());
@@ -156,20 +213,40 @@ async fn bad_requests_get_their_errors() {
         ("node-offline", "big.bin", 503),
     ];
     for (connector, dataset, status) in cases {
-        let err = relay.stream(TENANT, connector, dataset, 0, none).await.unwrap_err();
+        let err = relay
+            .stream(TENANT, connector, dataset, 0, none)
+            .await
+            .unwrap_err();
         assert_eq!(err.status(), status, "{connector} {dataset}: {err}");
         if status == 503 {
             assert_eq!(err.retry_after(), Some(relay.config().retry_after));
         }
     }
-    let too_big = relay.buffer(TENANT, "node-a", "big.bin", none).await.unwrap_err();
+    let too_big = relay
+        .buffer(TENANT, "node-a", "big.bin", none)
+        .await
+        .unwrap_err();
     assert_eq!(too_big.status(), 413, "{too_big}");
-    let zstd_offload = relay.offload(TENANT, "node-a", "big.bin", TransferOptions { zstd: true }).await.unwrap_err();
+    let zstd_offload = relay
+        .offload(TENANT, "node-a", "big.bin", TransferOptions { zstd: true })
+        .await
+        .unwrap_err();
     assert_eq!(zstd_offload.status(), 400, "{zstd_offload}");
-    assert_eq!(relay.list_datasets(OTHER_TENANT, "node-a").await.unwrap_err().status(), 404);
+    assert_eq!(
+        relay
+            .list_datasets(OTHER_TENANT, "node-a")
+            .await
+            .unwrap_err()
+            .status(),
+        404
+    );
     let (listed, _) = relay.list_datasets(TENANT, "node-a").await.unwrap();
     let names: Vec<&str> = listed.iter().map(|d| d.name.as_str()).collect();
-    assert_eq!(names, ["big.bin"], "symlinks out and directories are not listed");
+    assert_eq!(
+        names,
+        ["big.bin"],
+        "symlinks out and directories are not listed"
+    );
 
     // Data requests with wrong credentials are 401; a stranger's transfer id is 404.
     let report = CompleteReport {
@@ -182,15 +259,32 @@ async fn bad_requests_get_their_errors() {
         token: "vg_wrong".into(),
     };
     let id = "0123456789abcdef0123456789abcdef";
-    assert_eq!(relay.accept_complete(&wrong, id, report.clone()).await.unwrap_err().status(), 401);
+    assert_eq!(
+        relay
+            .accept_complete(&wrong, id, report.clone())
+            .await
+            .unwrap_err()
+            .status(),
+        401
+    );
     let right = ConnectorCredentials {
         id: "node-a".into(),
         token: "vg_token_a".into(),
     };
-    assert_eq!(relay.accept_complete(&right, id, report.clone()).await.unwrap_err().status(), 404);
+    assert_eq!(
+        relay
+            .accept_complete(&right, id, report.clone())
+            .await
+            .unwrap_err()
+            .status(),
+        404
+    );
     let http = reqwest::Client::new();
     let status = http
-        .post(format!("{}{}", router.url, "/api/v1/transfers/0123456789abcdef0123456789abcdef/complete"))
+        .post(format!(
+            "{}{}",
+            router.url, "/api/v1/transfers/0123456789abcdef0123456789abcdef/complete"
+        ))
         .json(&report)
         .send()
         .await
@@ -229,7 +323,10 @@ async fn malformed_control_messages_close_the_channel() {
         let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
         socket.send(Frame::text(hello("vg_raw"))).await.unwrap();
         let welcome = socket.next().await.unwrap().unwrap();
-        assert!(matches!(decode(welcome.to_text().unwrap()).unwrap(), Message::Welcome { .. }));
+        assert!(matches!(
+            decode(welcome.to_text().unwrap()).unwrap(),
+            Message::Welcome { .. }
+        ));
         socket.send(bad).await.unwrap();
         let mut saw_close_message = false;
         while let Some(Ok(frame)) = socket.next().await {
@@ -240,7 +337,10 @@ async fn malformed_control_messages_close_the_channel() {
                 }
             }
         }
-        assert!(saw_close_message, "case {i}: the router names why it closes");
+        assert!(
+            saw_close_message,
+            "case {i}: the router names why it closes"
+        );
         assert_eq!(router.relay.stats().malformed_messages, i as u64 + 1);
     }
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
@@ -264,7 +364,11 @@ async fn a_connector_killed_mid_transfer_fails_the_client_fast() {
     let connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
     router.wait_online("node-a", ONLINE).await;
 
-    let mut stream = router.relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    let mut stream = router
+        .relay
+        .stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default())
+        .await
+        .unwrap();
     let first = stream.next_chunk().await.unwrap().unwrap();
     assert!(first[..] == bytes[..first.len()]);
     assert_eq!(router.relay.stats().transfers_in_flight, 1);
@@ -287,12 +391,20 @@ async fn a_connector_killed_mid_transfer_fails_the_client_fast() {
     let _again = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
     router.wait_online("node-a", ONLINE).await;
     // The client going away: the transfer is freed at once and the connector told.
-    let mut stream = router.relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    let mut stream = router
+        .relay
+        .stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default())
+        .await
+        .unwrap();
     stream.next_chunk().await.unwrap().unwrap();
     drop(stream);
     assert_eq!(router.relay.stats().transfers_in_flight, 0);
     // And the connector serves the next one normally.
-    let mut stream = router.relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    let mut stream = router
+        .relay
+        .stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default())
+        .await
+        .unwrap();
     assert!(read_all(&mut stream).await.unwrap() == bytes);
     router.wait_idle(Duration::from_secs(5)).await;
 }
@@ -308,9 +420,15 @@ async fn a_slow_reader_does_not_stall_another_transfer() {
     router.wait_online("node-a", ONLINE).await;
     let relay = &router.relay;
 
-    let mut slow = relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    let mut slow = relay
+        .stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default())
+        .await
+        .unwrap();
     let started = Instant::now();
-    let mut fast = relay.stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default()).await.unwrap();
+    let mut fast = relay
+        .stream(TENANT, "node-a", "big.bin", 0, TransferOptions::default())
+        .await
+        .unwrap();
     assert!(read_all(&mut fast).await.unwrap() == bytes);
     let fast_took = started.elapsed();
     let status = &relay.connectors(TENANT, &["node-a".into()])[0];
@@ -332,11 +450,20 @@ async fn a_slow_reader_does_not_stall_another_transfer() {
 async fn connectors_reconnect_after_a_router_restart() {
     let router = Router::start(|_| {}).await;
     for i in 0..5 {
-        router.directory.register(TENANT, &format!("node-{i}"), &format!("vg_{i}"));
+        router
+            .directory
+            .register(TENANT, &format!("node-{i}"), &format!("vg_{i}"));
     }
     let (root, _) = dataset_dir("a.bin", 10, 6);
     let _connectors: Vec<Connector> = (0..5)
-        .map(|i| Connector::start(&router.url, &format!("node-{i}"), &format!("vg_{i}"), root.path()))
+        .map(|i| {
+            Connector::start(
+                &router.url,
+                &format!("node-{i}"),
+                &format!("vg_{i}"),
+                root.path(),
+            )
+        })
         .collect();
     for i in 0..5 {
         router.wait_online(&format!("node-{i}"), ONLINE).await;
@@ -348,20 +475,112 @@ async fn connectors_reconnect_after_a_router_restart() {
     let (addr, directory) = router.stop().await;
     let start = Instant::now();
     while old_relay.stats().channels > 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "channels not closed");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "channels not closed"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let router = Router::restart_on(addr, directory).await;
-    let mut back = Vec::new();
-    for i in 0..5 {
-        router.wait_online(&format!("node-{i}"), ONLINE).await;
-        back.push(closed.elapsed());
+    let ids: Vec<String> = (0..5).map(|i| format!("node-{i}")).collect();
+    let mut back: Vec<Option<Duration>> = vec![None; ids.len()];
+    while back.iter().any(Option::is_none) {
+        assert!(closed.elapsed() < ONLINE, "not all came back: {back:?}");
+        for (i, status) in router.relay.connectors(TENANT, &ids).iter().enumerate() {
+            if status.online && back[i].is_none() {
+                back[i] = Some(closed.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let back: Vec<Duration> = back.into_iter().flatten().collect();
     let first = back.iter().min().unwrap();
-    assert!(*first >= retry_after, "a connector came back after {first:?}, before the retry-after");
+    assert!(
+        *first >= retry_after,
+        "a connector came back after {first:?}, before the retry-after"
+    );
     eprintln!("reconnections after a restart with retry-after {retry_after:?}: {back:?}");
     let (listed, _) = router.relay.list_datasets(TENANT, "node-0").await.unwrap();
     assert_eq!(listed.len(), 1);
+}
+
+/// A connector that takes a transfer and never sends: the client gets a timeout after
+/// `request_timeout` without progress, the connector is told to cancel, nothing is left;
+/// then its silence past `offline_after` closes the channel and marks it offline.
+#[tokio::test]
+async fn a_silent_connector_times_out_and_goes_offline() {
+    let router = Router::start(|config| {
+        config.request_timeout = Duration::from_millis(500);
+        config.offline_after = Duration::from_millis(1500);
+    })
+    .await;
+    router.directory.register(TENANT, "node-mute", "vg_mute");
+    let url = format!("ws://{}{}", router.addr, paths::CHANNEL);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let hello = Message::Hello {
+        connector: "node-mute".into(),
+        token: "vg_mute".into(),
+        agent: "test".into(),
+    };
+    socket.send(Frame::text(encode(&hello))).await.unwrap();
+    let fake = tokio::spawn(async move {
+        let (mut transfer, mut cancelled, mut closed) = (None, None, None);
+        while let Some(Ok(frame)) = socket.next().await {
+            let Frame::Text(text) = frame else { continue };
+            match decode(&text).unwrap() {
+                Message::Stat { request, dataset } => {
+                    let info = vigia_relay::protocol::DatasetInfo {
+                        name: dataset,
+                        size: 100,
+                        mtime_ms: 0,
+                        sha256: None,
+                    };
+                    let answer = Message::DatasetStat {
+                        request,
+                        dataset: info,
+                    };
+                    socket.send(Frame::text(encode(&answer))).await.unwrap();
+                }
+                Message::Transfer(request) => transfer = Some(request.transfer),
+                Message::Cancel { transfer, .. } => cancelled = Some(transfer),
+                Message::Close { reason, .. } => closed = Some(reason),
+                _ => {}
+            }
+        }
+        (transfer, cancelled, closed)
+    });
+    router.wait_online("node-mute", ONLINE).await;
+    let started = Instant::now();
+    let err = router
+        .relay
+        .buffer(TENANT, "node-mute", "a.bin", TransferOptions::default())
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, RelayError::TimedOut(_)), "{err}");
+    assert_eq!(err.status(), 504);
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    assert_eq!(router.relay.stats().transfers_in_flight, 0);
+    let (transfer, cancelled, closed) = tokio::time::timeout(Duration::from_secs(5), fake)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        transfer.is_some() && transfer == cancelled,
+        "{transfer:?} {cancelled:?}"
+    );
+    assert!(closed.unwrap().contains("silent"));
+    let status = &router.relay.connectors(TENANT, &["node-mute".into()])[0];
+    assert!(!status.online && status.last_seen.is_some(), "{status:?}");
+    let offline = router
+        .relay
+        .stream(TENANT, "node-mute", "a.bin", 0, TransferOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(offline.status(), 503);
 }
 
 /// The loopback figure: a 64 MiB stream connector → router → HTTP client, debug build.
@@ -373,7 +592,9 @@ async fn stream_throughput_over_loopback() {
     let _connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
     router.wait_online("node-a", ONLINE).await;
     let started = Instant::now();
-    let response = reqwest::get(format!("{}/client/stream/big.bin", router.url)).await.unwrap();
+    let response = reqwest::get(format!("{}/client/stream/big.bin", router.url))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let mut first_byte = None;
     let mut received = Vec::with_capacity(bytes.len());

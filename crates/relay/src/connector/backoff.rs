@@ -124,7 +124,11 @@ mod tests {
         ];
         for &(attempt, after, unit, expected) in cases {
             let got = policy.delay(attempt, after.map(Duration::from_secs), unit);
-            assert_eq!(ms(got), expected, "attempt {attempt}, retry-after {after:?}, unit {unit}");
+            assert_eq!(
+                ms(got),
+                expected,
+                "attempt {attempt}, retry-after {after:?}, unit {unit}"
+            );
         }
     }
 
@@ -136,7 +140,11 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(17);
         for (retry_after, low, high) in [(None, 0.0, 1.0), (Some(10 * SECOND), 10.0, 20.0)] {
             let delays: Vec<f64> = (0..200)
-                .map(|_| Backoff::new(policy).next_delay(retry_after, &mut rng).as_secs_f64())
+                .map(|_| {
+                    Backoff::new(policy)
+                        .next_delay(retry_after, &mut rng)
+                        .as_secs_f64()
+                })
                 .collect();
             assert!(delays.iter().all(|d| (low..high).contains(d)), "{delays:?}");
             let mut buckets = [0usize; 10];
@@ -144,11 +152,16 @@ mod tests {
                 buckets[((d - low) / (high - low) * 10.0) as usize] += 1;
             }
             // Uniform would put 20 in each tenth; none empty or holding a crowd.
-            assert!(buckets.iter().all(|&n| (6..=40).contains(&n)), "{buckets:?}");
+            assert!(
+                buckets.iter().all(|&n| (6..=40).contains(&n)),
+                "{buckets:?}"
+            );
         }
         // Later attempts never exceed the cap, and keep spreading.
         let mut backoff = Backoff::new(policy);
-        let late: Vec<Duration> = (0..50).map(|_| backoff.next_delay(None, &mut rng)).collect();
+        let late: Vec<Duration> = (0..50)
+            .map(|_| backoff.next_delay(None, &mut rng))
+            .collect();
         assert!(late.iter().all(|d| *d < 60 * SECOND));
         assert!(late[10..].iter().any(|d| *d > 30 * SECOND));
         assert_eq!(backoff.attempt(), 50);

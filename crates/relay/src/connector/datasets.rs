@@ -48,12 +48,18 @@ struct CacheInner {
 
 impl HashCache {
     pub fn get(&self, version: &FileVersion) -> Option<String> {
-        let inner = self.inner.lock().expect("hash cache lock is never poisoned");
+        let inner = self
+            .inner
+            .lock()
+            .expect("hash cache lock is never poisoned");
         inner.hashes.get(version).cloned()
     }
 
     pub fn insert(&self, version: FileVersion, sha256: String) {
-        let mut inner = self.inner.lock().expect("hash cache lock is never poisoned");
+        let mut inner = self
+            .inner
+            .lock()
+            .expect("hash cache lock is never poisoned");
         if inner.hashes.insert(version.clone(), sha256).is_none() {
             inner.order.push_back(version);
         }
@@ -168,10 +174,16 @@ mod tests {
         let path = root.join("b.csv");
         let meta = std::fs::metadata(&path).unwrap();
         cache.insert(FileVersion::of(&path, &meta), "ab".repeat(32));
-        assert_eq!(stat(&root, "b.csv", &cache).unwrap().sha256, Some("ab".repeat(32)));
+        assert_eq!(
+            stat(&root, "b.csv", &cache).unwrap().sha256,
+            Some("ab".repeat(32))
+        );
         std::fs::write(&path, b"123456").unwrap();
         assert_eq!(stat(&root, "b.csv", &cache).unwrap().sha256, None);
-        assert_eq!(stat(&root, "out", &cache).unwrap_err(), PathRefusal::OutsideRoot);
+        assert_eq!(
+            stat(&root, "out", &cache).unwrap_err(),
+            PathRefusal::OutsideRoot
+        );
     }
 
     #[test]

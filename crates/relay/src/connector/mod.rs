@@ -109,7 +109,10 @@ pub(crate) struct Shared {
 
 /// Runs the connector until `shutdown`. Errors only for a bad configuration; every
 /// network failure is retried.
-pub async fn run(config: ConnectorConfig, shutdown: CancellationToken) -> Result<(), ConnectorError> {
+pub async fn run(
+    config: ConnectorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectorError> {
     let shared = Arc::new(prepare(config)?);
     let span = tracing::info_span!("connector", connector = %shared.config.id);
     reconnect_loop(shared, shutdown).instrument(span).await;
@@ -125,13 +128,22 @@ async fn reconnect_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
         };
         let retry_after = match end {
             SessionEnd::Shutdown => return,
-            SessionEnd::Lost { reason, retry_after } => {
-                tracing::warn!(attempt = backoff.attempt(), "control channel lost: {reason}");
+            SessionEnd::Lost {
+                reason,
+                retry_after,
+            } => {
+                tracing::warn!(
+                    attempt = backoff.attempt(),
+                    "control channel lost: {reason}"
+                );
                 retry_after
             }
         };
         let delay = backoff.next_delay(retry_after, &mut rand::rng());
-        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting after a delay");
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after a delay"
+        );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shutdown.cancelled() => return,
@@ -187,9 +199,17 @@ fn lost(reason: impl Into<String>) -> SessionEnd {
 }
 
 /// One control channel, from connecting to its end.
-async fn session(shared: &Arc<Shared>, shutdown: &CancellationToken, backoff: &mut Backoff) -> SessionEnd {
+async fn session(
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> SessionEnd {
     let config = &shared.config;
-    let url = format!("ws://{}{}", &shared.base_url["http://".len()..], paths::CHANNEL);
+    let url = format!(
+        "ws://{}{}",
+        &shared.base_url["http://".len()..],
+        paths::CHANNEL
+    );
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
@@ -209,24 +229,35 @@ async fn session(shared: &Arc<Shared>, shutdown: &CancellationToken, backoff: &m
     if let Err(err) = sink.send(Frame::text(encode(&hello))).await {
         return lost(format!("sending hello: {err}"));
     }
-    match tokio::time::timeout(config.request_timeout, next_message(&mut frames)).await {
-        Ok(Ok(Message::Welcome { .. })) => backoff.reset(),
-        Ok(Ok(Message::Close { reason, retry_after_secs })) => {
-            return SessionEnd::Lost {
-                reason: format!("refused by the router: {reason}"),
-                retry_after: retry_after_secs.map(Duration::from_secs),
+    let heartbeat_interval =
+        match tokio::time::timeout(config.request_timeout, next_message(&mut frames)).await {
+            Ok(Ok(Message::Welcome { heartbeat_secs })) => {
+                backoff.reset();
+                // The router's pace when it names one, so its silence limit fits ours.
+                match heartbeat_secs {
+                    0 => config.heartbeat_interval,
+                    secs => Duration::from_secs(secs),
+                }
             }
-        }
-        Ok(Ok(other)) => return lost(format!("expected welcome, got `{}`", other.kind())),
-        Ok(Err(reason)) => return lost(reason),
-        Err(_) => return lost("no welcome within the request timeout"),
-    }
+            Ok(Ok(Message::Close {
+                reason,
+                retry_after_secs,
+            })) => {
+                return SessionEnd::Lost {
+                    reason: format!("refused by the router: {reason}"),
+                    retry_after: retry_after_secs.map(Duration::from_secs),
+                }
+            }
+            Ok(Ok(other)) => return lost(format!("expected welcome, got `{}`", other.kind())),
+            Ok(Err(reason)) => return lost(reason),
+            Err(_) => return lost("no welcome within the request timeout"),
+        };
     tracing::info!("control channel open");
 
     let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX_MESSAGES);
     let mut transfers: HashMap<TransferId, CancellationToken> = HashMap::new();
     let mut tasks: JoinSet<Option<TransferId>> = JoinSet::new();
-    let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
+    let mut heartbeat = tokio::time::interval(heartbeat_interval);
     heartbeat.reset();
     let mut last_heard = Instant::now();
     let end = loop {

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use async_compression::tokio::bufread::ZstdEncoder;
 use bytes::Bytes;
 use futures_util::Stream;
-use tracing::Instrument;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{ReaderStream, StreamReader};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::datasets::FileVersion;
 use super::Shared;
@@ -65,7 +65,11 @@ struct ReadHashes {
 
 /// Serves `request` until done, failed (then reported with `POST …/fail`) or `cancel`led
 /// (the router asked: nothing to report).
-pub(crate) async fn serve(shared: Arc<Shared>, request: TransferRequest, cancel: CancellationToken) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    request: TransferRequest,
+    cancel: CancellationToken,
+) {
     let span = tracing::info_span!(
         "transfer",
         connector = %shared.config.id,
@@ -73,7 +77,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, request: TransferRequest, cancel:
         dataset = %request.dataset,
         mode = request.mode.as_str()
     );
-    serve_in_span(shared, request, cancel).instrument(span).await
+    serve_in_span(shared, request, cancel)
+        .instrument(span)
+        .await
 }
 
 async fn serve_in_span(shared: Arc<Shared>, request: TransferRequest, cancel: CancellationToken) {
@@ -97,7 +103,11 @@ pub(crate) async fn report_failure(shared: &Shared, request: &TransferRequest, f
         message: failure.message,
     };
     let sent = shared
-        .authorised(shared.http.post(shared.url(&paths::fail(&request.transfer))))
+        .authorised(
+            shared
+                .http
+                .post(shared.url(&paths::fail(&request.transfer))),
+        )
         .timeout(shared.config.request_timeout)
         .json(&report)
         .send()
@@ -125,7 +135,10 @@ async fn send(shared: &Arc<Shared>, request: &TransferRequest) -> Result<(), Fai
     if request.offset > version.size {
         return Err(Failure::new(
             ErrorCode::BadOffset,
-            format!("offset {} is past the end ({} bytes)", request.offset, version.size),
+            format!(
+                "offset {} is past the end ({} bytes)",
+                request.offset, version.size
+            ),
         ));
     }
     if let Some(upload) = &request.upload {
@@ -140,7 +153,14 @@ async fn send(shared: &Arc<Shared>, request: &TransferRequest) -> Result<(), Fai
         }
     }
     let known = shared.cache.get(&version);
-    let (chunks, hashes) = spawn_reader(shared.clone(), file, path, version.clone(), request.offset, known);
+    let (chunks, hashes) = spawn_reader(
+        shared.clone(),
+        file,
+        path,
+        version.clone(),
+        request.offset,
+        known,
+    );
     let body = chunk_stream(chunks);
     let response = match request.mode {
         Mode::Buffer | Mode::Stream => {
@@ -160,7 +180,10 @@ async fn send(shared: &Arc<Shared>, request: &TransferRequest) -> Result<(), Fai
             builder.body(body).send().await
         }
         Mode::Offload => {
-            let upload = request.upload.as_ref().expect("checked on decode: offload has a target");
+            let upload = request
+                .upload
+                .as_ref()
+                .expect("checked on decode: offload has a target");
             shared
                 .http
                 .put(&upload.url)
@@ -170,7 +193,8 @@ async fn send(shared: &Arc<Shared>, request: &TransferRequest) -> Result<(), Fai
                 .await
         }
     };
-    let response = response.map_err(|err| Failure::new(ErrorCode::Io, format!("sending the body: {err}")))?;
+    let response =
+        response.map_err(|err| Failure::new(ErrorCode::Io, format!("sending the body: {err}")))?;
     check_status(response, "the body").await?;
     let hashes = hashes
         .await
@@ -181,7 +205,11 @@ async fn send(shared: &Arc<Shared>, request: &TransferRequest) -> Result<(), Fai
         sent_sha256: hashes.sent,
     };
     let response = shared
-        .authorised(shared.http.post(shared.url(&paths::complete(&request.transfer))))
+        .authorised(
+            shared
+                .http
+                .post(shared.url(&paths::complete(&request.transfer))),
+        )
         .timeout(shared.config.request_timeout)
         .json(&report)
         .send()
@@ -198,7 +226,10 @@ async fn check_status(response: reqwest::Response, what: &str) -> Result<(), Fai
     let text = response.text().await.unwrap_or_default();
     Err(Failure::new(
         ErrorCode::Io,
-        format!("{what} was refused with {status}: {}", text.chars().take(300).collect::<String>()),
+        format!(
+            "{what} was refused with {status}: {}",
+            text.chars().take(300).collect::<String>()
+        ),
     ))
 }
 
@@ -248,7 +279,10 @@ fn spawn_reader(
                 if let Some(whole) = whole.as_mut() {
                     whole.update(&buf[..n]);
                 }
-                if chunk_tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                if chunk_tx
+                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                    .is_err()
+                {
                     // The request was dropped (cancelled or failed): stop reading.
                     return Ok(None);
                 }

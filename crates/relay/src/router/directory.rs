@@ -35,7 +35,10 @@ impl MemoryDirectory {
     /// unique across tenants, as the token lookup needs.
     pub fn register(&self, tenant: TenantId, id: &str, token: &str) {
         let mut connectors = self.connectors.write().expect("never poisoned");
-        connectors.insert(id.to_owned(), (tenant, Sha256::digest(token.as_bytes()).into()));
+        connectors.insert(
+            id.to_owned(),
+            (tenant, Sha256::digest(token.as_bytes()).into()),
+        );
     }
 
     /// Forgets connector `id`: its token no longer authenticates.
@@ -58,7 +61,9 @@ impl ConnectorDirectory for MemoryDirectory {
 
     async fn exists(&self, tenant: TenantId, id: &str) -> Result<bool, RelayError> {
         let connectors = self.connectors.read().expect("never poisoned");
-        Ok(connectors.get(id).is_some_and(|(owner, _)| *owner == tenant))
+        Ok(connectors
+            .get(id)
+            .is_some_and(|(owner, _)| *owner == tenant))
     }
 }
 
@@ -76,11 +81,27 @@ mod tests {
             ("cc:28:aa:00:00:02", "vg_right", None),
         ];
         for (id, token, expected) in cases {
-            assert_eq!(directory.authenticate(id, token).await.unwrap(), expected, "{id} {token}");
+            assert_eq!(
+                directory.authenticate(id, token).await.unwrap(),
+                expected,
+                "{id} {token}"
+            );
         }
-        assert!(directory.exists(TenantId(1), "cc:28:aa:00:00:01").await.unwrap());
-        assert!(!directory.exists(TenantId(2), "cc:28:aa:00:00:01").await.unwrap());
+        assert!(directory
+            .exists(TenantId(1), "cc:28:aa:00:00:01")
+            .await
+            .unwrap());
+        assert!(!directory
+            .exists(TenantId(2), "cc:28:aa:00:00:01")
+            .await
+            .unwrap());
         directory.revoke("cc:28:aa:00:00:01");
-        assert_eq!(directory.authenticate("cc:28:aa:00:00:01", "vg_right").await.unwrap(), None);
+        assert_eq!(
+            directory
+                .authenticate("cc:28:aa:00:00:01", "vg_right")
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

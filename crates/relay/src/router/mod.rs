@@ -36,7 +36,7 @@ pub use transfer::{
     BufferedTransfer, ConnectorCredentials, Offloaded, StreamTransfer, TransferSummary,
 };
 
-use crate::protocol::{encode, DatasetInfo, Message, Mode, OFFLINE_AFTER};
+use crate::protocol::{encode, DatasetInfo, Message, OFFLINE_AFTER};
 use crate::RelayError;
 use transfer::Slot;
 
@@ -132,7 +132,9 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("stats", &self.stats()).finish()
+        f.debug_struct("Relay")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -205,7 +207,11 @@ impl Relay {
         id: &str,
     ) -> Result<(Vec<DatasetInfo>, bool), RelayError> {
         let key = self.inner.live_key(tenant, id).await?;
-        match self.inner.ask(&key, |request| Message::ListDatasets { request }).await? {
+        match self
+            .inner
+            .ask(&key, |request| Message::ListDatasets { request })
+            .await?
+        {
             Message::Datasets {
                 datasets,
                 truncated,
@@ -230,7 +236,8 @@ impl Relay {
                     id: id.clone(),
                 };
                 let channel = channels.get(&key);
-                let online = channel.is_some_and(|c| now - c.last_heard < self.inner.config.offline_after);
+                let online =
+                    channel.is_some_and(|c| now - c.last_heard < self.inner.config.offline_after);
                 let heard = channel.map(|c| wall - (now - c.last_heard));
                 let mut in_flight: Vec<TransferSummary> = transfers
                     .values()
@@ -287,13 +294,17 @@ fn unexpected(message: &Message) -> RelayError {
 
 impl Inner {
     fn lock_channels(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectorKey, Channel>> {
-        self.channels.lock().expect("channel registry lock is never poisoned")
+        self.channels
+            .lock()
+            .expect("channel registry lock is never poisoned")
     }
 
     fn lock_transfers(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<crate::protocol::TransferId, Arc<Slot>>> {
-        self.transfers.lock().expect("transfer registry lock is never poisoned")
+        self.transfers
+            .lock()
+            .expect("transfer registry lock is never poisoned")
     }
 
     fn next_id(&self) -> u64 {
@@ -336,7 +347,9 @@ impl Inner {
         let send = outbox.send(Outbound::Text(encode(message)));
         match tokio::time::timeout(self.config.request_timeout, send).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(RelayError::ConnectorGone("its control channel closed".into())),
+            Ok(Err(_)) => Err(RelayError::ConnectorGone(
+                "its control channel closed".into(),
+            )),
             Err(_) => Err(RelayError::TimedOut(self.config.request_timeout)),
         }
     }
@@ -373,7 +386,9 @@ impl Inner {
         }
         match answer {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(RelayError::ConnectorGone("its control channel closed".into())),
+            Ok(Err(_)) => Err(RelayError::ConnectorGone(
+                "its control channel closed".into(),
+            )),
             Err(_) => Err(RelayError::TimedOut(self.config.request_timeout)),
         }
     }
@@ -384,9 +399,4 @@ impl Inner {
             message: "offloading needs object storage, and none is configured".into(),
         })
     }
-}
-
-/// Mode label for metrics.
-fn mode_label(mode: Mode) -> &'static str {
-    mode.as_str()
 }

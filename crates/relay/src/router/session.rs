@@ -102,8 +102,12 @@ where
     run(inner, key, incoming, outbound).instrument(span).await
 }
 
-async fn run<S>(inner: Arc<Inner>, key: ConnectorKey, mut incoming: S, outbound: mpsc::Sender<Outbound>)
-where
+async fn run<S>(
+    inner: Arc<Inner>,
+    key: ConnectorKey,
+    mut incoming: S,
+    outbound: mpsc::Sender<Outbound>,
+) where
     S: Stream<Item = Inbound> + Send + Unpin,
 {
     let session = inner.next_id();
@@ -131,7 +135,11 @@ where
         heartbeat_secs: inner.config.heartbeat_interval.as_secs(),
     };
     let mut end = "the connector closed the channel".to_owned();
-    if outbound.send(Outbound::Text(encode(&welcome))).await.is_ok() {
+    if outbound
+        .send(Outbound::Text(encode(&welcome)))
+        .await
+        .is_ok()
+    {
         loop {
             let next = tokio::select! {
                 () = close_signal.cancelled() => {
@@ -210,7 +218,13 @@ fn handle(
             message,
             ..
         } => {
-            answer(inner, key, session, request, Err((code, message)).map_err(connector_error));
+            answer(
+                inner,
+                key,
+                session,
+                request,
+                Err(connector_error((code, message))),
+            );
             Ok(())
         }
         Message::Error {
@@ -258,7 +272,9 @@ pub(crate) fn connector_error((code, message): (ErrorCode, String)) -> RelayErro
             field: "offset",
             message,
         },
-        ErrorCode::Busy | ErrorCode::Io | ErrorCode::Malformed => RelayError::ConnectorFailed(message),
+        ErrorCode::Busy | ErrorCode::Io | ErrorCode::Malformed => {
+            RelayError::ConnectorFailed(message)
+        }
     }
 }
 
@@ -282,7 +298,12 @@ fn answer(
     }
 }
 
-fn fail_transfer(inner: &Inner, key: &ConnectorKey, transfer: &crate::protocol::TransferId, err: RelayError) {
+fn fail_transfer(
+    inner: &Inner,
+    key: &ConnectorKey,
+    transfer: &crate::protocol::TransferId,
+    err: RelayError,
+) {
     let slot = inner.lock_transfers().get(transfer).cloned();
     // Only the transfer's own connector can fail it.
     if let Some(slot) = slot.filter(|s| s.key == *key) {
@@ -291,10 +312,18 @@ fn fail_transfer(inner: &Inner, key: &ConnectorKey, transfer: &crate::protocol::
 }
 
 /// Counts and logs a protocol violation and closes the channel naming it.
-async fn malformed(inner: &Inner, outbound: &mpsc::Sender<Outbound>, key: Option<&ConnectorKey>, why: &str) {
+async fn malformed(
+    inner: &Inner,
+    outbound: &mpsc::Sender<Outbound>,
+    key: Option<&ConnectorKey>,
+    why: &str,
+) {
     inner.malformed.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("vigia_relay_malformed_messages_total").increment(1);
-    tracing::warn!(connector = key.map(|k| k.id.as_str()), "malformed control message, closing: {why}");
+    tracing::warn!(
+        connector = key.map(|k| k.id.as_str()),
+        "malformed control message, closing: {why}"
+    );
     let error = Message::Error {
         request: None,
         transfer: None,
@@ -329,11 +358,10 @@ fn end_session(inner: &Inner, key: &ConnectorKey, session: u64, why: &str) {
         }
     };
     if let Some(channel) = removed {
-        inner
-            .last_seen
-            .lock()
-            .expect("never poisoned")
-            .insert(key.clone(), SystemTime::now() - channel.last_heard.elapsed());
+        inner.last_seen.lock().expect("never poisoned").insert(
+            key.clone(),
+            SystemTime::now() - channel.last_heard.elapsed(),
+        );
         // Dropping the waiters answers every pending request with "channel closed".
         drop(channel.pending);
     }
@@ -344,6 +372,11 @@ fn end_session(inner: &Inner, key: &ConnectorKey, session: u64, why: &str) {
         .cloned()
         .collect();
     for slot in orphans {
-        slot.finish(inner, Err(RelayError::ConnectorGone(format!("its control channel closed: {why}"))));
+        slot.finish(
+            inner,
+            Err(RelayError::ConnectorGone(format!(
+                "its control channel closed: {why}"
+            ))),
+        );
     }
 }

@@ -14,7 +14,10 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 pub enum BufferedBody {
     Memory(Bytes),
     /// Spilled: `len` bytes from the start of `file`, positioned at 0.
-    File { file: tokio::fs::File, len: u64 },
+    File {
+        file: tokio::fs::File,
+        len: u64,
+    },
 }
 
 impl BufferedBody {

@@ -25,7 +25,7 @@ use vigia_objects::{ObjectKey, PresignMethod};
 
 use super::session::connector_error;
 use super::spool::{Buffered, Spool};
-use super::{mode_label, ConnectorKey, Inner, Relay, TransferOptions, MAX_OFFLOAD_BYTES};
+use super::{ConnectorKey, Inner, Relay, TransferOptions, MAX_OFFLOAD_BYTES};
 use crate::protocol::{
     hex, CompleteReport, DatasetInfo, FailReport, Message, Mode, TransferId, TransferRequest,
     UploadTarget,
@@ -137,9 +137,9 @@ impl Slot {
         // Drop what an unfinished upload left behind (a spool, the client's queue).
         self.stream_tx.lock().expect("never poisoned").take();
         self.carried.lock().expect("never poisoned").take();
-        metrics::counter!("vigia_relay_transfers_total", "mode" => mode_label(self.mode), "outcome" => label)
+        metrics::counter!("vigia_relay_transfers_total", "mode" => self.mode.as_str(), "outcome" => label)
             .increment(1);
-        metrics::histogram!("vigia_relay_transfer_seconds", "mode" => mode_label(self.mode))
+        metrics::histogram!("vigia_relay_transfer_seconds", "mode" => self.mode.as_str())
             .record(self.started.elapsed().as_secs_f64());
         tracing::info!(transfer = %self.id, connector = %self.key.id, outcome = label, "transfer finished");
         let _ = done.send(outcome);
@@ -149,9 +149,10 @@ impl Slot {
     fn progressed(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         *self.last_progress.lock().expect("never poisoned") = Instant::now();
-        metrics::counter!("vigia_relay_bytes_total", "mode" => mode_label(self.mode)).increment(n as u64);
+        metrics::counter!("vigia_relay_bytes_total", "mode" => self.mode.as_str())
+            .increment(n as u64);
         if !self.first_byte.swap(true, Ordering::Relaxed) {
-            metrics::histogram!("vigia_relay_first_byte_seconds", "mode" => mode_label(self.mode))
+            metrics::histogram!("vigia_relay_first_byte_seconds", "mode" => self.mode.as_str())
                 .record(self.started.elapsed().as_secs_f64());
         }
     }
@@ -204,7 +205,9 @@ impl ClientGuard {
             match tokio::time::timeout(timeout - idle, &mut *done).await {
                 Ok(Ok(outcome)) => return outcome,
                 Ok(Err(_)) => {
-                    return Err(RelayError::Internal("the transfer ended without an outcome".into()))
+                    return Err(RelayError::Internal(
+                        "the transfer ended without an outcome".into(),
+                    ))
                 }
                 Err(_) => continue,
             }
@@ -326,7 +329,11 @@ where
 {
     let body = body.map_err(|err| std::io::Error::other(err.to_string()));
     if zstd {
-        ReaderStream::with_capacity(ZstdDecoder::new(StreamReader::new(body)), STREAM_PIECE_BYTES).boxed()
+        ReaderStream::with_capacity(
+            ZstdDecoder::new(StreamReader::new(body)),
+            STREAM_PIECE_BYTES,
+        )
+        .boxed()
     } else {
         body.boxed()
     }
@@ -342,15 +349,17 @@ impl Relay {
         dataset: &str,
         options: TransferOptions,
     ) -> Result<BufferedTransfer, RelayError> {
-        let (guard, mut done, _) = self.begin(tenant, connector, dataset, Mode::Buffer, 0, options).await?;
+        let (guard, mut done, _) = self
+            .begin(tenant, connector, dataset, Mode::Buffer, 0, options)
+            .await?;
         let finished = guard.wait(&mut done).await?;
         Ok(BufferedTransfer {
             transfer: guard.slot.id.clone(),
             size: finished.report.size,
             sha256: finished.report.sha256,
-            body: finished
-                .buffered
-                .ok_or_else(|| RelayError::Internal("a buffered transfer without its body".into()))?,
+            body: finished.buffered.ok_or_else(|| {
+                RelayError::Internal("a buffered transfer without its body".into())
+            })?,
         })
     }
 
@@ -363,7 +372,9 @@ impl Relay {
         offset: u64,
         options: TransferOptions,
     ) -> Result<StreamTransfer, RelayError> {
-        let (guard, done, chunks) = self.begin(tenant, connector, dataset, Mode::Stream, offset, options).await?;
+        let (guard, done, chunks) = self
+            .begin(tenant, connector, dataset, Mode::Stream, offset, options)
+            .await?;
         Ok(StreamTransfer {
             transfer: guard.slot.id.clone(),
             size: guard.slot.size,
@@ -387,7 +398,9 @@ impl Relay {
         dataset: &str,
         options: TransferOptions,
     ) -> Result<Offloaded, RelayError> {
-        let (guard, mut done, _) = self.begin(tenant, connector, dataset, Mode::Offload, 0, options).await?;
+        let (guard, mut done, _) = self
+            .begin(tenant, connector, dataset, Mode::Offload, 0, options)
+            .await?;
         let finished = guard.wait(&mut done).await?;
         finished
             .offloaded
@@ -402,10 +415,18 @@ impl Relay {
         mode: Mode,
         offset: u64,
         options: TransferOptions,
-    ) -> Result<(ClientGuard, oneshot::Receiver<Result<Finished, RelayError>>, Option<mpsc::Receiver<Bytes>>), RelayError> {
+    ) -> Result<
+        (
+            ClientGuard,
+            oneshot::Receiver<Result<Finished, RelayError>>,
+            Option<mpsc::Receiver<Bytes>>,
+        ),
+        RelayError,
+    > {
         let inner = &self.inner;
         // Refused here already, so a traversal never reaches the connector.
-        safe_path::check_name(dataset).map_err(|refusal| RelayError::from_refusal(dataset, &refusal))?;
+        safe_path::check_name(dataset)
+            .map_err(|refusal| RelayError::from_refusal(dataset, &refusal))?;
         if mode == Mode::Offload && options.zstd {
             return Err(RelayError::BadRequest {
                 field: "zstd",
@@ -415,12 +436,13 @@ impl Relay {
         if mode != Mode::Stream && offset != 0 {
             return Err(RelayError::BadRequest {
                 field: "offset",
-                message: "only a stream resumes from an offset (an offloaded object by Range)".into(),
+                message: "only a stream resumes from an offset (an offloaded object by Range)"
+                    .into(),
             });
         }
         if inner.lock_transfers().len() >= inner.config.max_transfers {
-            return Err(RelayError::Offline {
-                connector: connector.to_owned(),
+            return Err(RelayError::Busy {
+                limit: inner.config.max_transfers,
                 retry_after: inner.config.retry_after,
             });
         }
@@ -462,7 +484,10 @@ impl Relay {
                 let target = UploadTarget {
                     url: url.url,
                     content_length: info.size,
-                    expires_at: url.expires_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                    expires_at: url
+                        .expires_at
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
                 };
                 (Some(key), Some(target))
             }
@@ -562,7 +587,12 @@ impl Relay {
             transfer: transfer.to_owned(),
         };
         let id = TransferId::parse(transfer).map_err(|_| unknown())?;
-        let slot = self.inner.lock_transfers().get(&id).cloned().ok_or_else(unknown)?;
+        let slot = self
+            .inner
+            .lock_transfers()
+            .get(&id)
+            .cloned()
+            .ok_or_else(unknown)?;
         if slot.key.tenant != tenant || slot.key.id != credentials.id {
             return Err(unknown());
         }
@@ -585,7 +615,10 @@ impl Relay {
             });
         }
         if slot.upload_started.swap(true, Ordering::AcqRel) {
-            return Err(RelayError::Conflict(format!("transfer {} was uploaded already", slot.id)));
+            return Err(RelayError::Conflict(format!(
+                "transfer {} was uploaded already",
+                slot.id
+            )));
         }
         Ok(())
     }
@@ -606,7 +639,11 @@ impl Relay {
         let slot = self.connector_slot(credentials, transfer).await?;
         Self::check_upload(&slot, Mode::Buffer, zstd)?;
         let inner = &self.inner;
-        let mut spool = Spool::new(inner.config.buffer_memory_bytes, &inner.config.spill_dir, inner.gauge.clone());
+        let mut spool = Spool::new(
+            inner.config.buffer_memory_bytes,
+            &inner.config.spill_dir,
+            inner.gauge.clone(),
+        );
         let mut body = original_bytes(body, zstd);
         let mut hasher = Sha256::new();
         let mut carried = 0u64;
@@ -712,7 +749,13 @@ impl Relay {
         Err(err)
     }
 
-    fn carried(&self, slot: &Slot, bytes: u64, sha256: String, buffered: Option<Buffered>) -> Result<(), RelayError> {
+    fn carried(
+        &self,
+        slot: &Slot,
+        bytes: u64,
+        sha256: String,
+        buffered: Option<Buffered>,
+    ) -> Result<(), RelayError> {
         if bytes != slot.expected_bytes() {
             let err = RelayError::Integrity(format!(
                 "the upload ended after {bytes} of {} bytes",
@@ -749,13 +792,25 @@ impl Relay {
     async fn verify(&self, slot: &Slot, report: CompleteReport) -> Result<Finished, RelayError> {
         let mismatch = |what: String| Err(RelayError::Integrity(what));
         if report.size != slot.size {
-            return mismatch(format!("the file is {} bytes now, {} at the start", report.size, slot.size));
+            return mismatch(format!(
+                "the file is {} bytes now, {} at the start",
+                report.size, slot.size
+            ));
         }
         if slot.offset == 0 && report.sha256 != report.sent_sha256 {
-            return mismatch("from offset 0 the sent bytes are the whole file, yet their hashes differ".into());
+            return mismatch(
+                "from offset 0 the sent bytes are the whole file, yet their hashes differ".into(),
+            );
         }
-        if let Some(announced) = slot.announced_sha256.as_ref().filter(|a| **a != report.sha256) {
-            return mismatch(format!("SHA-256 {} is not the {announced} announced", report.sha256));
+        if let Some(announced) = slot
+            .announced_sha256
+            .as_ref()
+            .filter(|a| **a != report.sha256)
+        {
+            return mismatch(format!(
+                "SHA-256 {} is not the {announced} announced",
+                report.sha256
+            ));
         }
         if slot.mode == Mode::Offload {
             let objects = self.inner.objects()?;
@@ -765,7 +820,10 @@ impl Relay {
                 .await
                 .map_err(|err| RelayError::Integrity(format!("the uploaded object: {err}")))?;
             if meta.size != slot.size {
-                return mismatch(format!("the object holds {} of {} bytes", meta.size, slot.size));
+                return mismatch(format!(
+                    "the object holds {} of {} bytes",
+                    meta.size, slot.size
+                ));
             }
             let url = objects
                 .presign(PresignMethod::Get, key, self.inner.config.offload_expiry)
@@ -821,7 +879,9 @@ impl Relay {
                 dataset: slot.dataset.clone(),
                 reason,
             },
-            RelayError::BadRequest { field: "offset", .. } => RelayError::BadOffset {
+            RelayError::BadRequest {
+                field: "offset", ..
+            } => RelayError::BadOffset {
                 offset: slot.offset,
                 size: slot.size,
             },

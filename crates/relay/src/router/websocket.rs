@@ -52,7 +52,9 @@ pub async fn serve(relay: Relay, socket: WebSocket) {
     let incoming = futures_util::stream::poll_fn(move |cx| loop {
         return match futures_util::ready!(frames.poll_next_unpin(cx)) {
             None | Some(Err(_)) | Some(Ok(Frame::Close(_))) => std::task::Poll::Ready(None),
-            Some(Ok(Frame::Text(text))) => std::task::Poll::Ready(Some(Inbound::Text(text.to_string()))),
+            Some(Ok(Frame::Text(text))) => {
+                std::task::Poll::Ready(Some(Inbound::Text(text.to_string())))
+            }
             Some(Ok(Frame::Binary(_))) => std::task::Poll::Ready(Some(Inbound::Invalid(
                 "a binary frame on the control channel".into(),
             ))),

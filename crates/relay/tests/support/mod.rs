@@ -75,7 +75,12 @@ async fn channel(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Resp
     websocket::upgrade(app.relay, upgrade)
 }
 
-async fn result(State(app): State<AppState>, UrlPath(id): UrlPath<String>, headers: HeaderMap, body: Body) -> Answer {
+async fn result(
+    State(app): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
     let creds = credentials(&headers)?;
     app.relay
         .accept_result(&creds, &id, zstd(&headers), body.into_data_stream())
@@ -98,7 +103,13 @@ async fn stream(
 ) -> Answer {
     let creds = credentials(&headers)?;
     app.relay
-        .accept_stream(&creds, &id, query.offset, zstd(&headers), body.into_data_stream())
+        .accept_stream(
+            &creds,
+            &id,
+            query.offset,
+            zstd(&headers),
+            body.into_data_stream(),
+        )
         .await
         .map_err(Problem)?;
     Ok(StatusCode::NO_CONTENT)
@@ -111,7 +122,10 @@ async fn complete(
     Json(report): Json<CompleteReport>,
 ) -> Answer {
     let creds = credentials(&headers)?;
-    app.relay.accept_complete(&creds, &id, report).await.map_err(Problem)?;
+    app.relay
+        .accept_complete(&creds, &id, report)
+        .await
+        .map_err(Problem)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,7 +136,10 @@ async fn fail(
     Json(report): Json<FailReport>,
 ) -> Answer {
     let creds = credentials(&headers)?;
-    app.relay.accept_fail(&creds, &id, report).await.map_err(Problem)?;
+    app.relay
+        .accept_fail(&creds, &id, report)
+        .await
+        .map_err(Problem)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -133,7 +150,10 @@ async fn put_object(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let grant = match app.objects.verify_signed("PUT", &key, query.as_deref().unwrap_or("")) {
+    let grant = match app
+        .objects
+        .verify_signed("PUT", &key, query.as_deref().unwrap_or(""))
+    {
         Ok(grant) => grant,
         Err(err) => return (StatusCode::FORBIDDEN, err.to_string()).into_response(),
     };
@@ -144,7 +164,10 @@ async fn put_object(
     if let Err(err) = grant.check_content_length(length) {
         return (StatusCode::FORBIDDEN, err.to_string()).into_response();
     }
-    let upload = body.into_data_stream().map_err(std::io::Error::other).boxed();
+    let upload = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
     match app.objects.put(&grant.key, upload, length).await {
         Ok(_) => StatusCode::OK.into_response(),
         Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
@@ -157,7 +180,10 @@ async fn get_object(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let grant = match app.objects.verify_signed("GET", &key, query.as_deref().unwrap_or("")) {
+    let grant = match app
+        .objects
+        .verify_signed("GET", &key, query.as_deref().unwrap_or(""))
+    {
         Ok(grant) => grant,
         Err(err) => return (StatusCode::FORBIDDEN, err.to_string()).into_response(),
     };
@@ -176,8 +202,16 @@ async fn get_object(
     };
     match app.objects.get(&grant.key, range).await {
         Ok(object) => {
-            let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
-            let body = Body::from_stream(object.stream.map_err(|e| std::io::Error::other(e.to_string())));
+            let status = if range.is_some() {
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            let body = Body::from_stream(
+                object
+                    .stream
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+            );
             (status, body).into_response()
         }
         Err(err) => (StatusCode::NOT_FOUND, err.to_string()).into_response(),
@@ -186,7 +220,11 @@ async fn get_object(
 
 /// A client route: a streamed transfer as a chunked HTTP body (for the loopback figure).
 async fn client_stream(State(app): State<AppState>, UrlPath(dataset): UrlPath<String>) -> Response {
-    match app.relay.stream(TENANT, "node-a", &dataset, 0, TransferOptions::default()).await {
+    match app
+        .relay
+        .stream(TENANT, "node-a", &dataset, 0, TransferOptions::default())
+        .await
+    {
         Ok(transfer) => Body::from_stream(transfer.into_stream()).into_response(),
         Err(err) => Problem(err).into_response(),
     }
@@ -269,7 +307,10 @@ impl Router {
             if self.relay.connectors(TENANT, &[id.to_owned()])[0].online {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < limit, "connector {id} did not come online within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "connector {id} did not come online within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -278,7 +319,11 @@ impl Router {
     pub async fn wait_idle(&self, limit: Duration) {
         let start = Instant::now();
         while self.relay.stats().transfers_in_flight > 0 {
-            assert!(start.elapsed() < limit, "transfers still in flight: {:?}", self.relay.stats());
+            assert!(
+                start.elapsed() < limit,
+                "transfers still in flight: {:?}",
+                self.relay.stats()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -334,7 +379,10 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
