@@ -583,6 +583,114 @@ async fn a_silent_connector_times_out_and_goes_offline() {
     assert_eq!(offline.status(), 503);
 }
 
+/// A connector that misbehaves on the data requests: every lie is caught, answered with
+/// its status, and turned into the client's error; nothing is left in flight.
+#[tokio::test]
+async fn a_lying_connector_is_caught() {
+    let router = Router::start(|_| {}).await;
+    router.directory.register(TENANT, "node-fake", "vg_fake");
+    let mut fake = FakeConnector::start(&router, "node-fake", "vg_fake", 1000).await;
+    router.wait_online("node-fake", ONLINE).await;
+    let bytes = random_bytes(1001, 8);
+    let sha = sha256_hex(&bytes[..1000]);
+    let start_stream = |offset: u64| {
+        let relay = router.relay.clone();
+        tokio::spawn(async move {
+            let mut stream = relay
+                .stream(
+                    TENANT,
+                    "node-fake",
+                    "a.bin",
+                    offset,
+                    TransferOptions::default(),
+                )
+                .await?;
+            read_all(&mut stream)
+                .await
+                .map(|got| (got, stream.sha256().map(str::to_owned)))
+        })
+    };
+    let complete = |sent: &str| CompleteReport {
+        size: 1000,
+        sha256: sha.clone(),
+        sent_sha256: sent.to_owned(),
+    };
+    let status = |response: reqwest::Response| response.status().as_u16();
+
+    // (body length, reported sent hash, status of the upload, status of complete)
+    let lies: [(usize, String, u16, Option<u16>); 3] = [
+        (1000, "0".repeat(64), 204, Some(502)),
+        (1001, sha.clone(), 502, None),
+        (999, sha.clone(), 502, None),
+    ];
+    for (len, sent, upload_status, complete_status) in lies {
+        let client = start_stream(0);
+        let request = fake.transfers.recv().await.unwrap();
+        let upload = fake
+            .post(&router, &paths::stream(&request.transfer, 0))
+            .body(bytes[..len].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(upload), upload_status, "body of {len}");
+        if let Some(expected) = complete_status {
+            let done = fake
+                .post(&router, &paths::complete(&request.transfer))
+                .json(&complete(&sent))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(status(done), expected);
+        }
+        let err = client.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, RelayError::Integrity(_)),
+            "body of {len}: {err}"
+        );
+        router.wait_idle(Duration::from_secs(2)).await;
+    }
+
+    // Wrong offset 416, wrong endpoint 409, then the honest upload; a second one is 409.
+    let client = start_stream(0);
+    let request = fake.transfers.recv().await.unwrap();
+    let id = &request.transfer;
+    let upload = |path: String| {
+        fake.post(&router, &path)
+            .body(bytes[..1000].to_vec())
+            .send()
+    };
+    assert_eq!(status(upload(paths::stream(id, 5)).await.unwrap()), 416);
+    assert_eq!(status(upload(paths::result(id)).await.unwrap()), 409);
+    assert_eq!(status(upload(paths::stream(id, 0)).await.unwrap()), 204);
+    assert_eq!(status(upload(paths::stream(id, 0)).await.unwrap()), 409);
+    let done = fake
+        .post(&router, &paths::complete(id))
+        .json(&complete(&sha))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(done), 204);
+    let (got, got_sha) = client.await.unwrap().unwrap();
+    assert!(got == bytes[..1000]);
+    assert_eq!(got_sha.as_deref(), Some(sha.as_str()));
+
+    // A connector's `fail` reaches the client with its meaning.
+    let client = start_stream(0);
+    let request = fake.transfers.recv().await.unwrap();
+    let failed = fake
+        .post(&router, &paths::fail(&request.transfer))
+        .json(&vigia_relay::protocol::FailReport {
+            code: vigia_relay::protocol::ErrorCode::DatasetMissing,
+            message: "deleted meanwhile".into(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(failed), 204);
+    assert_eq!(client.await.unwrap().unwrap_err().status(), 404);
+    router.wait_idle(Duration::from_secs(2)).await;
+}
+
 /// The loopback figure: a 64 MiB stream connector → router → HTTP client, debug build.
 #[tokio::test]
 async fn stream_throughput_over_loopback() {

@@ -388,3 +388,74 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().to_owned()
 }
+
+/// A hand-driven connector on a raw WebSocket: it answers every `stat` with `size` bytes
+/// and hands each transfer request to the test, which then plays the data requests (well
+/// or badly) itself.
+pub struct FakeConnector {
+    pub transfers: tokio::sync::mpsc::Receiver<vigia_relay::protocol::TransferRequest>,
+    pub id: String,
+    pub token: String,
+    task: JoinHandle<()>,
+}
+
+impl FakeConnector {
+    pub async fn start(router: &Router, id: &str, token: &str, size: u64) -> Self {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message as Frame;
+        use vigia_relay::protocol::{decode, encode, paths, DatasetInfo, Message};
+        let url = format!("ws://{}{}", router.addr, paths::CHANNEL);
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let hello = Message::Hello {
+            connector: id.into(),
+            token: token.into(),
+            agent: "fake".into(),
+        };
+        socket.send(Frame::text(encode(&hello))).await.unwrap();
+        let (tx, transfers) = tokio::sync::mpsc::channel(16);
+        let task = tokio::spawn(async move {
+            while let Some(Ok(frame)) = socket.next().await {
+                let Frame::Text(text) = frame else { continue };
+                match decode(&text).unwrap() {
+                    Message::Stat { request, dataset } => {
+                        let info = DatasetInfo {
+                            name: dataset,
+                            size,
+                            mtime_ms: 0,
+                            sha256: None,
+                        };
+                        let answer = Message::DatasetStat {
+                            request,
+                            dataset: info,
+                        };
+                        socket.send(Frame::text(encode(&answer))).await.unwrap();
+                    }
+                    Message::Transfer(request) => {
+                        let _ = tx.send(request).await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Self {
+            transfers,
+            id: id.into(),
+            token: token.into(),
+            task,
+        }
+    }
+
+    /// A data request to the router with this connector's credentials.
+    pub fn post(&self, router: &Router, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(format!("{}{path}", router.url))
+            .header(vigia_relay::protocol::CONNECTOR_HEADER, &self.id)
+            .bearer_auth(&self.token)
+    }
+}
+
+impl Drop for FakeConnector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
