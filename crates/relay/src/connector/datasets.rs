@@ -13,6 +13,13 @@ use crate::safe_path::{self, PathRefusal};
 /// Deepest directory level a listing descends to.
 pub const MAX_LIST_DEPTH: usize = 16;
 
+/// The encoded size a listing may reach, half a control message: each entry is counted as
+/// its name plus [`LISTING_ENTRY_OVERHEAD`] bytes (field names, numbers, a hash).
+pub const LISTING_BUDGET_BYTES: usize = crate::protocol::MAX_MESSAGE_BYTES / 2;
+
+/// What one listed entry costs in the message besides its name (generously).
+const LISTING_ENTRY_OVERHEAD: usize = 160;
+
 /// Most hashes kept; the oldest goes first past it.
 pub const HASH_CACHE_ENTRIES: usize = 4096;
 
@@ -96,13 +103,15 @@ pub fn stat(root: &Path, name: &str, cache: &HashCache) -> Result<DatasetInfo, P
 }
 
 /// Every dataset under the canonical `root`, sorted by name, at most
-/// [`MAX_LISTED_DATASETS`] (then `true`: truncated). Only names [`safe_path::resolve`]
+/// [`MAX_LISTED_DATASETS`] and [`LISTING_BUDGET_BYTES`] (then `true`: truncated), so the
+/// answer always fits one control message. Only names [`safe_path::resolve`]
 /// accepts are listed, so everything listed can be fetched: symlinks leading outside the
 /// root, special files and names with escapes that read as traversal are left out.
 /// Blocking.
 pub fn list(root: &Path, cache: &HashCache) -> (Vec<DatasetInfo>, bool) {
     let mut found = Vec::new();
     let mut truncated = false;
+    let mut budget = LISTING_BUDGET_BYTES;
     let mut dirs = vec![(root.to_owned(), 0usize)];
     while let Some((dir, depth)) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -133,10 +142,12 @@ pub fn list(root: &Path, cache: &HashCache) -> (Vec<DatasetInfo>, bool) {
             let Ok(meta) = std::fs::metadata(&target) else {
                 continue;
             };
-            if found.len() == MAX_LISTED_DATASETS {
+            let cost = name.len() + LISTING_ENTRY_OVERHEAD;
+            if found.len() == MAX_LISTED_DATASETS || cost > budget {
                 truncated = true;
                 break;
             }
+            budget -= cost;
             found.push(info(name, &target, &meta, cache));
         }
         if truncated {

@@ -290,55 +290,16 @@ async fn session(
                 match message {
                     Message::Heartbeat => {}
                     Message::ListDatasets { request } => {
-                        let (shared, outbox) = (shared.clone(), outbox.clone());
-                        tasks.spawn(async move {
-                            let root = shared.root.clone();
-                            let listed = tokio::task::spawn_blocking(move || {
-                                datasets::list(&root, &shared.cache)
-                            })
-                            .await;
-                            let answer = match listed {
-                                Ok((datasets, truncated)) => Message::Datasets { request, datasets, truncated },
-                                Err(err) => Message::Error {
-                                    request: Some(request),
-                                    transfer: None,
-                                    code: ErrorCode::Io,
-                                    message: err.to_string(),
-                                },
-                            };
-                            let _ = outbox.send(answer).await;
-                            None
+                        answer_in_background(&mut tasks, shared, &outbox, request, move |shared| {
+                            let (datasets, truncated) = datasets::list(&shared.root, &shared.cache);
+                            Ok(Message::Datasets { request, datasets, truncated })
                         });
                     }
                     Message::Stat { request, dataset } => {
-                        let (shared, outbox) = (shared.clone(), outbox.clone());
-                        tasks.spawn(async move {
-                            let root = shared.root.clone();
-                            let name = dataset.clone();
-                            let stat = tokio::task::spawn_blocking(move || {
-                                datasets::stat(&root, &name, &shared.cache)
-                            })
-                            .await;
-                            let answer = match stat {
-                                Ok(Ok(info)) => Message::DatasetStat { request, dataset: info },
-                                Ok(Err(refusal)) => {
-                                    let failure = Failure::refused(&refusal);
-                                    Message::Error {
-                                        request: Some(request),
-                                        transfer: None,
-                                        code: failure.code,
-                                        message: failure.message,
-                                    }
-                                }
-                                Err(err) => Message::Error {
-                                    request: Some(request),
-                                    transfer: None,
-                                    code: ErrorCode::Io,
-                                    message: err.to_string(),
-                                },
-                            };
-                            let _ = outbox.send(answer).await;
-                            None
+                        answer_in_background(&mut tasks, shared, &outbox, request, move |shared| {
+                            let info = datasets::stat(&shared.root, &dataset, &shared.cache)
+                                .map_err(|refusal| Failure::refused(&refusal))?;
+                            Ok(Message::DatasetStat { request, dataset: info })
                         });
                     }
                     Message::Transfer(request) => {
@@ -383,6 +344,31 @@ async fn session(
     end
 }
 
+/// Answers control request `request` with `work`, run on a blocking thread (it reads the
+/// disk); a failure is answered as an `error` naming the request.
+fn answer_in_background(
+    tasks: &mut JoinSet<Option<TransferId>>,
+    shared: &Arc<Shared>,
+    outbox: &mpsc::Sender<Message>,
+    request: u64,
+    work: impl FnOnce(&Shared) -> Result<Message, Failure> + Send + 'static,
+) {
+    let (shared, outbox) = (shared.clone(), outbox.clone());
+    tasks.spawn(async move {
+        let outcome = tokio::task::spawn_blocking(move || work(&shared))
+            .await
+            .unwrap_or_else(|err| Err(Failure::new(ErrorCode::Io, err.to_string())));
+        let answer = outcome.unwrap_or_else(|failure| Message::Error {
+            request: Some(request),
+            transfer: None,
+            code: failure.code,
+            message: failure.message,
+        });
+        let _ = outbox.send(answer).await;
+        None
+    });
+}
+
 fn start_transfer(
     shared: &Arc<Shared>,
     request: TransferRequest,
@@ -392,13 +378,13 @@ fn start_transfer(
 ) {
     let shared = shared.clone();
     if transfers.len() >= shared.config.max_concurrent_transfers {
-        let failure = Failure {
-            code: ErrorCode::Busy,
-            message: format!(
+        let failure = Failure::new(
+            ErrorCode::Busy,
+            format!(
                 "this connector serves {} transfers at once already",
                 shared.config.max_concurrent_transfers
             ),
-        };
+        );
         tasks.spawn(async move {
             transfer::report_failure(&shared, &request, failure).await;
             None

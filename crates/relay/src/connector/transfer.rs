@@ -38,7 +38,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -293,10 +293,9 @@ fn spawn_reader(
                 let _ = chunk_tx.blocking_send(Err(std::io::Error::other(message)));
                 return Err(Failure::new(ErrorCode::Io, message));
             }
-            let whole = match (whole, known_whole) {
-                (Some(hasher), _) => hex(&hasher.finalize()),
-                (None, Some(known)) => known,
-                (None, None) => unreachable!("a hasher runs whenever no hash is known"),
+            let whole = match whole {
+                Some(hasher) => hex(&hasher.finalize()),
+                None => known_whole.expect("no hasher runs only when the hash is known"),
             };
             shared.cache.insert(version, whole.clone());
             Ok(Some(ReadHashes {

@@ -55,8 +55,8 @@ pub struct RelayConfig {
     pub offline_after: Duration,
     /// The heartbeat interval told to connectors (15 s).
     pub heartbeat_interval: Duration,
-    /// `relay.buffer_memory_bytes`: a buffered transfer's bytes held in memory before it
-    /// spills to a file (8 MiB).
+    /// `relay.buffer_memory_bytes`: the memory ALL buffered transfers of this router share
+    /// (8 MiB); a transfer that would go past it spills to a file in `spill_dir`.
     pub buffer_memory_bytes: usize,
     /// `relay.max_buffered_bytes`: the largest dataset buffered at all (1 GiB); above it, 413.
     pub max_buffered_bytes: u64,

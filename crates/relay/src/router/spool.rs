@@ -1,6 +1,7 @@
-//! Where a buffered transfer waits for its client: in memory up to
-//! `buffer_memory_bytes`, then in an unnamed temporary file under the spill directory
-//! (removed by the OS when closed, so a crash leaves nothing behind).
+//! Where a buffered transfer waits for its client: in memory while all buffered transfers
+//! of the router together hold at most `buffer_memory_bytes`, then in an unnamed
+//! temporary file under the spill directory (removed by the OS when closed, so a crash
+//! leaves nothing behind). A transfer that spilled keeps all its bytes in the file.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,9 +44,20 @@ impl MemoryGauge {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn add(&self, n: u64) {
-        let now = self.0.fetch_add(n, Ordering::Relaxed) + n;
-        metrics::gauge!("vigia_relay_buffered_bytes").set(now as f64);
+    /// Claims `n` bytes if the total stays within `limit`.
+    fn try_add(&self, n: u64, limit: u64) -> bool {
+        let claimed = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|total| *total <= limit)
+            });
+        match claimed {
+            Ok(before) => {
+                metrics::gauge!("vigia_relay_buffered_bytes").set((before + n) as f64);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn sub(&self, n: u64) {
@@ -62,9 +74,13 @@ pub(crate) struct MemoryHold {
 }
 
 impl MemoryHold {
-    fn grow(&mut self, n: u64) {
-        self.gauge.add(n);
-        self.bytes += n;
+    /// Grows the claim by `n` if the router's total stays within `limit`.
+    fn try_grow(&mut self, n: u64, limit: u64) -> bool {
+        let granted = self.gauge.try_add(n, limit);
+        if granted {
+            self.bytes += n;
+        }
+        granted
     }
 
     fn release(&mut self) {
@@ -89,7 +105,8 @@ pub struct Buffered {
 
 /// Gathers one buffered transfer.
 pub(crate) struct Spool {
-    memory_limit: usize,
+    /// What ALL spools of the router may hold in memory together.
+    memory_limit: u64,
     dir: PathBuf,
     memory: BytesMut,
     file: Option<tokio::fs::File>,
@@ -100,7 +117,7 @@ pub(crate) struct Spool {
 impl Spool {
     pub fn new(memory_limit: usize, dir: &Path, gauge: Arc<MemoryGauge>) -> Self {
         Self {
-            memory_limit,
+            memory_limit: memory_limit as u64,
             dir: dir.to_owned(),
             memory: BytesMut::new(),
             file: None,
@@ -111,9 +128,8 @@ impl Spool {
 
     pub async fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         self.len += chunk.len() as u64;
-        if self.file.is_none() && self.memory.len() + chunk.len() <= self.memory_limit {
+        if self.file.is_none() && self.hold.try_grow(chunk.len() as u64, self.memory_limit) {
             self.memory.extend_from_slice(chunk);
-            self.hold.grow(chunk.len() as u64);
             return Ok(());
         }
         if self.file.is_none() {

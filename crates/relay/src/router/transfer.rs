@@ -191,12 +191,13 @@ impl Drop for ClientGuard {
 
 impl ClientGuard {
     /// Waits for the outcome, failing the transfer after `request_timeout` without
-    /// progress.
+    /// progress. An offload's bytes bypass the router, which sees no progress: its limit
+    /// is the upload URL's validity, after which the upload cannot succeed anyway.
     async fn wait(
         &self,
         done: &mut oneshot::Receiver<Result<Finished, RelayError>>,
     ) -> Result<Finished, RelayError> {
-        let timeout = self.inner.config.request_timeout;
+        let timeout = self.idle_limit();
         loop {
             let idle = self.slot.idle_for();
             if idle >= timeout {
@@ -214,8 +215,15 @@ impl ClientGuard {
         }
     }
 
+    fn idle_limit(&self) -> Duration {
+        match self.slot.mode {
+            Mode::Offload => self.inner.config.offload_expiry,
+            Mode::Buffer | Mode::Stream => self.inner.config.request_timeout,
+        }
+    }
+
     fn time_out(&self) -> RelayError {
-        let err = RelayError::TimedOut(self.inner.config.request_timeout);
+        let err = RelayError::TimedOut(self.idle_limit());
         if self.slot.finish(&self.inner, Err(err.clone())) {
             let cancel = Message::Cancel {
                 transfer: self.slot.id.clone(),
