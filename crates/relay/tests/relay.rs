@@ -691,6 +691,41 @@ async fn a_lying_connector_is_caught() {
     router.wait_idle(Duration::from_secs(2)).await;
 }
 
+/// Heartbeats keep an idle connector online past the silence limit; revoking it closes
+/// its channel, and its old token no longer opens one.
+#[tokio::test]
+async fn heartbeats_keep_a_connector_online_until_revoked() {
+    let router = Router::start(|config| {
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.offline_after = Duration::from_millis(2500);
+    })
+    .await;
+    router.directory.register(TENANT, "node-a", "vg_token_a");
+    let (root, _) = dataset_dir("a.bin", 10, 9);
+    let _connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
+    router.wait_online("node-a", ONLINE).await;
+    let ids = ["node-a".to_owned()];
+    let seen_first = router.relay.connectors(TENANT, &ids)[0].last_seen.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = &router.relay.connectors(TENANT, &ids)[0];
+    assert!(
+        status.online,
+        "idle for 4 s with a 2.5 s silence limit, yet heartbeats: {status:?}"
+    );
+    assert!(status.last_seen.unwrap() > seen_first);
+    assert_eq!(router.relay.stats().malformed_messages, 0);
+
+    router.directory.revoke("node-a");
+    assert!(router.relay.disconnect(TENANT, "node-a", "token revoked"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!router.relay.connectors(TENANT, &ids)[0].online);
+    assert_eq!(
+        router.relay.stats().channels,
+        0,
+        "the reconnection is refused"
+    );
+}
+
 /// The loopback figure: a 64 MiB stream connector → router → HTTP client, debug build.
 #[tokio::test]
 async fn stream_throughput_over_loopback() {

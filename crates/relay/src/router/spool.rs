@@ -199,6 +199,24 @@ mod tests {
             }
             other => panic!("expected a spilled body, got {other:?}"),
         }
+        drop(buffered);
+
+        // The memory limit is shared: a second transfer spills while the first holds it.
+        let mut first = Spool::new(10, dir.path(), gauge.clone());
+        first.push(b"123456").await.unwrap();
+        let mut second = Spool::new(10, dir.path(), gauge.clone());
+        second.push(b"abcdef").await.unwrap();
+        assert_eq!(gauge.get(), 6, "only the first holds memory");
+        let (first, second) = (
+            first.finish().await.unwrap(),
+            second.finish().await.unwrap(),
+        );
+        assert!(matches!(first.body, BufferedBody::Memory(_)));
+        assert!(matches!(second.body, BufferedBody::File { len: 6, .. }));
+        drop(first);
+        assert_eq!(gauge.get(), 0);
+        drop(second);
+
         // The temporary file has no name: the spill directory stays empty.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
