@@ -410,10 +410,12 @@ async fn a_connector_killed_mid_transfer_fails_the_client_fast() {
 }
 
 /// Two streams of one connector: the first is not read at all while the second runs to
-/// the end; the first's queue holds at most its 2 MiB bound; then it completes too.
+/// the end; the first's queue holds at most its 2 MiB bound; then, though its client
+/// paused longer than the request timeout, it completes too (a slow client is not a silent
+/// connector).
 #[tokio::test]
 async fn a_slow_reader_does_not_stall_another_transfer() {
-    let router = Router::start(|_| {}).await;
+    let router = Router::start(|config| config.request_timeout = Duration::from_secs(1)).await;
     router.directory.register(TENANT, "node-a", "vg_token_a");
     let (root, bytes) = dataset_dir("big.bin", 16 * MIB, 5);
     let _connector = Connector::start(&router.url, "node-a", "vg_token_a", root.path());
@@ -440,6 +442,7 @@ async fn a_slow_reader_does_not_stall_another_transfer() {
         "the slow transfer holds {queued} bytes"
     );
     eprintln!("fast stream of 16 MiB beside an unread one: {fast_took:?}; the unread one holds {queued} bytes");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(read_all(&mut slow).await.unwrap() == bytes);
     router.wait_idle(Duration::from_secs(5)).await;
 }

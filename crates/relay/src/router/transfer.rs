@@ -199,17 +199,16 @@ impl ClientGuard {
     ) -> Result<Finished, RelayError> {
         let timeout = self.idle_limit();
         loop {
-            let idle = self.slot.idle_for();
-            if idle >= timeout {
-                return Err(self.time_out());
-            }
-            match tokio::time::timeout(timeout - idle, &mut *done).await {
+            // `timeout` polls `done` first, so an outcome already there always wins.
+            let wait = timeout.saturating_sub(self.slot.idle_for());
+            match tokio::time::timeout(wait, &mut *done).await {
                 Ok(Ok(outcome)) => return outcome,
                 Ok(Err(_)) => {
                     return Err(RelayError::Internal(
                         "the transfer ended without an outcome".into(),
                     ))
                 }
+                Err(_) if self.slot.idle_for() >= timeout => return Err(self.time_out()),
                 Err(_) => continue,
             }
         }
@@ -270,17 +269,21 @@ impl StreamTransfer {
         }
         let timeout = self.guard.inner.config.request_timeout;
         loop {
-            let idle = self.guard.slot.idle_for();
-            if idle >= timeout {
-                return Err(self.guard.time_out());
-            }
+            let wait = timeout.saturating_sub(self.guard.slot.idle_for());
+            // Biased: queued bytes are handed out first, however long this client paused
+            // (a slow client is not the connector's silence).
             tokio::select! {
+                biased;
                 chunk = self.chunks.recv() => match chunk {
                     Some(chunk) => return Ok(Some(chunk)),
                     None => break,
                 },
                 () = self.guard.slot.cancel.cancelled() => break,
-                () = tokio::time::sleep(timeout - idle) => continue,
+                () = tokio::time::sleep(wait) => {
+                    if self.guard.slot.idle_for() >= timeout {
+                        return Err(self.guard.time_out());
+                    }
+                }
             }
         }
         let finished = self.guard.wait(&mut self.done).await?;
@@ -551,8 +554,10 @@ impl Relay {
             zstd: options.zstd,
             upload,
         });
-        // A failed send drops the guard, which finishes the slot.
-        inner.send(&key, &request).await?;
+        if let Err(err) = inner.send(&key, &request).await {
+            guard.slot.finish(inner, Err(err.clone()));
+            return Err(err);
+        }
         Ok((guard, done_rx, stream_rx))
     }
 
