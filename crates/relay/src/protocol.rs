@@ -659,4 +659,42 @@ mod tests {
             .to_string()
             .contains("`sent_sha256`"));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever arrives, decoding answers (a message or an error), never panics.
+            #[test]
+            fn decoding_never_panics(text in ".{0,400}") {
+                let _ = decode(&text);
+            }
+
+            /// Near-valid frames: a real message with one byte changed.
+            #[test]
+            fn decoding_mangled_messages_never_panics(at in 0usize..200, byte in any::<u8>()) {
+                let text = encode(&Message::Stat { request: 7, dataset: "dir/a.csv".into() });
+                let mut bytes = text.into_bytes();
+                let at = at % bytes.len();
+                bytes[at] = byte;
+                if let Ok(text) = String::from_utf8(bytes) {
+                    let _ = decode(&text);
+                }
+            }
+
+            /// Every stat, cancel and error with any text round-trips.
+            #[test]
+            fn messages_round_trip(request in any::<u64>(), dataset in "[^\\x00]{1,100}", reason in ".{0,100}") {
+                let messages = [
+                    Message::Stat { request, dataset: dataset.clone() },
+                    Message::Cancel { transfer: TransferId::random(), reason: reason.clone() },
+                    Message::Error { request: Some(request), transfer: None, code: ErrorCode::Io, message: reason },
+                ];
+                for message in messages {
+                    prop_assert_eq!(decode(&encode(&message)).unwrap(), message);
+                }
+            }
+        }
+    }
 }
