@@ -12,6 +12,24 @@
 //!
 //! This crate is a library: the web layer mounts [`router::Relay`] behind its routes, the
 //! `vigia connector` subcommand calls [`connector::run`].
+//!
+//! Decisions where the issue is silent:
+//! - `complete` carries `{size, sha256, sent_sha256}`: `sha256` is the whole file's (what
+//!   the client verifies, also after a resume), `sent_sha256` the bytes actually sent
+//!   (what the router checks against what it carried); they are equal from offset 0.
+//! - Offloads upload the original bytes (no zstd, no offset) so a cut download resumes by
+//!   `Range`; above S3's 5 GiB single-PUT limit they are refused (413, stream instead).
+//!   The router checks the object's size; it never reads the object back, so the SHA-256
+//!   is the connector's, verified by the client on download.
+//! - Timeouts are idle timeouts (`request_timeout` without progress), not limits on a
+//!   whole transfer; an offload's is its URL's validity, since its bytes bypass the router.
+//! - A transfer lives on the control channel it started on: when that channel ends, the
+//!   transfer fails for its client at once (who resumes) and the connector abandons it.
+//! - `buffer_memory_bytes` is shared by all buffered transfers of a router, so memory is
+//!   bounded however many run at once.
+//! - One router process holds its own channels; forwarding between relay processes through
+//!   the store is later work, as are the store tables behind [`router::ConnectorDirectory`].
+//! - The connector speaks plain `http://` only: the workspace's reqwest has no TLS.
 
 pub mod connector;
 mod error;

@@ -18,7 +18,7 @@ pub const MAX_LIST_DEPTH: usize = 16;
 pub const LISTING_BUDGET_BYTES: usize = crate::protocol::MAX_MESSAGE_BYTES / 2;
 
 /// What one listed entry costs in the message besides its name (generously).
-const LISTING_ENTRY_OVERHEAD: usize = 160;
+pub const LISTING_ENTRY_OVERHEAD: usize = 160;
 
 /// Most hashes kept; the oldest goes first past it.
 pub const HASH_CACHE_ENTRIES: usize = 4096;

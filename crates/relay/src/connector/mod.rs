@@ -3,7 +3,7 @@
 //!
 //! [`run`] is all the `vigia connector` subcommand calls. It connects, says `hello` with its
 //! id and token, heartbeats every [`HEARTBEAT_INTERVAL`], answers listings and stats, and
-//! serves each transfer as its own HTTP request ([`transfer`]). When the channel drops it
+//! serves each transfer as its own HTTP request (`transfer.rs`). When the channel drops it
 //! reconnects after a delay drawn by [`backoff`] (full jitter, capped at 60 s, never before
 //! the router's retry-after), for ever: only `shutdown` or a bad configuration ends it.
 //! Transfers in flight when the channel drops are abandoned — the router fails them for

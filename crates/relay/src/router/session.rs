@@ -45,7 +45,7 @@ pub const OUTBOX_MESSAGES: usize = 64;
 
 impl Relay {
     /// Serves one control channel until it ends. `incoming` ends when the transport
-    /// closes; `outbound` is drained by the transport (bounded: [`OUTBOX_MESSAGES`]).
+    /// closes; `outbound` is drained by the transport (bounded: `OUTBOX_MESSAGES`, 64).
     pub async fn serve_channel<S>(&self, incoming: S, outbound: mpsc::Sender<Outbound>)
     where
         S: Stream<Item = Inbound> + Send + Unpin,
