@@ -12,10 +12,12 @@
 //! of a transfer without progress (not the whole transfer: a large dataset to a slow
 //! client takes as long as it takes, as long as bytes keep moving).
 
+mod client;
 mod directory;
 mod session;
 mod spool;
 mod transfer;
+mod upload;
 pub mod websocket;
 
 use std::collections::HashMap;
@@ -29,12 +31,12 @@ use tokio_util::sync::CancellationToken;
 use vigia_core::TenantId;
 use vigia_objects::Objects;
 
+pub use client::StreamTransfer;
 pub use directory::{ConnectorDirectory, MemoryDirectory};
 pub use session::{Inbound, Outbound};
 pub use spool::{Buffered, BufferedBody, MemoryGauge};
-pub use transfer::{
-    BufferedTransfer, ConnectorCredentials, Offloaded, StreamTransfer, TransferSummary,
-};
+pub use transfer::{BufferedTransfer, Offloaded, TransferSummary};
+pub use upload::ConnectorCredentials;
 
 use crate::protocol::{encode, DatasetInfo, Message, OFFLINE_AFTER};
 use crate::RelayError;
