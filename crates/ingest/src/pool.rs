@@ -344,7 +344,13 @@ impl Pipeline {
                 readings: Arc::new(readings),
             });
         }
-        for (change, alert) in outcome.alerts {
+        self.publish_alert_changes(outcome.alerts);
+        Ok(())
+    }
+
+    /// Counts, logs and publishes on the live feed the alert changes a commit made.
+    fn publish_alert_changes(&self, changes: Vec<(AlertChange, vigia_core::Alert)>) {
+        for (change, alert) in changes {
             match change {
                 AlertChange::Opened => {
                     metrics::counter!(
@@ -367,7 +373,88 @@ impl Pipeline {
                 alert: Box::new(alert),
             });
         }
-        Ok(())
+    }
+
+    /// Opens the alert of every offline rule whose sensor has been silent for longer than
+    /// the rule allows at wall-clock `now` ([`vigia_rules::check_silence`]), and commits
+    /// the opens through [`Store::write_batch`] like any alert change; returns how many
+    /// opened. Resolving stays with the readings (the rule engine, once data has flowed
+    /// for `rules.resolve_hold`). A sensor that never sent a reading is not offline.
+    ///
+    /// The silence is judged on this process's rule state, which holds every reading this
+    /// pool judged and the store's latest values at start: with several worker processes
+    /// sharing one bus (until sensors are owned by one worker, issue 13) each sees only
+    /// part of a sensor's readings, so offline rules need a single worker process.
+    pub async fn sweep_silence(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut transitions = Vec::new();
+        let mut judged = Vec::new();
+        for sensor in self.directory.all() {
+            let watches_silence = sensor
+                .rules
+                .iter()
+                .any(|r| matches!(r.condition, Condition::Offline { .. }));
+            if !watches_silence {
+                continue;
+            }
+            self.states.with(sensor.id, |state| {
+                vigia_rules::check_silence(
+                    state,
+                    &sensor.key,
+                    &sensor.rules,
+                    now.0,
+                    &mut transitions,
+                )
+            });
+            if !transitions.is_empty() {
+                judged.push(sensor.id);
+            }
+            for t in transitions.drain(..) {
+                batch
+                    .alerts
+                    .push(to_store_transition(sensor.tenant, &sensor, t));
+            }
+        }
+        if batch.alerts.is_empty() {
+            return Ok(0);
+        }
+        match self.store.write_batch(batch).await {
+            Ok(outcome) => {
+                let opened = outcome.alerts.len();
+                self.publish_alert_changes(outcome.alerts);
+                Ok(opened)
+            }
+            Err(e) => {
+                // The states opened alerts the store does not hold: re-read them.
+                self.mark_stale(judged);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs [`Pipeline::sweep_silence`] every `every` until `stop` turns true.
+    pub fn spawn_silence_sweep(
+        self: &Arc<Self>,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let pipeline = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                if *stop.borrow() {
+                    break;
+                }
+                if let Err(e) = pipeline.sweep_silence(Timestamp::now()).await {
+                    warn!(error = %e, "offline sweep failed; retrying at the next tick");
+                }
+            }
+        })
     }
 
     /// Forgets the state of sensors whose judged readings did not reach the store, and

@@ -21,6 +21,7 @@ struct Kit {
     bus: Arc<FaultyBus>,
     tenant: vigia_core::TenantId,
     pipeline: Arc<Pipeline>,
+    directory: Arc<SensorDirectory>,
     workers: tokio::task::JoinSet<()>,
 }
 
@@ -54,7 +55,7 @@ async fn paused_kit() -> Kit {
         store.clone(),
         bus.clone(),
         Arc::new(InProcessFanout::new(16)),
-        directory,
+        directory.clone(),
         PipelineConfig {
             workers: 1,
             retry_backoff: Duration::from_millis(10),
@@ -68,6 +69,7 @@ async fn paused_kit() -> Kit {
         bus,
         tenant,
         pipeline,
+        directory,
         workers: tokio::task::JoinSet::new(),
     }
 }
@@ -340,4 +342,75 @@ async fn a_dead_letter_that_cannot_be_written_stays_on_the_bus() {
     assert_eq!(letters[0].readings, poisoned.readings);
     assert_eq!(stored(&kit).await.0, 0, "the store still refuses it");
     drop(kit.workers);
+}
+
+/// An offline rule end to end through the pool: the sweep opens one alert once the
+/// sensor has been silent past `expected + grace` on the wall clock (not before, and not
+/// twice), and readings flowing again for the hold resolve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sensor_opens_one_offline_alert_and_flowing_data_resolves_it() {
+    let kit = kit().await;
+    let mut spec = SensorSpec {
+        rules: vec![serde_json::from_value(serde_json::json!({
+            "kind": "offline", "expected": "5s", "grace": "10s"
+        }))
+        .unwrap()],
+        ..SensorSpec::default()
+    };
+    spec.normalise().unwrap();
+    let sensor = kit
+        .store
+        .catalog()
+        .put_sensor(kit.tenant, "CF-1", &spec, "test", Timestamp::now())
+        .await
+        .unwrap()
+        .sensor;
+    kit.directory.insert(sensor);
+    let now = Timestamp::now().0;
+    vigia_bus::readings::publish(kit.bus.as_ref(), batch(kit.tenant, now - 12_000, &[-20.0]))
+        .await
+        .unwrap();
+    settle(&kit).await;
+    wait_for_commit(&kit, 1).await;
+
+    // 12 s of silence against 15 s allowed: nothing yet.
+    assert_eq!(kit.pipeline.sweep_silence(Timestamp(now)).await.unwrap(), 0);
+    // 20 s: one alert, and a second sweep opens no other.
+    assert_eq!(
+        kit.pipeline
+            .sweep_silence(Timestamp(now + 8_000))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        kit.pipeline
+            .sweep_silence(Timestamp(now + 9_000))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(stored(&kit).await.1, vec![AlertState::Open]);
+
+    // Readings every 5 s for longer than the hold (60 s) resolve it.
+    let values = vec![-20.0; 15];
+    vigia_bus::readings::publish(kit.bus.as_ref(), batch(kit.tenant, now + 10_000, &values))
+        .await
+        .unwrap();
+    settle(&kit).await;
+    wait_for_commit(&kit, 16).await;
+    assert_eq!(stored(&kit).await.1, vec![AlertState::Resolved]);
+    drop(kit.workers);
+}
+
+/// Waits until `n` readings of CF-1 are stored (the bus drains when a worker takes a
+/// batch, before its commit).
+async fn wait_for_commit(kit: &Kit, n: usize) {
+    for _ in 0..400 {
+        if stored(kit).await.0 >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} readings were never stored");
 }

@@ -362,6 +362,9 @@ pub struct RulesConfig {
     pub rate_min_interval: String,
     /// How long a value must stay back in range before its alert resolves itself.
     pub resolve_hold: String,
+    /// How often the workers look for sensors silent past an `offline` rule's
+    /// `expected + grace` (wall clock); at least 100ms.
+    pub silence_sweep_every: String,
 }
 
 impl Default for Config {
@@ -428,6 +431,7 @@ impl Default for RulesConfig {
             rate_window: "60s".into(),
             rate_min_interval: "4s".into(),
             resolve_hold: "60s".into(),
+            silence_sweep_every: "1s".into(),
         }
     }
 }
@@ -576,6 +580,7 @@ impl Config {
             ("rules.rate_window", &self.rules.rate_window),
             ("rules.rate_min_interval", &self.rules.rate_min_interval),
             ("rules.resolve_hold", &self.rules.resolve_hold),
+            ("rules.silence_sweep_every", &self.rules.silence_sweep_every),
             ("scheduler.lease_ttl", &self.scheduler.lease_ttl),
             (
                 "scheduler.housekeeping_every",
@@ -626,6 +631,9 @@ impl Config {
         }
         if self.workers.batch_size == 0 {
             bail!("workers.batch_size must be at least 1");
+        }
+        if self.millis(&self.rules.silence_sweep_every) < 100 {
+            bail!("rules.silence_sweep_every must be at least 100ms");
         }
         if self.millis(&self.rules.rate_min_interval) > self.millis(&self.rules.rate_window) {
             bail!("rules.rate_min_interval must not exceed rules.rate_window");

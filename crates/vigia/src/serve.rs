@@ -89,6 +89,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = None;
+    let mut silence_sweep = None;
     let mut pipeline_for_refresh = None;
     if roles.has("worker") {
         let bus = bus.clone().context("the worker role has no bus")?;
@@ -102,6 +103,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("could not rebuild rule state from the store")?;
         workers = Some(pipeline.spawn_workers());
+        silence_sweep = Some(pipeline.spawn_silence_sweep(
+            config.duration(&config.rules.silence_sweep_every),
+            stop_rx.clone(),
+        ));
         pipeline_for_refresh = Some(pipeline);
     }
     let ingest = match (&bus, roles.has("ingest")) {
@@ -255,6 +260,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = audit_flusher.await;
     if let Some(refresh) = cache_refresh {
         let _ = refresh.await;
+    }
+    if let Some(sweep) = silence_sweep {
+        let _ = sweep.await;
     }
     if let Some(scheduler) = &scheduler {
         let report = scheduler.stop(Duration::from_secs(10)).await;
