@@ -75,9 +75,13 @@ async fn following_next_links_lists_every_sensor_and_alert_once() {
         .collect();
     let res = post_json(&server.url("/api/v1/readings"), &json!(rows)).await;
     assert_eq!(res.status(), 202);
+    // Workers provision the sensors before they commit the readings, so a listing may
+    // show a sensor whose latest value is not stored yet: wait for both.
     let (sensors, requests) = eventually(Duration::from_secs(20), "250 sensors", || async {
         let (sensors, requests) = all_pages(&server, "/api/v1/sensors?limit=40").await;
-        (sensors.len() == 250).then_some((sensors, requests))
+        let complete =
+            sensors.len() == 250 && sensors.iter().all(|s| s["latest"][0]["value"] == 1.0);
+        complete.then_some((sensors, requests))
     })
     .await;
     assert_eq!(requests, 7, "250 sensors in pages of 40");
