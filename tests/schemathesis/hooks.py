@@ -141,6 +141,9 @@ def series_query_consistent(context, case):
     return case
 
 
+SEVERITIES = ("warning", "critical")
+
+
 def effective_name(rule):
     name = rule.get("name", "")
     if isinstance(name, str) and name.strip(WHITE_SPACE):
@@ -166,8 +169,9 @@ def rules_consistent(context, case):
         fields = ("severity", "warn_after", "critical_after", "window", "name")
         if rule.get("kind") == "duration" and all(
             isinstance(rule.get(f, ""), str) for f in fields
-        ):
-            # Only well-typed rules are completed: a negative case stays negative.
+        ) and rule.get("severity", "warning") in SEVERITIES:
+            # Only well-typed rules are completed: a negative case (a wrong type, or a
+            # severity outside the enum) stays negative.
             rule.pop("severity", None)
             rule["warn_after"], rule["critical_after"], rule["window"] = "2h", "4h", "24h"
             rule["name"] = f"duration-{i}"

@@ -83,6 +83,8 @@ pub async fn run_all<H: BusHarness>(harness: &H) {
         rejected_messages_are_not_redelivered,
         undecodable_payloads_are_rejected_not_redelivered,
         ping_answers,
+        readings_partitions_keep_their_own_order,
+        a_partition_changes_hands_with_what_was_in_flight,
     );
     assert!(
         failures.is_empty(),
@@ -990,4 +992,94 @@ pub async fn undecodable_payloads_are_rejected_not_redelivered<H: BusHarness>(
 pub async fn ping_answers<H: BusHarness>(h: &H) -> CheckResult {
     let bus = h.fresh(roomy()).await;
     bus.ping().await.map_err(|e| format!("ping: {e}"))
+}
+
+async fn publish_to<B: Bus>(bus: &B, topic: Topic, tag: u64, readings: usize) -> CheckResult {
+    bus.publish(topic, readings::message(sample_batch(tag, readings)))
+        .await
+        .map_err(|e| format!("publish of tag {tag} on {topic} failed: {e}"))
+}
+
+fn partition(p: usize) -> Result<Topic, String> {
+    Topic::readings(p).ok_or_else(|| format!("no readings partition {p}"))
+}
+
+/// Readings partitions are separate topics: publishes interleaved over three come out
+/// of each in its own order and only there, each with its own lag, summed by
+/// `readings::lag`; acking one partition leaves the others waiting.
+pub async fn readings_partitions_keep_their_own_order<H: BusHarness>(h: &H) -> CheckResult {
+    let bus = h.fresh(roomy()).await;
+    for tag in 0..60u64 {
+        publish_to(&bus, partition((tag % 3) as usize)?, tag, 2).await?;
+    }
+    for p in 0..3usize {
+        expect_lag(&bus, partition(p)?, 40, "after 20 publishes of 2 readings").await?;
+    }
+    let total = readings::lag(&bus, 3)
+        .await
+        .map_err(|e| format!("readings::lag: {e}"))?;
+    ensure!(total == 120, "readings::lag over 3 partitions: {total}");
+    for p in [2usize, 0, 1] {
+        let topic = partition(p)?;
+        let got = receive_count(&bus, topic, 20, 7).await?;
+        let want: Vec<u64> = (0..60).filter(|t| t % 3 == p as u64).collect();
+        ensure!(tags(&got)? == want, "{topic}: order {:?}", tags(&got)?);
+        check_content(&got, |_| 2)?;
+        let decoded = readings::receive_from(&bus, topic, 10);
+        ensure!(
+            tokio::time::timeout(Duration::from_millis(200), decoded)
+                .await
+                .is_err(),
+            "{topic} handed out more than was published on it"
+        );
+        ack(&bus, &got).await?;
+        expect_lag(&bus, topic, 0, "after acking it").await?;
+    }
+    expect_lag(&bus, partition(3)?, 0, "never published on").await
+}
+
+/// A partition's new owner gets what the old one had in flight: the old owner acks some
+/// deliveries of partition 2, dies (a restart of the handle, as a process that lost its
+/// lease), and the next handle receives exactly the rest, marked redelivered, while
+/// partition 1 — owned elsewhere, never received — keeps all it had, in order.
+pub async fn a_partition_changes_hands_with_what_was_in_flight<H: BusHarness>(
+    h: &H,
+) -> CheckResult {
+    let (moving, staying) = (partition(2)?, partition(1)?);
+    let bus = h.fresh(roomy()).await;
+    for tag in 0..8u64 {
+        publish_to(&bus, moving, tag, 3).await?;
+    }
+    for tag in 100..103u64 {
+        publish_to(&bus, staying, tag, 1).await?;
+    }
+    let got = receive_count(&bus, moving, 8, 1000).await?;
+    let (done, in_flight): (Vec<Delivery>, Vec<Delivery>) = got
+        .into_iter()
+        .partition(|d| batch_of(d).is_ok_and(|b| tag_of(&b) < 5));
+    ack(&bus, &done).await?;
+    let bus = h.reopen(bus).await;
+    expect_lag(&bus, moving, 9, "on the new owner").await?;
+    expect_lag(&bus, staying, 3, "of the partition that did not move").await?;
+    let again = receive_count(&bus, moving, 3, 1000).await?;
+    ensure!(
+        sorted(tags(&again)?) == [5, 6, 7],
+        "the new owner got {:?}, expected [5, 6, 7]",
+        tags(&again)?
+    );
+    ensure!(
+        again.iter().all(|d| d.redelivered),
+        "what the old owner had in flight is not marked redelivered"
+    );
+    drop(in_flight);
+    ack(&bus, &again).await?;
+    let others = receive_count(&bus, staying, 3, 1000).await?;
+    // (A backend may mark them redelivered after a restart: it cannot know they were not.)
+    ensure!(
+        tags(&others)? == [100, 101, 102],
+        "the partition that did not move: {:?}",
+        tags(&others)?
+    );
+    ack(&bus, &others).await?;
+    expect_lag(&bus, moving, 0, "after the new owner acked").await
 }

@@ -50,5 +50,5 @@ pub async fn receive<B: Bus + ?Sized>(
     bus: &B,
     max_events: usize,
 ) -> Result<Vec<Received<DomainEvent>>, BusError> {
-    typed::receive::<Events, B>(bus, max_events).await
+    typed::receive::<Events, B>(bus, Topic::EVENTS, max_events).await
 }

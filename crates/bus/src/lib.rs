@@ -43,7 +43,9 @@ pub mod conformance;
 pub mod testkit;
 
 pub use embedded::{EmbeddedBus, EmbeddedBusOptions};
-pub use message::{Delivery, DeliveryToken, Local, Message, Topic, TOPIC_COUNT};
+pub use message::{
+    Delivery, DeliveryToken, Local, Message, Topic, MAX_READINGS_PARTITIONS, TOPIC_COUNT,
+};
 pub use registry::{
     open, supported_schemes, validate_url, BusFactory, BusRegistry, BusUrl, OpenContext, OpenError,
 };
@@ -102,6 +104,18 @@ impl Capacity {
     /// This capacity with `topic`'s set to `capacity`.
     pub fn with(mut self, topic: Topic, capacity: u64) -> Self {
         self.0[topic.index()] = capacity;
+        self
+    }
+
+    /// This capacity with `total` readings shared out over the first `partitions`
+    /// readings partitions (rounded up, at least 1 each): the bound on readings waiting
+    /// holds for the whole family, and each partition refuses past its share.
+    pub fn with_readings(mut self, total: u64, partitions: usize) -> Self {
+        let partitions = partitions.clamp(1, MAX_READINGS_PARTITIONS);
+        let share = total.div_ceil(partitions as u64).max(1);
+        for topic in Topic::readings_partitions(partitions) {
+            self.0[topic.index()] = share;
+        }
         self
     }
 

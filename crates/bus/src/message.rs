@@ -8,22 +8,53 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// How many topics exist; arrays indexed by [`Topic`] have this length.
-pub const TOPIC_COUNT: usize = 2;
+/// Most partitions the readings topic can be split into (`bus.partitions`).
+pub const MAX_READINGS_PARTITIONS: usize = 16;
+
+/// How many topics exist; arrays indexed by [`Topic`] have this length: the events topic
+/// and every readings partition.
+pub const TOPIC_COUNT: usize = 1 + MAX_READINGS_PARTITIONS;
 
 /// A named stream of messages with its own consumers, lag and capacity.
 ///
 /// The set is closed (only this crate defines topics) so every backend can create and
 /// check them all up front: a Redis stream or JetStream subject per topic, a topic
 /// column in the embedded log.
+///
+/// Readings are one topic family split into partitions (sensor affinity, DESIGN §4):
+/// partition 0 is [`Topic::READINGS`] itself, named `readings` as before partitions
+/// existed, so a bus written by an older build and a one-partition deployment are the
+/// same thing; partition `p > 0` is `readings-p`. Each partition is an ordinary topic
+/// with its own order, consumers, lag and capacity.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Topic {
     index: usize,
     name: &'static str,
 }
 
+/// Names of readings partitions 1 and up (partition 0 is `readings`).
+const PARTITION_NAMES: [&str; MAX_READINGS_PARTITIONS] = [
+    "readings",
+    "readings-1",
+    "readings-2",
+    "readings-3",
+    "readings-4",
+    "readings-5",
+    "readings-6",
+    "readings-7",
+    "readings-8",
+    "readings-9",
+    "readings-10",
+    "readings-11",
+    "readings-12",
+    "readings-13",
+    "readings-14",
+    "readings-15",
+];
+
 impl Topic {
-    /// Accepted readings (`vigia_core::IngestBatch`); weight = readings.
+    /// Accepted readings (`vigia_core::IngestBatch`); weight = readings. Partition 0 of
+    /// the readings family, and all of it when the bus is not partitioned.
     pub const READINGS: Topic = Topic {
         index: 0,
         name: "readings",
@@ -33,8 +64,43 @@ impl Topic {
         index: 1,
         name: "events",
     };
-    /// Every topic, in index order.
-    pub const ALL: [Topic; TOPIC_COUNT] = [Topic::READINGS, Topic::EVENTS];
+    /// Every topic, in index order: readings, events, then readings partitions 1 and up.
+    pub const ALL: [Topic; TOPIC_COUNT] = {
+        let mut all = [Topic::READINGS; TOPIC_COUNT];
+        all[1] = Topic::EVENTS;
+        let mut p = 1;
+        while p < MAX_READINGS_PARTITIONS {
+            all[p + 1] = Topic {
+                index: p + 1,
+                name: PARTITION_NAMES[p],
+            };
+            p += 1;
+        }
+        all
+    };
+
+    /// Readings partition `partition`; `None` past [`MAX_READINGS_PARTITIONS`].
+    pub fn readings(partition: usize) -> Option<Topic> {
+        match partition {
+            0 => Some(Topic::READINGS),
+            p if p < MAX_READINGS_PARTITIONS => Some(Topic::ALL[p + 1]),
+            _ => None,
+        }
+    }
+
+    /// The first `count` readings partitions (at least partition 0).
+    pub fn readings_partitions(count: usize) -> impl Iterator<Item = Topic> {
+        (0..count.clamp(1, MAX_READINGS_PARTITIONS)).filter_map(Topic::readings)
+    }
+
+    /// Which readings partition this is; `None` for topics outside the readings family.
+    pub fn readings_partition(self) -> Option<usize> {
+        match self.index {
+            0 => Some(0),
+            1 => None,
+            i => Some(i - 1),
+        }
+    }
 
     /// The topic's stable name, as stored in logs and used for broker streams.
     pub fn name(self) -> &'static str {
@@ -230,7 +296,27 @@ mod tests {
             assert_eq!(topic.to_string(), topic.name());
         }
         assert_eq!(Topic::from_name("Readings"), None, "names are exact");
+        assert_eq!(Topic::from_name("readings-16"), None);
         assert_eq!(Topic::from_name(""), None);
+    }
+
+    #[test]
+    fn readings_partitions_are_a_family_that_starts_with_the_readings_topic() {
+        assert_eq!(Topic::readings(0), Some(Topic::READINGS));
+        assert_eq!(Topic::readings(3).map(Topic::name), Some("readings-3"));
+        assert_eq!(Topic::readings(MAX_READINGS_PARTITIONS), None);
+        for p in 0..MAX_READINGS_PARTITIONS {
+            let topic = Topic::readings(p).unwrap();
+            assert_eq!(topic.readings_partition(), Some(p), "{topic}");
+        }
+        assert_eq!(Topic::EVENTS.readings_partition(), None);
+        let names: Vec<_> = Topic::readings_partitions(3).map(Topic::name).collect();
+        assert_eq!(names, ["readings", "readings-1", "readings-2"]);
+        assert_eq!(Topic::readings_partitions(0).count(), 1);
+        assert_eq!(
+            Topic::readings_partitions(99).count(),
+            MAX_READINGS_PARTITIONS
+        );
     }
 
     #[test]

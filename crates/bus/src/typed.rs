@@ -11,8 +11,12 @@ use crate::{Bus, BusError, DecodeError, Delivery, DeliveryToken, Topic};
 pub(crate) trait Codec {
     /// What the topic carries.
     type Value: Any + Send + Sync;
-    /// The topic.
+    /// The topic (the family's first, for a partitioned one).
     const TOPIC: Topic;
+    /// Whether deliveries of `topic` carry this codec's values.
+    fn carries(topic: Topic) -> bool {
+        topic == Self::TOPIC
+    }
     /// Inverse of the publisher's encoding.
     fn decode(bytes: &[u8]) -> Result<Self::Value, String>;
 }
@@ -31,7 +35,7 @@ pub struct Received<T> {
 /// The delivery's value: the publisher's own when it rode along, else decoded.
 pub(crate) fn value<C: Codec>(delivery: &Delivery) -> Result<Arc<C::Value>, DecodeError> {
     let topic = delivery.token.topic();
-    if topic != C::TOPIC {
+    if !C::carries(topic) {
         return Err(DecodeError {
             topic,
             reason: format!("not a {} delivery", C::TOPIC),
@@ -45,14 +49,16 @@ pub(crate) fn value<C: Codec>(delivery: &Delivery) -> Result<Arc<C::Value>, Deco
         .map_err(|reason| DecodeError { topic, reason })
 }
 
-/// Receives from the codec's topic and decodes; what cannot be decoded is rejected and
-/// the receive goes on, so the result is never empty.
+/// Receives from `topic` (one the codec carries) and decodes; what cannot be decoded is
+/// rejected and the receive goes on, so the result is never empty.
 pub(crate) async fn receive<C: Codec, B: Bus + ?Sized>(
     bus: &B,
+    topic: Topic,
     max_weight: usize,
 ) -> Result<Vec<Received<C::Value>>, BusError> {
+    debug_assert!(C::carries(topic), "{topic} does not carry this codec");
     loop {
-        let deliveries = bus.receive(C::TOPIC, max_weight).await?;
+        let deliveries = bus.receive(topic, max_weight).await?;
         let mut decoded = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             match value::<C>(&delivery) {

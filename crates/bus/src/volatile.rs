@@ -74,7 +74,7 @@ impl VolatileState {
             drain: Mutex::new(DrainMeter::new(Instant::now())),
         };
         Self(Arc::new(StateInner {
-            topics: [topic(), topic()],
+            topics: std::array::from_fn(|_| topic()),
             capacity,
             dead_letters: Mutex::new(VecDeque::new()),
         }))

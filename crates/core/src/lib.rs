@@ -10,6 +10,7 @@ pub mod durability;
 pub mod event;
 pub mod fanout_wire;
 pub mod ids;
+pub mod partition;
 pub mod reading;
 pub mod registry;
 pub mod robot;

@@ -22,4 +22,8 @@ pub trait LeaseRepo: Send + Sync {
     ) -> StoreResult<bool>;
     /// Gives the lease up if `holder` holds it; otherwise does nothing.
     async fn release(&self, name: &str, holder: &str) -> StoreResult<()>;
+    /// The leases whose name starts with `prefix` that have not expired at `now`, as
+    /// (name, holder), ordered by name: who is alive (members renewing a lease each) and
+    /// who owns what (partitions), in one read.
+    async fn holders(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<(String, String)>>;
 }

@@ -705,6 +705,10 @@ impl LeaseRepo for MysqlStore {
     async fn release(&self, name: &str, holder: &str) -> StoreResult<()> {
         queries::release_lease(&mut *self.primary().await?, name, holder).await
     }
+
+    async fn holders(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<(String, String)>> {
+        queries::lease_holders(&mut *self.primary().await?, prefix, now).await
+    }
 }
 
 #[async_trait]

@@ -516,6 +516,14 @@ impl LeaseRepo for SqliteStore {
         self.write(move |w| w.transaction(|tx| audit::release_lease(tx, &name, &holder)))
             .await
     }
+
+    async fn holders(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<(String, String)>> {
+        let prefix = prefix.to_string();
+        // From the writer's connection: a member that just renewed must be seen at once
+        // (a read-pool snapshot could be older than the last commit).
+        self.write(move |w| w.transaction(|tx| audit::lease_holders(tx, &prefix, now)))
+            .await
+    }
 }
 
 #[async_trait]

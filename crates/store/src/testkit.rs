@@ -109,6 +109,7 @@ methods! {
     SaveCursor => "outbox.save_cursor",
     PruneOutbox => "outbox.prune",
     Release => "leases.release",
+    LeaseHolders => "leases.holders",
     RollUp => "rollups.roll_up",
     RollupSeries => "rollups.series",
     DeleteRawBefore => "rollups.delete_raw_before",
@@ -710,6 +711,11 @@ impl LeaseRepo for FaultyStore {
     async fn release(&self, name: &str, holder: &str) -> StoreResult<()> {
         self.faults.enter(Method::Release).await?;
         self.inner.leases().release(name, holder).await
+    }
+
+    async fn holders(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<(String, String)>> {
+        self.faults.enter(Method::LeaseHolders).await?;
+        self.inner.leases().holders(prefix, now).await
     }
 }
 

@@ -17,6 +17,7 @@ pub mod mqtt;
 mod report;
 pub mod series;
 mod server;
+pub mod soak;
 mod workload;
 
 use std::sync::{Arc, Mutex};

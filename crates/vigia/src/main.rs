@@ -64,6 +64,9 @@ enum BenchCommand {
     /// A year of hourly points for one sensor among many, from the rollups, against raw
     /// averaging and the `/healthz` floor.
     Series(vigia_traffic::bench::series::BenchSeriesArgs),
+    /// A long run at a steady rate, sampled: resident memory, data-dir size, bus depth and
+    /// every refusal over time.
+    Soak(vigia_traffic::bench::soak::BenchSoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -183,6 +186,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             init_logging("warn");
             vigia_traffic::bench::series::run(args).await
+        }
+        Command::Bench {
+            what: BenchCommand::Soak(args),
+        } => {
+            init_logging("warn");
+            vigia_traffic::bench::soak::run(args).await
         }
         Command::Keys { what } => {
             init_logging("warn");

@@ -297,3 +297,102 @@ async fn connection_cap_and_slow_clients_get_clear_answers() {
     let stored = get_json(&server.url("/api/v1/sensors")).await;
     assert_eq!(stored.as_array().map(Vec::len), Some(0), "{stored}");
 }
+
+/// `live.send_timeout`: a WebSocket client that stops reading is closed with code 1008
+/// and a reason once a frame has waited that long, and its place and buffers are freed
+/// (a new stream of the same key fits again under `live.max_subscribers_per_key`); a
+/// client that reads is served throughout, before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_closed_and_others_go_on() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start(Options {
+        env: vec![
+            ("VIGIA_LIVE__SEND_TIMEOUT".into(), "1s".into()),
+            ("VIGIA_LIVE__MAX_SUBSCRIBERS_PER_KEY".into(), "2".into()),
+        ],
+        ..Options::default()
+    });
+    // The stalled client: a tiny receive window, and nobody polls the socket after the
+    // handshake, so the server's send buffer fills.
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async(ws_url(&server, TOKEN), stream)
+        .await
+        .expect("stalled stream opens");
+    let mut reader = open(&server, TOKEN).await.expect("reading stream");
+    let reading = tokio::spawn(async move {
+        let mut readings = 0usize;
+        while let Some(Ok(message)) = reader.next().await {
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == "readings" {
+                    readings += frame["readings"].as_array().map_or(0, Vec::len);
+                }
+                if frame["readings"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["sensor"] == "after-close"))
+                {
+                    return (readings, reader);
+                }
+            }
+        }
+        panic!("the reading stream ended early after {readings} readings");
+    });
+
+    // About 14 MB of frames: far past the 4 MiB write buffer and the kernel's buffers.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
+    for batch in 0..20 {
+        let rows: Vec<Value> = (0..10_000)
+            .map(|i| json!({"sensor": format!("flood-{}", i % 50), "ts": base + batch * 10_000 + i, "value": 1.5}))
+            .collect();
+        let res = post_json(&server.url("/api/v1/readings"), &Value::Array(rows)).await;
+        assert_eq!(res.status(), 202);
+    }
+    drained(&server).await;
+
+    // The stalled stream's place comes back: the key's third stream fits again.
+    let third = eventually(
+        Duration::from_secs(20),
+        "the stalled stream's place",
+        || async { open(&server, TOKEN).await.ok() },
+    )
+    .await;
+    drop(third);
+    // What the stalled client finds when it finally reads: frames, then a close with a reason.
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(message) = stalled.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame,
+                Ok(_) => {}
+                Err(e) => panic!("the stalled stream ended without a close frame: {e}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the stalled stream ends");
+    let close = close.expect("a close frame with a reason");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(close.reason.contains("too slow"), "{}", close.reason);
+    let _ = stalled.close(None).await;
+
+    // The reading client was never disturbed and still gets new events.
+    let res = post_json(
+        &server.url("/api/v1/readings"),
+        &json!({"sensor": "after-close", "value": 2.0}),
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    let (readings, _reader) = tokio::time::timeout(Duration::from_secs(20), reading)
+        .await
+        .expect("the reading stream sees the reading sent after the close")
+        .unwrap();
+    assert!(readings >= 200_000, "the reader got {readings} readings");
+}

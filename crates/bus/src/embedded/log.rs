@@ -250,6 +250,13 @@ mod tests {
         }
     }
 
+    /// A per-topic array holding `leading` for the first topics and 0 for the rest.
+    fn per_topic(leading: &[u64]) -> [u64; TOPIC_COUNT] {
+        let mut all = [0; TOPIC_COUNT];
+        all[..leading.len()].copy_from_slice(leading);
+        all
+    }
+
     fn queues(budget: usize) -> [Queue; TOPIC_COUNT] {
         let budget = std::sync::Arc::new(crate::queue::Budget::new(budget));
         std::array::from_fn(|_| Queue::new(std::sync::Arc::clone(&budget), false))
@@ -290,8 +297,8 @@ mod tests {
         assert_eq!(
             found,
             Recovered {
-                messages: [1, 2],
-                weight: [2, 2],
+                messages: per_topic(&[1, 2]),
+                weight: per_topic(&[2, 2]),
                 unknown: 1,
                 next_id: 91
             }
@@ -376,7 +383,10 @@ mod tests {
             assert_eq!(version, SCHEMA_VERSION);
             let mut queues = queues(usize::MAX);
             let found = recover(&conn, &mut queues).unwrap();
-            assert_eq!((found.messages, found.weight), ([1, 0], [3, 0]));
+            assert_eq!(
+                (found.messages, found.weight),
+                (per_topic(&[1]), per_topic(&[3]))
+            );
             assert_eq!(
                 taken(&mut queues[Topic::READINGS.index()]),
                 [(7, Some(vec![1, 2]))]

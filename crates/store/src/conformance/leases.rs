@@ -71,4 +71,40 @@ pub async fn leases_one_holder_at_a_time(store: &dyn Store) {
             .expect("a again"),
         "a released lease is free"
     );
+
+    // Who holds what under a prefix: live leases only, by name, other prefixes left out.
+    for (name, holder) in [("p/2", "w1"), ("p/0", "w2"), ("p/1", "w1"), ("q/0", "w3")] {
+        assert!(leases
+            .try_acquire(name, holder, ttl, at(30_000))
+            .await
+            .unwrap());
+    }
+    assert!(leases
+        .try_acquire("p/3", "w2", Duration::from_secs(1), at(30_000))
+        .await
+        .unwrap());
+    let held = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, h)| (n.to_string(), h.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        leases.holders("p/", at(30_500)).await.expect("holders"),
+        held(&[("p/0", "w2"), ("p/1", "w1"), ("p/2", "w1"), ("p/3", "w2")])
+    );
+    assert_eq!(
+        leases.holders("p/", at(31_000)).await.expect("holders"),
+        held(&[("p/0", "w2"), ("p/1", "w1"), ("p/2", "w1")]),
+        "an expired lease holds nothing"
+    );
+    leases.release("p/1", "w1").await.unwrap();
+    assert_eq!(
+        leases.holders("p/", at(31_000)).await.unwrap(),
+        held(&[("p/0", "w2"), ("p/2", "w1")])
+    );
+    assert_eq!(
+        leases.holders("none/", at(31_000)).await.unwrap(),
+        held(&[])
+    );
 }

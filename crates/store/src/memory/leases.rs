@@ -47,6 +47,18 @@ impl Leases {
         }
     }
 
+    /// Live leases named `prefix…`, by name.
+    fn holders(&self, prefix: &str, now: Timestamp) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .leases
+            .iter()
+            .filter(|(name, lease)| name.starts_with(prefix) && lease.expires_at > now)
+            .map(|(name, lease)| (name.clone(), lease.holder.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Drops the lease if `holder` holds it.
     fn release(&mut self, name: &str, holder: &str) {
         if self.leases.get(name).is_some_and(|l| l.holder == holder) {
@@ -70,6 +82,10 @@ impl LeaseRepo for VolatileStore {
     async fn release(&self, name: &str, holder: &str) -> StoreResult<()> {
         self.lock(&self.leases)?.release(name, holder);
         Ok(())
+    }
+
+    async fn holders(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<(String, String)>> {
+        Ok(self.lock(&self.leases)?.holders(prefix, now))
     }
 }
 

@@ -1088,6 +1088,34 @@ pub(crate) async fn try_acquire_lease(
     }
 }
 
+/// Live leases named `prefix…` at `now`, by name (a handful of rows: the prefix is
+/// matched here rather than with an escaped LIKE).
+pub(crate) async fn lease_holders(
+    conn: &mut MySqlConnection,
+    prefix: &str,
+    now: Timestamp,
+) -> StoreResult<Vec<(String, String)>> {
+    let rows = sqlx::query("SELECT name, holder FROM leases WHERE expires_at > ? ORDER BY name")
+        .bind(now.0)
+        .fetch_all(&mut *conn)
+        .await
+        .my()?;
+    // The lease columns are binary-collated (0001_init.sql), which sqlx reads as bytes.
+    let text = |row: &MySqlRow, i: usize| -> StoreResult<String> {
+        let bytes: Vec<u8> = row.try_get(i).my()?;
+        String::from_utf8(bytes)
+            .map_err(|e| crate::StoreError::Internal(format!("a lease column is not UTF-8: {e}")))
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let name = text(&row, 0)?;
+        if name.starts_with(prefix) {
+            out.push((name, text(&row, 1)?));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn release_lease(
     conn: &mut MySqlConnection,
     name: &str,

@@ -920,6 +920,28 @@ pub(crate) async fn try_acquire_lease(
     Ok(changed == 1)
 }
 
+/// Live leases named `prefix…` at `now`, by name (a handful of rows: the prefix is
+/// matched here rather than with an escaped LIKE).
+pub(crate) async fn lease_holders(
+    conn: &mut PgConnection,
+    prefix: &str,
+    now: Timestamp,
+) -> StoreResult<Vec<(String, String)>> {
+    let rows = sqlx::query("SELECT name, holder FROM leases WHERE expires_at > $1 ORDER BY name")
+        .bind(now.0)
+        .fetch_all(&mut *conn)
+        .await
+        .pg()?;
+    let mut out = Vec::new();
+    for row in rows {
+        let name: String = row.try_get(0).pg()?;
+        if name.starts_with(prefix) {
+            out.push((name, row.try_get(1).pg()?));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn release_lease(
     conn: &mut PgConnection,
     name: &str,

@@ -128,6 +128,27 @@ pub(crate) fn try_acquire_lease(
     Ok(changed == 1)
 }
 
+/// Live leases named `prefix…` at `now`, by name. The table holds a handful of rows
+/// (leaders, members, partitions), so the prefix is matched here rather than with an
+/// escaped LIKE.
+pub(crate) fn lease_holders(
+    conn: &Connection,
+    prefix: &str,
+    now: Timestamp,
+) -> StoreResult<Vec<(String, String)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, holder FROM leases WHERE expires_at > ?1 ORDER BY name")?;
+    let rows = stmt.query_map(params![now.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, holder): (String, String) = row?;
+        if name.starts_with(prefix) {
+            out.push((name, holder));
+        }
+    }
+    Ok(out)
+}
+
 /// Drops the lease if `holder` holds it.
 pub(crate) fn release_lease(conn: &Connection, name: &str, holder: &str) -> StoreResult<()> {
     conn.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?
