@@ -141,7 +141,8 @@ def series_query_consistent(context, case):
     return case
 
 
-SEVERITIES = ("warning", "critical")
+# A duration rule's severity may be absent or null (the stages name it), or one of these.
+SEVERITIES = (None, "warning", "critical")
 
 
 def effective_name(rule):
@@ -166,10 +167,10 @@ def rules_consistent(context, case):
     effective = 0
     kept = []
     for i, rule in enumerate(rules):
-        fields = ("severity", "warn_after", "critical_after", "window", "name")
+        fields = ("warn_after", "critical_after", "window", "name")
         if rule.get("kind") == "duration" and all(
             isinstance(rule.get(f, ""), str) for f in fields
-        ) and rule.get("severity", "warning") in SEVERITIES:
+        ) and rule.get("severity") in SEVERITIES:
             # Only well-typed rules are completed: a negative case (a wrong type, or a
             # severity outside the enum) stays negative.
             rule.pop("severity", None)

@@ -136,8 +136,17 @@ impl Present<String> {
     }
 }
 
+/// Longest duration text a rule takes, as its schema says (`maxLength`): enough for any
+/// sensible span (`36h`, `86400000`) and far from overflowing milliseconds.
+const MAX_DURATION_TEXT: usize = 8;
+
 /// Reads the duration in `field`; an unreadable one is an error naming it.
 fn span(field: &str, text: &str) -> Result<DurationMs, WireError> {
+    if text.chars().count() > MAX_DURATION_TEXT {
+        return Err(WireError(format!(
+            "invalid `{field}`: at most {MAX_DURATION_TEXT} characters (write `36h`, not `129600000ms`)"
+        )));
+    }
     parse_duration_ms(text)
         .map(DurationMs)
         .map_err(|e| WireError(format!("invalid `{field}`: {e}")))
