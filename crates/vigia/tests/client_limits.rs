@@ -311,10 +311,11 @@ async fn connection_cap_and_slow_clients_get_clear_answers() {
     assert_eq!(stored.as_array().map(Vec::len), Some(0), "{stored}");
 }
 
-/// `live.send_timeout`: a WebSocket client that stops reading is closed with code 1008
-/// and a reason once a frame has waited that long, and its place and buffers are freed
-/// (a new stream of the same key fits again under `live.max_subscribers_per_key`); a
-/// client that reads is served throughout, before and after.
+/// `live.send_timeout`: a WebSocket client that stops reading is dropped once a frame has
+/// waited that long, and its place and buffers are freed (a new stream of the same key
+/// fits again under `live.max_subscribers_per_key`); a client that reads is served
+/// throughout, before and after. The 1008 close frame is queued behind the unread
+/// frames, so such a client usually sees a reset instead of the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_is_closed_and_others_go_on() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
