@@ -34,6 +34,19 @@ pub fn partition_of(tenant: TenantId, sensor: &str, partitions: usize) -> usize 
     (sensor_hash(tenant, sensor) % partitions as u64) as usize
 }
 
+/// The rendezvous weight of `member` for `partition`: the member with the highest weight
+/// owns the partition (`vigia_ingest::affinity`). FNV-1a over the member name and the
+/// partition number, then a 64-bit finaliser (from SplitMix64), because FNV alone leaves
+/// names that differ in their last byte with weights close together; fixed like
+/// [`sensor_hash`], so every process ranks the members alike.
+pub fn member_weight(member: &str, partition: usize) -> u64 {
+    let hash = fnv1a(FNV_OFFSET, member.as_bytes());
+    let mut z = fnv1a(hash, &(partition as u32).to_le_bytes());
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

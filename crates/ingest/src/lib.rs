@@ -4,6 +4,7 @@
 //! What this crate is not: it does not speak HTTP (that is `vigia-web`) and it does not
 //! know how a store or bus backend works (it only sees the traits).
 
+pub mod affinity;
 pub mod decode;
 pub mod directory;
 pub mod metrics;

@@ -21,11 +21,24 @@ pub const WORKER_RETRIES: &str = "vigia_worker_retries_total";
 pub const DEAD_LETTERS: &str = "vigia_dead_letters_total";
 /// Histogram: seconds from ingest's 202 to the store commit of a batch.
 pub const INGEST_TO_COMMIT_SECONDS: &str = "vigia_ingest_to_commit_seconds";
+/// Gauge: readings partitions this worker process owns now (`bus_partitions` > 1).
+pub const PARTITIONS_OWNED: &str = "vigia_worker_partitions_owned";
+/// Counter: readings partitions this worker process took over (at start, on a
+/// rebalance, or from a dead owner).
+pub const PARTITIONS_TAKEN: &str = "vigia_worker_partitions_taken_total";
 
 /// Registers help texts and starts every counter at zero, so dashboards and the
 /// benchmark see each series from the first scrape rather than after its first event.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        PARTITIONS_OWNED,
+        "Readings partitions this worker process owns now"
+    );
+    describe_counter!(
+        PARTITIONS_TAKEN,
+        "Readings partitions this worker process took over"
+    );
     describe_counter!(
         INGEST_READINGS,
         Unit::Count,

@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use vigia_bus::{readings, Bus, BusError, Topic};
@@ -38,6 +39,7 @@ use vigia_store::{
 
 use vigia_fanout::Fanout;
 
+use crate::affinity::{AffinityConfig, OwnedPartitions};
 use crate::metrics as m;
 use crate::{RuleStates, SensorDirectory};
 
@@ -64,6 +66,12 @@ pub struct PipelineConfig {
     pub engine: EngineConfig,
     /// First retry delay after a failed commit; doubles up to 5 s.
     pub retry_backoff: Duration,
+    /// Readings partitions of the bus (`bus_partitions`, the same in every process). With
+    /// one, every worker takes from the one readings topic; with more, this pool takes
+    /// only the partitions it owns ([`crate::affinity`]) and `workers` bounds how many
+    /// batches it judges and commits at once.
+    pub partitions: usize,
+    pub affinity: AffinityConfig,
 }
 
 impl Default for PipelineConfig {
@@ -74,6 +82,8 @@ impl Default for PipelineConfig {
             provisioning: Provisioning::Auto,
             engine: EngineConfig::default(),
             retry_backoff: Duration::from_millis(100),
+            partitions: 1,
+            affinity: AffinityConfig::default(),
         }
     }
 }
@@ -92,7 +102,20 @@ pub struct Pipeline {
     /// ran ahead of the store (an alert "opened" that was never written). They are
     /// re-read from the store before the next batch, so the redelivery opens it for real.
     stale: Mutex<HashSet<SensorId>>,
+    /// The partitions this pool owns now (all of them with one partition).
+    owned: OwnedPartitions,
+    /// Turns true when the process shuts down: the partition owner stops taking
+    /// partitions and hands back the ones it holds once their consumers drained.
+    closing: watch::Sender<bool>,
+    /// Batches judged and committed at once in partitioned mode (`workers`).
+    permits: Semaphore,
+    /// When the bus depth gauge was last measured (ms since `UNIX_EPOCH`): at most every
+    /// [`DEPTH_EVERY_MS`], since with partitions it is one bus call per partition.
+    depth_measured_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How often a worker refreshes the bus depth gauge, at most.
+const DEPTH_EVERY_MS: i64 = 500;
 
 impl Pipeline {
     /// Builds the shared state and rebuilds rule state from the store: the recent
@@ -110,21 +133,34 @@ impl Pipeline {
     ) -> Result<Arc<Self>, StoreError> {
         let sensors = directory.all().len();
         let states = Arc::new(RuleStates::new());
-        let rebuilt =
-            rebuild_rule_states(store.as_ref(), &directory, &states, &config, None).await?;
-        info!(
-            sensors,
-            replayed = rebuilt.replayed,
-            latest = rebuilt.latest,
-            unresolved = rebuilt.unresolved,
-            "rule state rebuilt"
-        );
+        if config.partitions <= 1 {
+            let rebuilt =
+                rebuild_rule_states(store.as_ref(), &directory, &states, &config, None).await?;
+            info!(
+                sensors,
+                replayed = rebuilt.replayed,
+                latest = rebuilt.latest,
+                unresolved = rebuilt.unresolved,
+                "rule state rebuilt"
+            );
+        } else {
+            info!(
+                partitions = config.partitions,
+                member = %config.affinity.member,
+                "rule state is rebuilt partition by partition, as this process takes them"
+            );
+        }
         let forget = states.clone();
         fanout.on_control(Arc::new(move |message: &Control| {
             if let Control::ExcursionForgotten { sensor, rule } = message {
                 forget.forget_excursion(*sensor, rule);
             }
         }));
+        let owned = OwnedPartitions::default();
+        if config.partitions <= 1 {
+            owned.insert(0);
+        }
+        let permits = Semaphore::new(config.workers.max(1));
         Ok(Arc::new(Self {
             store,
             bus,
@@ -133,6 +169,10 @@ impl Pipeline {
             fanout,
             config,
             stale: Mutex::new(HashSet::new()),
+            owned,
+            closing: watch::channel(false).0,
+            permits,
+            depth_measured_ms: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 
@@ -170,28 +210,93 @@ impl Pipeline {
         &self.states
     }
 
-    /// Starts the workers; they run until the bus is closed and drained.
+    /// Starts the workers; they run until the bus is closed and drained. With several
+    /// partitions, the task started is the partition owner ([`crate::affinity`]), which
+    /// runs one consumer per partition it owns until [`Pipeline::close`] (or until the
+    /// bus is closed and drained).
     pub fn spawn_workers(self: &Arc<Self>) -> JoinSet<()> {
         let mut set = JoinSet::new();
+        if self.config.partitions > 1 {
+            let pipeline = self.clone();
+            set.spawn(async move { crate::affinity::run(pipeline).await });
+            return set;
+        }
         for worker in 0..self.config.workers.max(1) {
             let pipeline = self.clone();
-            set.spawn(async move { pipeline.run_worker(worker).await });
+            set.spawn(async move {
+                pipeline.consume(worker, Topic::READINGS, None).await;
+            });
         }
         set
     }
 
-    async fn run_worker(&self, worker: usize) {
+    /// The process is shutting down: the partition owner stops each consumer after its
+    /// current batch and releases its partitions, so the other worker processes take
+    /// them at once; what waits on them stays on the shared bus. Then the workers' tasks
+    /// end. With one partition this does nothing: the workers drain until the bus closes.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    pub(crate) fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The partitions this pool owns now.
+    pub fn owned_partitions(&self) -> Vec<usize> {
+        self.owned.list()
+    }
+
+    pub(crate) fn owned(&self) -> &OwnedPartitions {
+        &self.owned
+    }
+
+    /// Takes, judges, commits and acks deliveries from `topic` until the bus is closed
+    /// and drained (returns `true`) or `stop` turns true between two batches (`false`).
+    /// `stop` is `None` for the one-partition workers, which stop only with the bus.
+    pub(crate) async fn consume(
+        &self,
+        worker: usize,
+        topic: Topic,
+        mut stop: Option<watch::Receiver<bool>>,
+    ) -> bool {
         let mut backoff = self.config.retry_backoff;
+        let partitioned = stop.is_some();
         loop {
-            let received = match readings::receive(&*self.bus, self.config.batch_size).await {
+            let receive = readings::receive_from(&*self.bus, topic, self.config.batch_size);
+            let received = match &mut stop {
+                None => receive.await,
+                Some(stop) => tokio::select! {
+                    received = receive => received,
+                    _ = stop.wait_for(|s| *s) => return false,
+                },
+            };
+            let received = match received {
                 Ok(received) => received,
                 Err(BusError::Closed) => break,
                 Err(e) => {
-                    warn!(worker, error = %e, "bus receive failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    warn!(worker, %topic, error = %e, "bus receive failed; retrying");
+                    if !pause(backoff, &mut stop).await {
+                        return false;
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
+            };
+            // One-partition workers are `workers` tasks already; partition consumers
+            // share the pool's permits.
+            let _permit = if partitioned {
+                self.permits.acquire().await.ok()
+            } else {
+                None
             };
             let tokens: Vec<_> = received.iter().map(|r| r.token.clone()).collect();
             let batches: Vec<_> = received.iter().map(|r| r.value.clone()).collect();
@@ -211,18 +316,39 @@ impl Pipeline {
                     self.settle_one_by_one(worker, received).await
                 }
             };
+            drop(_permit);
+            self.measure_depth().await;
             if settled {
                 backoff = self.config.retry_backoff;
             } else {
                 metrics::counter!(m::WORKER_RETRIES).increment(1);
-                tokio::time::sleep(backoff).await;
+                if !pause(backoff, &mut stop).await {
+                    return false;
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            if let Ok(lag) = self.bus.lag(Topic::READINGS).await {
-                metrics::gauge!(m::BUS_DEPTH).set(lag as f64);
-            }
         }
-        debug!(worker, "worker stopped: bus closed and drained");
+        debug!(worker, %topic, "worker stopped: bus closed and drained");
+        true
+    }
+
+    /// Sets the bus depth gauge (readings waiting on every partition), at most every
+    /// [`DEPTH_EVERY_MS`] across the pool's workers.
+    async fn measure_depth(&self) {
+        use std::sync::atomic::Ordering;
+        let now = Timestamp::now().0;
+        let last = self.depth_measured_ms.load(Ordering::Relaxed);
+        if now - last < DEPTH_EVERY_MS
+            || self
+                .depth_measured_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if let Ok(lag) = readings::lag(&*self.bus, self.config.partitions).await {
+            metrics::gauge!(m::BUS_DEPTH).set(lag as f64);
+        }
     }
 
     /// After the store refused a set of deliveries for good: commits each alone, and
@@ -382,14 +508,19 @@ impl Pipeline {
     /// for `rules.resolve_hold`). A sensor that never sent a reading is not offline.
     ///
     /// The silence is judged on this process's rule state, which holds every reading this
-    /// pool judged and the store's latest values at start: with several worker processes
-    /// sharing one bus (until sensors are owned by one worker, issue 13) each sees only
-    /// part of a sensor's readings, so offline rules need a single worker process.
+    /// pool judged and the store's latest values when it took the sensor's partition. With
+    /// several partitions each worker process sweeps only the sensors of the partitions it
+    /// owns, which no other process judges; with one partition shared by several worker
+    /// processes, each sees only part of a sensor's readings, so offline rules then need
+    /// a single worker process.
     pub async fn sweep_silence(&self, now: Timestamp) -> Result<usize, StoreError> {
         let mut batch = WriteBatch::default();
         let mut transitions = Vec::new();
         let mut judged = Vec::new();
         for sensor in self.directory.all() {
+            if !self.owns(&sensor) {
+                continue;
+            }
             let watches_silence = sensor
                 .rules
                 .iter()
@@ -455,6 +586,68 @@ impl Pipeline {
                 }
             }
         })
+    }
+
+    /// Whether this pool judges `sensor` now (it owns the sensor's partition).
+    fn owns(&self, sensor: &Sensor) -> bool {
+        self.config.partitions <= 1
+            || self.owned.contains(vigia_core::partition::partition_of(
+                sensor.tenant,
+                &sensor.key,
+                self.config.partitions,
+            ))
+    }
+
+    /// The sensors of the directory whose readings travel on `partitions`.
+    pub(crate) fn sensors_of(&self, partitions: &[usize]) -> HashSet<SensorId> {
+        self.directory
+            .all()
+            .into_iter()
+            .filter(|s| {
+                partitions.contains(&vigia_core::partition::partition_of(
+                    s.tenant,
+                    &s.key,
+                    self.config.partitions,
+                ))
+            })
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Rebuilds, from the store, the rule state of the sensors of partitions this pool
+    /// has just taken (whatever it held of them is replaced); returns how many sensors.
+    pub(crate) async fn rebuild_partitions(
+        &self,
+        partitions: &[usize],
+    ) -> Result<usize, StoreError> {
+        let sensors = self.sensors_of(partitions);
+        if sensors.is_empty() {
+            return Ok(0);
+        }
+        let rebuilt = rebuild_rule_states(
+            self.store.as_ref(),
+            &self.directory,
+            &self.states,
+            &self.config,
+            Some(&sensors),
+        )
+        .await?;
+        info!(
+            ?partitions,
+            sensors = sensors.len(),
+            replayed = rebuilt.replayed,
+            unresolved = rebuilt.unresolved,
+            "rule state rebuilt for the partitions taken"
+        );
+        Ok(sensors.len())
+    }
+
+    /// Drops the rule state of the sensors of partitions this pool gave up: their next
+    /// owner rebuilds it from the store.
+    pub(crate) fn forget_partitions(&self, partitions: &[usize]) {
+        for sensor in self.sensors_of(partitions) {
+            self.states.remove(sensor);
+        }
     }
 
     /// Forgets the state of sensors whose judged readings did not reach the store, and
@@ -580,6 +773,20 @@ struct Rebuilt {
     replayed: usize,
     latest: usize,
     unresolved: usize,
+}
+
+/// Sleeps `backoff`, or less when `stop` turns true first; returns whether to go on.
+async fn pause(backoff: Duration, stop: &mut Option<watch::Receiver<bool>>) -> bool {
+    match stop {
+        None => {
+            tokio::time::sleep(backoff).await;
+            true
+        }
+        Some(stop) => tokio::select! {
+            _ = tokio::time::sleep(backoff) => true,
+            _ = stop.wait_for(|s| *s) => false,
+        },
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

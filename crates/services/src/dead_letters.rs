@@ -16,11 +16,24 @@ pub struct DeadLetterService {
     /// Where replays are published; `None` in a process without a bus (role `api` alone).
     bus: Option<Arc<dyn Bus>>,
     audit: Arc<AuditTrail>,
+    /// Readings partitions of the bus: a replay is published like any ingest.
+    partitions: usize,
 }
 
 impl DeadLetterService {
     pub fn new(store: Arc<dyn Store>, bus: Option<Arc<dyn Bus>>, audit: Arc<AuditTrail>) -> Self {
-        Self { store, bus, audit }
+        Self {
+            store,
+            bus,
+            audit,
+            partitions: 1,
+        }
+    }
+
+    /// Publishes replays over the bus's first `partitions` readings partitions by sensor.
+    pub fn with_partitions(mut self, partitions: usize) -> Self {
+        self.partitions = partitions.max(1);
+        self
     }
 
     /// A page of the tenant's dead letters, newest first, with ids below `before`.
@@ -72,13 +85,14 @@ impl DeadLetterService {
             )));
         };
         let count = letter.readings.len();
-        vigia_bus::readings::publish(
+        vigia_bus::readings::publish_partitioned(
             &**bus,
             IngestBatch {
                 tenant: caller.tenant,
                 received_ms: Timestamp::now().0,
                 readings: letter.readings,
             },
+            self.partitions,
         )
         .await?;
         self.remove(caller, id, "dead_letter.replay", client)

@@ -93,6 +93,8 @@ pub struct IngestService {
     /// The line protocol tag that names the sensor.
     sensor_tag: String,
     default_times: Arc<DefaultTimes>,
+    /// Readings partitions of the bus (see [`IngestService::with_partitions`]).
+    partitions: usize,
 }
 
 impl IngestService {
@@ -109,7 +111,15 @@ impl IngestService {
             limits,
             sensor_tag: "sensor".into(),
             default_times: Arc::default(),
+            partitions: 1,
         }
+    }
+
+    /// Spreads published readings over the bus's first `partitions` readings partitions
+    /// by sensor (`bus_partitions`; default 1), as the workers that own them expect.
+    pub fn with_partitions(mut self, partitions: usize) -> Self {
+        self.partitions = partitions.max(1);
+        self
     }
 
     /// Names the line protocol tag that carries the sensor key (default `sensor`).
@@ -186,13 +196,14 @@ impl IngestService {
             self.refuse_unknown_sensors(caller, &readings)?;
         }
         let accepted = readings.len();
-        vigia_bus::readings::publish(
+        vigia_bus::readings::publish_partitioned(
             &*self.bus,
             IngestBatch {
                 tenant: caller.tenant,
                 received_ms: received.0,
                 readings,
             },
+            self.partitions,
         )
         .await?;
         metrics::counter!(m::INGEST_READINGS).increment(accepted as u64);

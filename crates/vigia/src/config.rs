@@ -37,6 +37,14 @@ pub struct Config {
     /// Bus URL: `memory` (default; embedded, durable; file in the data dir), or any
     /// scheme of `vigia_bus::supported_schemes()`.
     pub bus: String,
+    /// Readings partitions on a shared bus (1 to 16), the same in every process: each
+    /// sensor's readings travel on one partition and one worker process owns each
+    /// partition at a time, so one process judges all of a sensor's readings (rate
+    /// windows, holds, offline rules). Absent: 8 on `redis://` and `nats://`, 1 on the
+    /// embedded bus, which refuses more (one process owns everything anyway). Change it
+    /// only with the bus drained: readings waiting on a partition past the new count are
+    /// not read.
+    pub bus_partitions: Option<usize>,
     /// Fan-out URL (live events and cache invalidations between processes): `memory`
     /// (default; this process only), `redis://…` or `nats://…` (see `vigia_fanout`).
     pub fanout: String,
@@ -137,7 +145,8 @@ pub struct LiveConfig {
     /// Open streams of one API key; past it, 429 + `Retry-After`.
     pub max_subscribers_per_key: usize,
     /// How long one WebSocket frame may wait for a client that does not read before the
-    /// stream is closed (code 1008, with the reason).
+    /// stream is closed (with code 1008 and the reason when the socket still takes the
+    /// close frame; a client that stopped reading usually sees a reset instead).
     pub send_timeout: String,
 }
 
@@ -351,6 +360,9 @@ pub struct WorkersConfig {
     pub count: usize,
     /// Readings per batch a worker takes from the bus.
     pub batch_size: usize,
+    /// With several `bus_partitions`: how long a worker process that died keeps its
+    /// partitions (its leases expire); renewed every fifth of it; at least 1s.
+    pub partition_lease: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -376,6 +388,7 @@ impl Default for Config {
             store_max_connections: vigia_store::registry::DEFAULT_MAX_CONNECTIONS,
             store_read_url: None,
             bus: "memory".into(),
+            bus_partitions: None,
             fanout: "memory".into(),
             fanout_refresh: "30s".into(),
             durability: Durability::Full,
@@ -421,6 +434,7 @@ impl Default for WorkersConfig {
             // evaluate, so commits carry several batches (measured by the store bench).
             count: 4,
             batch_size: 500,
+            partition_lease: "10s".into(),
         }
     }
 }
@@ -445,6 +459,7 @@ const KEYS: &[&str] = &[
     "store_max_connections",
     "store_read_url",
     "bus",
+    "bus_partitions",
     "fanout",
     "fanout_refresh",
     "durability",
@@ -570,6 +585,20 @@ impl Config {
             bail!("auth.max_failures_per_second must be at least 1");
         }
         vigia_bus::validate_url(&self.bus).map_err(|e| anyhow::anyhow!("setting `bus`: {e}"))?;
+        if let Some(partitions) = self.bus_partitions {
+            if !(1..=vigia_bus::MAX_READINGS_PARTITIONS).contains(&partitions) {
+                bail!(
+                    "bus_partitions must be between 1 and {}, not {partitions}",
+                    vigia_bus::MAX_READINGS_PARTITIONS
+                );
+            }
+            if partitions > 1 && !self.shared_bus() {
+                bail!(
+                    "bus_partitions = {partitions} needs a bus shared by processes (redis://, \
+                     nats://); the embedded bus has one partition, owned by its one process"
+                );
+            }
+        }
         vigia_fanout::validate_url(&self.fanout)
             .map_err(|e| anyhow::anyhow!("setting `fanout`: {e}"))?;
         for (name, value) in [
@@ -577,6 +606,7 @@ impl Config {
             ("fanout_refresh", &self.fanout_refresh),
             ("ingest.max_future", &self.ingest.max_future),
             ("ingest.max_age", &self.ingest.max_age),
+            ("workers.partition_lease", &self.workers.partition_lease),
             ("rules.rate_window", &self.rules.rate_window),
             ("rules.rate_min_interval", &self.rules.rate_min_interval),
             ("rules.resolve_hold", &self.rules.resolve_hold),
@@ -610,6 +640,9 @@ impl Config {
         if self.millis(&self.fanout_refresh) < 1_000 {
             bail!("fanout_refresh must be at least 1s");
         }
+        if self.millis(&self.workers.partition_lease) < 1_000 {
+            bail!("workers.partition_lease must be at least 1s");
+        }
         if self.ingest.max_body_bytes < 1024 {
             bail!("ingest.max_body_bytes must be at least 1024");
         }
@@ -642,6 +675,18 @@ impl Config {
         self.validate_live()?;
         self.validate_objects()?;
         self.validate_rollups_and_retention()
+    }
+
+    /// Whether the bus is shared by processes (anything but the in-process backends).
+    fn shared_bus(&self) -> bool {
+        vigia_bus::BusUrl::parse(&self.bus)
+            .is_ok_and(|url| !matches!(url.scheme(), "memory" | "embedded" | "volatile"))
+    }
+
+    /// Readings partitions in use: `bus_partitions`, or its default for the bus.
+    pub fn readings_partitions(&self) -> usize {
+        self.bus_partitions
+            .unwrap_or(if self.shared_bus() { 8 } else { 1 })
     }
 
     fn validate_objects(&self) -> anyhow::Result<()> {
@@ -884,6 +929,21 @@ mod tests {
                 "rules.resolve_hold",
             ),
             (Box::new(|c| c.workers.count = 0), "workers.count"),
+            (
+                Box::new(|c| c.bus_partitions = Some(4)),
+                "bus_partitions = 4 needs a bus shared by processes",
+            ),
+            (
+                Box::new(|c| {
+                    c.bus = "redis://127.0.0.1:6379".into();
+                    c.bus_partitions = Some(17);
+                }),
+                "bus_partitions must be between 1 and 16",
+            ),
+            (
+                Box::new(|c| c.workers.partition_lease = "500ms".into()),
+                "workers.partition_lease must be at least 1s",
+            ),
             (
                 Box::new(|c| c.scheduler.retention_cron = "61 * * * *".into()),
                 "scheduler.retention_cron",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tracing::{info, warn};
-use vigia_bus::{Bus, Capacity, OpenContext, Topic};
+use vigia_bus::{readings, Bus, Capacity, OpenContext};
 use vigia_core::Control;
 use vigia_fanout::FanoutOptions;
 use vigia_ingest::decode::DecodeLimits;
@@ -48,8 +48,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = vigia_store::open(&config.store, &config.store_context())
         .await
         .context("could not open the store")?;
+    let partitions = config.readings_partitions();
     let bus = if roles.use_bus() {
-        Some(open_bus(&config).await?)
+        Some(open_bus(&config, partitions).await?)
     } else {
         None
     };
@@ -91,6 +92,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut workers = None;
     let mut silence_sweep = None;
     let mut pipeline_for_refresh = None;
+    let mut pipeline_to_close: Option<Arc<Pipeline>> = None;
     if roles.has("worker") {
         let bus = bus.clone().context("the worker role has no bus")?;
         let pipeline = Pipeline::new(
@@ -107,7 +109,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.duration(&config.rules.silence_sweep_every),
             stop_rx.clone(),
         ));
-        pipeline_for_refresh = Some(pipeline);
+        pipeline_for_refresh = Some(pipeline.clone());
+        pipeline_to_close = Some(pipeline);
     }
     let ingest = match (&bus, roles.has("ingest")) {
         (Some(bus), true) => Some(Arc::new(
@@ -117,7 +120,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 config.ingest.provisioning,
                 ingest_limits(&config),
             )
-            .with_line_protocol_sensor_tag(&config.ingest.line_protocol_sensor_tag),
+            .with_line_protocol_sensor_tag(&config.ingest.line_protocol_sensor_tag)
+            .with_partitions(partitions),
         )),
         _ => None,
     };
@@ -188,11 +192,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             fanout.clone(),
             audit.clone(),
         )),
-        dead_letters: Arc::new(vigia_services::DeadLetterService::new(
-            store.clone(),
-            bus.clone(),
-            audit.clone(),
-        )),
+        dead_letters: Arc::new(
+            vigia_services::DeadLetterService::new(store.clone(), bus.clone(), audit.clone())
+                .with_partitions(partitions),
+        ),
         auth,
         audit,
         rejections,
@@ -208,6 +211,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         jobs: scheduler.clone(),
         store: store.clone(),
         bus: bus.clone(),
+        readings_partitions: partitions,
         metrics,
         objects,
     });
@@ -270,9 +274,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             warn!(jobs = ?report.dropped, "jobs still running at shutdown were dropped");
         }
     }
+    if let Some(pipeline) = &pipeline_to_close {
+        // The partition owner hands its partitions back once they are drained.
+        pipeline.close();
+    }
     if let Some(bus) = &bus {
         info!(
-            depth = bus.lag(Topic::READINGS).await.unwrap_or_default(),
+            depth = readings::lag(&**bus, partitions).await.unwrap_or_default(),
             "draining the bus"
         );
         bus.close();
@@ -287,7 +295,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Ok(()) => info!("workers drained"),
             Err(_) => {
                 let depth = match &bus {
-                    Some(bus) => bus.lag(Topic::READINGS).await.unwrap_or_default(),
+                    Some(bus) => readings::lag(&**bus, partitions).await.unwrap_or_default(),
                     None => 0,
                 };
                 warn!(
@@ -375,14 +383,15 @@ async fn refresh_caches(
     }
 }
 
-async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+async fn open_bus(config: &Config, partitions: usize) -> anyhow::Result<Arc<dyn Bus>> {
     let bus = vigia_bus::open(
         &config.bus,
         &OpenContext {
             data_dir: config.data_dir.clone(),
             durability: config.durability,
+            // The bound on waiting readings holds for the whole family of partitions.
             capacity: Capacity::default()
-                .with(Topic::READINGS, config.ingest.queue_capacity_readings),
+                .with_readings(config.ingest.queue_capacity_readings, partitions),
             // Waiting payloads past this are read back from the bus file (hot in the OS
             // page cache) instead of being held in process memory.
             memory_budget_bytes: 8 * 1024 * 1024,
@@ -391,7 +400,7 @@ async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     )
     .await
     .context("could not open the bus")?;
-    let depth = bus.lag(Topic::READINGS).await?;
+    let depth = readings::lag(&*bus, partitions).await?;
     if depth > 0 {
         info!(depth, "replaying readings left on the bus by the last run");
     }
@@ -488,6 +497,11 @@ fn pipeline_config(config: &Config) -> PipelineConfig {
             resolve_hold_ms: config.millis(&config.rules.resolve_hold),
         },
         retry_backoff: Duration::from_millis(100),
+        partitions: config.readings_partitions(),
+        affinity: vigia_ingest::affinity::AffinityConfig {
+            member: vigia_ingest::affinity::default_member_name(),
+            lease: config.duration(&config.workers.partition_lease),
+        },
     }
 }
 

@@ -142,6 +142,57 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// The one value `query` returns, run inside this database.
+    fn scalar(&self, query: &str) -> String {
+        let mut cmd = match self.server {
+            Server::Postgres => {
+                let mut cmd = Command::new("psql");
+                cmd.args([
+                    "--no-psqlrc",
+                    "-At",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    "5432",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    &self.name,
+                    "-c",
+                    query,
+                ]);
+                cmd
+            }
+            Server::Mariadb => {
+                let program = if which("mariadb") { "mariadb" } else { "mysql" };
+                let mut cmd = Command::new(program);
+                cmd.args([
+                    "-N",
+                    "-B",
+                    "-h",
+                    "127.0.0.1",
+                    "-P",
+                    "3306",
+                    "-u",
+                    "root",
+                    &self.name,
+                    "-e",
+                    query,
+                ]);
+                cmd
+            }
+        };
+        let out = cmd.output().expect("run the database client");
+        assert!(
+            out.status.success(),
+            "`{query}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let statement = match self.server {
@@ -248,16 +299,28 @@ impl Drop for Broker {
 
 /// One Vigía process with these roles on the shared store, bus and fan-out.
 fn process(db: &TestDb, broker: &Broker, roles: &str) -> TestServer {
+    process_with(db, broker, roles, &[])
+}
+
+/// [`process`] with more settings.
+fn process_with(
+    db: &TestDb,
+    broker: &Broker,
+    roles: &str,
+    settings: &[(&str, &str)],
+) -> TestServer {
+    let mut env = vec![
+        ("VIGIA_STORE".into(), db.url()),
+        ("VIGIA_BUS".into(), broker.bus_url()),
+        ("VIGIA_FANOUT".into(), broker.fanout_url()),
+        (
+            "VIGIA_FANOUT_REFRESH".into(),
+            REFRESH_BEYOND_THE_TEST.into(),
+        ),
+    ];
+    env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     TestServer::start(Options {
-        env: vec![
-            ("VIGIA_STORE".into(), db.url()),
-            ("VIGIA_BUS".into(), broker.bus_url()),
-            ("VIGIA_FANOUT".into(), broker.fanout_url()),
-            (
-                "VIGIA_FANOUT_REFRESH".into(),
-                REFRESH_BEYOND_THE_TEST.into(),
-            ),
-        ],
+        env,
         args: vec!["--roles".into(), roles.into()],
         ..Options::default()
     })
@@ -481,6 +544,231 @@ async fn mariadb_nats_bus_nats_fanout() {
         return;
     }
     alert_crosses_processes_and_reopens_after_a_manual_resolve(
+        TestDb::create(Server::Mariadb),
+        Broker::nats(),
+    )
+    .await;
+}
+
+/// Readings posted in the partition scenario (`VIGIA_SCALE_OUT_READINGS` overrides it).
+fn partition_scenario_readings() -> usize {
+    std::env::var("VIGIA_SCALE_OUT_READINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// Sensors the scenario's readings are spread over.
+const SCENARIO_SENSORS: usize = 1_000;
+const PARTITIONS: &str = "8";
+/// A dead worker's partitions must have moved by then (issue 13).
+const TAKEOVER_BUDGET: Duration = Duration::from_secs(15);
+
+/// One JSON batch of `count` readings starting at reading `first`: sensor `AF-(i % S)`,
+/// event time `base + i` ms, so every reading has its own key; with the rate sensor's
+/// `k`-th reading when given (+0.5 every 10 s of event time: 3 per minute).
+fn scenario_batch(first: usize, count: usize, base: i64, rise: Option<i64>) -> Vec<u8> {
+    let mut body = String::with_capacity(count * 64 + 80);
+    body.push('[');
+    for i in first..first + count {
+        if i > first {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"sensor":"AF-{}","ts":{},"value":-20.5}}"#,
+            i % SCENARIO_SENSORS,
+            base + i as i64
+        ));
+    }
+    if let Some(k) = rise {
+        body.push_str(&format!(
+            r#",{{"sensor":"RISE-1","ts":{},"value":{}}}"#,
+            base + k * 10_000,
+            -20.0 + 0.5 * k as f64
+        ));
+    }
+    body.push(']');
+    body.into_bytes()
+}
+
+/// Issue 13's acceptance with one ingest and two worker processes: the workers split the
+/// partitions; one is SIGKILLed with readings pending and its partitions move to the
+/// other within 15 s; every reading lands exactly once; a rate excursion spread over
+/// many batches (and over the takeover) opens exactly one alert.
+async fn a_dead_workers_partitions_move_and_every_reading_lands_once(db: TestDb, broker: Broker) {
+    let settings = [
+        ("VIGIA_BUS_PARTITIONS", PARTITIONS),
+        ("VIGIA_INGEST__MAX_BATCH_ROWS", "5000"),
+    ];
+    let ingest = process_with(&db, &broker, "ingest,api,scheduler", &settings);
+    let mut first = process_with(&db, &broker, "worker", &settings);
+    let second = process_with(&db, &broker, "worker", &settings);
+    let logs = |first: &TestServer| {
+        format!(
+            "--- ingest:\n{}\n--- worker 1:\n{}\n--- worker 2:\n{}",
+            ingest.log(),
+            first.log(),
+            second.log()
+        )
+    };
+    let partitions: f64 = PARTITIONS.parse().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the workers to split the partitions",
+        || async {
+            let (a, b) = (
+                metric(&first, "vigia_worker_partitions_owned").await,
+                metric(&second, "vigia_worker_partitions_owned").await,
+            );
+            (a > 0.0 && b > 0.0 && a + b == partitions).then_some(())
+        },
+    )
+    .await;
+
+    let res = client()
+        .put(ingest.url("/api/v1/sensors/RISE-1"))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "kind": "freezer",
+            "rules": [{"kind": "rate", "max_per_min": 1.0, "direction": "rise", "severity": "warning"}]
+        }))
+        .send()
+        .await
+        .expect("PUT the rate sensor");
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+
+    let total = partition_scenario_readings();
+    let per_batch = 1_000;
+    let batches = total.div_ceil(per_batch);
+    // Event times an hour back, within `ingest.max_age`, ms apart per reading.
+    let base = vigia_core::Timestamp::now().0 - 3_600_000;
+    // Poster 0 of 4 posts every fourth batch, one rate reading in each of its first 60.
+    let rises = 60.min(batches.div_ceil(4)) as i64;
+    let started = Instant::now();
+    // Four posters; poster 0 carries the rate sensor's readings in event-time order.
+    let posted = std::sync::Arc::new(AtomicU64::new(0));
+    let kill_after = (batches / 2) as u64;
+    let mut posters = tokio::task::JoinSet::new();
+    for poster in 0..4usize {
+        let ingest_base = ingest.base.clone();
+        let posted = posted.clone();
+        posters.spawn(async move {
+            let mut k = 0i64;
+            for batch in (poster..batches).step_by(4) {
+                let count = per_batch.min(total - batch * per_batch);
+                let rise = (poster == 0 && k < rises).then(|| {
+                    k += 1;
+                    k - 1
+                });
+                let body = scenario_batch(batch * per_batch, count, base, rise);
+                post_batch_to(&ingest_base, body).await;
+                posted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    while posted.load(Ordering::Relaxed) < kill_after {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pending = metric(&ingest, "vigia_bus_depth_readings").await;
+    first.kill9();
+    let kill = Instant::now();
+    println!(
+        "worker 1 SIGKILLed after {:?} with {pending} readings pending on the bus",
+        started.elapsed()
+    );
+    let moved = loop {
+        if metric(&second, "vigia_worker_partitions_owned").await == partitions {
+            break kill.elapsed();
+        }
+        assert!(
+            kill.elapsed() < TAKEOVER_BUDGET,
+            "worker 2 did not take worker 1's partitions within {TAKEOVER_BUDGET:?}\n{}",
+            logs(&first)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("worker 1's partitions moved to worker 2 in {moved:?}");
+    while posters.join_next().await.is_some() {}
+    println!("{total} readings accepted in {:?}", started.elapsed());
+
+    let expected = total + rises as usize;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let stored: usize = db
+            .scalar("SELECT count(*) FROM readings")
+            .parse()
+            .expect("a count");
+        if stored == expected {
+            break;
+        }
+        assert!(
+            stored <= expected,
+            "{stored} readings stored, {expected} posted"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{stored} of {expected} readings stored after 10 minutes\n{}",
+            logs(&first)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "all {expected} readings stored once, {:?} after the first post",
+        started.elapsed()
+    );
+    drained(&ingest).await;
+    let alerts = get_json(&ingest.url("/api/v1/alerts?sensor=RISE-1")).await;
+    let alerts = alerts.as_array().expect("an array of alerts");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert for one rate excursion: {alerts:?}\n{}",
+        logs(&first)
+    );
+    assert_eq!(alerts[0]["kind"], "rate", "{alerts:?}");
+}
+
+async fn post_batch_to(base: &str, body: Vec<u8>) {
+    loop {
+        let res = client()
+            .post(format!("{base}/api/v1/readings"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("post a batch");
+        match res.status().as_u16() {
+            202 => return,
+            // Past the bus's capacity: back off as told, as a device would.
+            503 | 429 => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("ingest answered {other}: {}", res.text().await.unwrap()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_redis_two_workers_one_sigkilled() {
+    if !vigia_core::services::service_available("postgres (scale_out)", POSTGRES)
+        || !vigia_core::services::service_available("redis (scale_out)", REDIS)
+    {
+        return;
+    }
+    a_dead_workers_partitions_move_and_every_reading_lands_once(
+        TestDb::create(Server::Postgres),
+        Broker::redis(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_nats_two_workers_one_sigkilled() {
+    if !vigia_core::services::service_available("mariadb (scale_out)", MARIADB)
+        || !vigia_core::services::service_available("nats (scale_out)", NATS)
+    {
+        return;
+    }
+    a_dead_workers_partitions_move_and_every_reading_lands_once(
         TestDb::create(Server::Mariadb),
         Broker::nats(),
     )

@@ -76,6 +76,8 @@ pub struct AppServices {
     pub store: Arc<dyn Store>,
     /// Checked by `/readyz` and measured for `/metrics` when this process uses the bus.
     pub bus: Option<Arc<dyn Bus>>,
+    /// Readings partitions of the bus (`bus_partitions`): the depth is their sum.
+    pub readings_partitions: usize,
     pub metrics: telemetry::Metrics,
     /// The object store and its signed routes, when this process serves the API.
     pub objects: Option<routes::objects::ObjectRoutes>,

@@ -51,7 +51,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(bus) = &state.bus {
-        if let Ok(lag) = bus.lag(vigia_bus::Topic::READINGS).await {
+        if let Ok(lag) = vigia_bus::readings::lag(&**bus, state.readings_partitions).await {
             metrics::gauge!(vigia_ingest::metrics::BUS_DEPTH).set(lag as f64);
         }
     }
