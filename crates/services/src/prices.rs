@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use vigia_core::{Permission, Timestamp};
 use vigia_store::{
-    AuditEvent, AuditOutcome, ImportCounts, NewPrice, Price, PriceFilter, PricePerKg, StoreError,
-    Store,
+    AuditEvent, AuditOutcome, ImportCounts, NewPrice, Price, PriceFilter, PricePerKg, Store,
+    StoreError,
 };
 
 use crate::{AuditTrail, Caller, Page, ServiceError};
@@ -161,10 +161,13 @@ fn validate_currency(text: &str) -> Result<(), String> {
 
 fn parse_valid_from(text: &str) -> Result<Timestamp, String> {
     let is_date = text.len() == 10
-        && text
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
     let parsed = if is_date {
         Timestamp::parse_rfc3339(&format!("{text}T00:00:00Z"))
     } else {
@@ -285,9 +288,7 @@ pub fn parse_price_csv(bytes: &[u8]) -> Result<Vec<NewPrice>, CsvRefusal> {
             }
         }
         row += 1;
-        let line = record
-            .position()
-            .map_or(line_before, |p| p.line() as usize);
+        let line = record.position().map_or(line_before, |p| p.line() as usize);
         let mut bad = Vec::new();
         if record.len() != layout.width {
             bad.push(RowError {
@@ -354,7 +355,12 @@ pub fn parse_price_csv(bytes: &[u8]) -> Result<Vec<NewPrice>, CsvRefusal> {
                 (product, currency, price, valid_from)
             {
                 if bad.is_empty() {
-                    let identity = (product.clone(), currency.clone(), valid_from, source.clone());
+                    let identity = (
+                        product.clone(),
+                        currency.clone(),
+                        valid_from,
+                        source.clone(),
+                    );
                     if let Some(first) = seen.get(&identity) {
                         bad.push(RowError {
                             line,
@@ -394,10 +400,7 @@ pub fn parse_price_csv(bytes: &[u8]) -> Result<Vec<NewPrice>, CsvRefusal> {
 }
 
 fn csv_error(e: &csv::Error, line: usize) -> CsvRefusal {
-    let line = e
-        .position()
-        .map_or(line, |p| p.line() as usize)
-        .max(1);
+    let line = e.position().map_or(line, |p| p.line() as usize).max(1);
     CsvRefusal::whole_file(line, "file", format!("is not valid CSV here: {e}"))
 }
 
@@ -581,12 +584,18 @@ mod tests {
         assert_eq!(refused(" \n\n").errors[0].column, "file");
         let r = refused("product,currency,price_per_kg,valid_from\nbeef,USD,\"2.40,2026-11-23\n");
         assert_eq!(r.errors.last().map(|e| e.column.as_str()), Some("file"));
-        assert!(parse_price_csv(b"product,currency,price_per_kg,valid_from\n")
-            .expect("a header alone is an empty import")
-            .is_empty());
-        let r = parse_price_csv(b"product,currency,price_per_kg,valid_from\n\xff,USD,1,2026-01-01\n")
-            .expect_err("not UTF-8");
-        assert_eq!((r.errors[0].row, r.errors[0].column.as_str()), (1, "product"));
+        assert!(
+            parse_price_csv(b"product,currency,price_per_kg,valid_from\n")
+                .expect("a header alone is an empty import")
+                .is_empty()
+        );
+        let r =
+            parse_price_csv(b"product,currency,price_per_kg,valid_from\n\xff,USD,1,2026-01-01\n")
+                .expect_err("not UTF-8");
+        assert_eq!(
+            (r.errors[0].row, r.errors[0].column.as_str()),
+            (1, "product")
+        );
     }
 
     #[test]
@@ -612,7 +621,18 @@ mod tests {
             assert_eq!(p.0, micros);
             assert_eq!(p.to_string(), shown);
         }
-        for bad in ["", ".5", "5.", "1e3", "-1", "+1", "1,5", " 1", "9223372036855", "0.0000001"] {
+        for bad in [
+            "",
+            ".5",
+            "5.",
+            "1e3",
+            "-1",
+            "+1",
+            "1,5",
+            " 1",
+            "9223372036855",
+            "0.0000001",
+        ] {
             assert!(PricePerKg::parse(bad).is_err(), "{bad:?}");
         }
     }

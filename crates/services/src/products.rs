@@ -72,7 +72,12 @@ impl From<Product> for ProductView {
 
 /// Milliseconds in the largest unit that divides them: `7200000` is `2h`.
 pub fn duration_text(ms: i64) -> String {
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms != 0 && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -95,9 +100,7 @@ fn parse_limit(text: &str) -> Result<i64, String> {
         _ => 0,
     };
     match digits.parse::<i64>() {
-        Ok(n) if size > 0 && (1..=99_999).contains(&n) && !digits.starts_with('0') => {
-            Ok(n * size)
-        }
+        Ok(n) if size > 0 && (1..=99_999).contains(&n) && !digits.starts_with('0') => Ok(n * size),
         _ => Err(format!(
             "`{text}` is not a limit: 1–5 digits (not starting with 0) and a unit, ms, s, m, h \
              or d (e.g. 2h)"
@@ -137,7 +140,11 @@ impl ProductSpec {
                 }
             },
         };
-        let keep = limit("keep_below", self.keep_below.as_deref(), DEFAULT_KEEP_BELOW_MS);
+        let keep = limit(
+            "keep_below",
+            self.keep_below.as_deref(),
+            DEFAULT_KEEP_BELOW_MS,
+        );
         let discard = limit(
             "discard_after",
             self.discard_after.as_deref(),
@@ -236,7 +243,12 @@ impl ProductService {
     }
 
     /// Deletes a product (operators and admins); its prices stay. Audited.
-    pub async fn delete(&self, caller: &Caller, code: &str, client: &str) -> Result<(), ServiceError> {
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        code: &str,
+        client: &str,
+    ) -> Result<(), ServiceError> {
         caller.require(Permission::Operate)?;
         self.store
             .products()
@@ -287,9 +299,15 @@ mod tests {
     #[test]
     fn limits_default_to_the_four_hour_rule_and_must_be_in_order() {
         let put = spec(None, None).into_put("beef").expect("defaults");
-        assert_eq!((put.keep_below_ms, put.discard_after_ms), (7_200_000, 14_400_000));
+        assert_eq!(
+            (put.keep_below_ms, put.discard_after_ms),
+            (7_200_000, 14_400_000)
+        );
         let put = spec(Some("90m"), Some("3h")).into_put("beef").expect("set");
-        assert_eq!((put.keep_below_ms, put.discard_after_ms), (5_400_000, 10_800_000));
+        assert_eq!(
+            (put.keep_below_ms, put.discard_after_ms),
+            (5_400_000, 10_800_000)
+        );
         for (keep, discard, field) in [
             (Some("5h"), None, "discard_after"),
             (Some("2h"), Some("2h"), "discard_after"),

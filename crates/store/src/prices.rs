@@ -37,9 +37,7 @@ impl PricePerKg {
             ));
         }
         if fraction.len() > PRICE_DECIMALS as usize {
-            return Err(format!(
-                "`{text}` has more than {PRICE_DECIMALS} decimals"
-            ));
+            return Err(format!("`{text}` has more than {PRICE_DECIMALS} decimals"));
         }
         let too_large = || format!("`{text}` is too large an amount");
         let whole: i64 = whole.parse().map_err(|_| too_large())?;
@@ -59,11 +57,7 @@ impl fmt::Display for PricePerKg {
         let sign = if self.0 < 0 { "-" } else { "" };
         let abs = self.0.unsigned_abs();
         let scale = SCALE as u64;
-        let mut fraction = format!(
-            "{:0width$}",
-            abs % scale,
-            width = PRICE_DECIMALS as usize
-        );
+        let mut fraction = format!("{:0width$}", abs % scale, width = PRICE_DECIMALS as usize);
         while fraction.len() > 2 && fraction.ends_with('0') {
             fraction.pop();
         }

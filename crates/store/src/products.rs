@@ -76,8 +76,12 @@ pub(crate) fn product_from_row(
 pub trait ProductRepo: Send + Sync {
     /// Creates or replaces the tenant's product `put.code` at `at`; returns it and whether
     /// it was created.
-    async fn put(&self, tenant: TenantId, put: ProductPut, at: Timestamp)
-        -> StoreResult<(Product, bool)>;
+    async fn put(
+        &self,
+        tenant: TenantId,
+        put: ProductPut,
+        at: Timestamp,
+    ) -> StoreResult<(Product, bool)>;
     /// One of the tenant's products; `NotFound` when it has none by that code.
     async fn get(&self, tenant: TenantId, code: &str) -> StoreResult<Product>;
     /// The tenant's products by code: up to `limit` with a code after `after`.

@@ -63,7 +63,12 @@ pub async fn products_are_kept_per_tenant(store: &dyn Store) {
     let got = products.get(tenant.id, "beef").await.expect("get");
     assert_eq!(got, stored, "read back as written");
     assert_eq!(
-        (got.name.as_str(), got.weight_kg, got.keep_below_ms, got.discard_after_ms),
+        (
+            got.name.as_str(),
+            got.weight_kg,
+            got.keep_below_ms,
+            got.discard_after_ms
+        ),
         ("Beef, frozen", Some(12.5), 3_600_000, 7_200_000)
     );
     assert_eq!(got.updated_at, Timestamp(T0 + 1));
@@ -112,7 +117,14 @@ pub async fn products_are_kept_per_tenant(store: &dyn Store) {
         products.delete(other.id, "chicken").await,
         Err(StoreError::NotFound)
     ));
-    assert_eq!(products.list(tenant.id, None, 10).await.expect("list").len(), 4);
+    assert_eq!(
+        products
+            .list(tenant.id, None, 10)
+            .await
+            .expect("list")
+            .len(),
+        4
+    );
 }
 
 /// Importing the same rows again changes nothing; a row stored with another amount is
@@ -164,7 +176,13 @@ pub async fn price_imports_are_idempotent_and_exact(store: &dyn Store) {
     );
     let all = |filter: PriceFilter| async move {
         prices
-            .list(tenant.id, &PriceFilter { limit: 100, ..filter })
+            .list(
+                tenant.id,
+                &PriceFilter {
+                    limit: 100,
+                    ..filter
+                },
+            )
             .await
             .expect("list")
     };
@@ -179,7 +197,11 @@ pub async fn price_imports_are_idempotent_and_exact(store: &dyn Store) {
         .iter()
         .find(|p| p.source == "market")
         .expect("market row");
-    assert_eq!(huge.price_per_kg, PricePerKg(9_007_199_254_740_993), "exact");
+    assert_eq!(
+        huge.price_per_kg,
+        PricePerKg(9_007_199_254_740_993),
+        "exact"
+    );
 
     // A correction replaces the amount under the same identity; a new row beside it.
     let corrected = vec![
@@ -228,7 +250,11 @@ pub async fn price_imports_are_idempotent_and_exact(store: &dyn Store) {
             .expect("in force")
             .map(|p| (p.price_per_kg.0, p.source))
     };
-    assert_eq!(in_force("beef", Some("USD"), T0 - 1).await, None, "before any");
+    assert_eq!(
+        in_force("beef", Some("USD"), T0 - 1).await,
+        None,
+        "before any"
+    );
     assert_eq!(
         in_force("beef", Some("USD"), T0).await,
         Some((2_450_000, "csv".into())),
@@ -297,7 +323,11 @@ pub async fn price_imports_are_idempotent_and_exact(store: &dyn Store) {
         )
         .await
         .expect("page 2");
-    assert_eq!((first.len(), second.len()), (4, 2), "six prices in two pages");
+    assert_eq!(
+        (first.len(), second.len()),
+        (4, 2),
+        "six prices in two pages"
+    );
     assert!(first.last().expect("last").id > second[0].id);
     assert!(prices
         .list(

@@ -140,7 +140,10 @@ impl PriceRepo for VolatileStore {
             .filter(|(owner, price)| {
                 *owner == tenant
                     && filter.product.as_ref().is_none_or(|p| *p == price.product)
-                    && filter.currency.as_ref().is_none_or(|c| *c == price.currency)
+                    && filter
+                        .currency
+                        .as_ref()
+                        .is_none_or(|c| *c == price.currency)
             })
             .take(filter.limit)
             .map(|(_, price)| price.clone())

@@ -8,9 +8,15 @@ use vigia_core::{TenantId, Timestamp};
 use super::error::MyResultExt;
 use crate::prices::{
     check_distinct, classify, price_from_row, sql_before, sql_limit, PriceRow, Write,
-    PRICE_COLUMNS,
 };
-use crate::products::{product_from_row, ProductRow, PRODUCT_COLUMNS};
+use crate::products::{product_from_row, ProductRow};
+
+// The keyed columns are binary-collated (byte comparison, as the other backends); sqlx
+// reads those as bytes, so they are converted back to text as they are selected.
+const PRODUCT_COLUMNS: &str = "CONVERT(code USING utf8mb4), name, weight_kg, keep_below_ms, \
+     discard_after_ms, updated_at";
+const PRICE_COLUMNS: &str = "id, CONVERT(product USING utf8mb4), CONVERT(currency USING utf8mb4), \
+     per_kg_micros, valid_from, CONVERT(source USING utf8mb4), imported_at";
 use crate::{
     ImportCounts, NewPrice, Price, PriceFilter, Product, ProductPut, StoreError, StoreResult,
 };

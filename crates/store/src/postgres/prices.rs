@@ -7,8 +7,7 @@ use vigia_core::{TenantId, Timestamp};
 
 use super::error::PgResultExt;
 use crate::prices::{
-    check_distinct, classify, price_from_row, sql_before, sql_limit, PriceRow, Write,
-    PRICE_COLUMNS,
+    check_distinct, classify, price_from_row, sql_before, sql_limit, PriceRow, Write, PRICE_COLUMNS,
 };
 use crate::products::{product_from_row, ProductRow, PRODUCT_COLUMNS};
 use crate::{

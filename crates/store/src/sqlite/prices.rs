@@ -4,8 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use vigia_core::{TenantId, Timestamp};
 
 use crate::prices::{
-    check_distinct, classify, price_from_row, sql_before, sql_limit, PriceRow, Write,
-    PRICE_COLUMNS,
+    check_distinct, classify, price_from_row, sql_before, sql_limit, PriceRow, Write, PRICE_COLUMNS,
 };
 use crate::products::{product_from_row, ProductRow, PRODUCT_COLUMNS};
 use crate::{
@@ -112,7 +111,13 @@ pub(crate) fn import(
          WHERE tenant_id = ?1 AND product = ?2 AND currency = ?3 AND valid_from = ?4 AND source = ?5",
     )?;
     for row in prices {
-        let identity = params![tenant.0, row.product, row.currency, row.valid_from.0, row.source];
+        let identity = params![
+            tenant.0,
+            row.product,
+            row.currency,
+            row.valid_from.0,
+            row.source
+        ];
         let stored: Option<i64> = find.query_row(identity, |r| r.get(0)).optional()?;
         match classify(stored, row, &mut counts) {
             Write::Insert => {

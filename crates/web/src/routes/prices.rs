@@ -155,7 +155,10 @@ pub async fn list_prices(
     let before = pagination::position(CursorKind::Prices, params.cursor.as_deref())?;
     if let Some(product) = &params.product {
         if product.is_empty() || product.chars().count() > 64 {
-            return Err(ApiError::bad_parameter("product", "must be 1–64 characters"));
+            return Err(ApiError::bad_parameter(
+                "product",
+                "must be 1–64 characters",
+            ));
         }
     }
     if let Some(currency) = &params.currency {

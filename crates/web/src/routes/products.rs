@@ -58,7 +58,10 @@ pub async fn list_products(
     let limit = pagination::limit(params.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let after: Option<String> =
         pagination::position(CursorKind::Products, params.cursor.as_deref())?;
-    let page = state.products.list(&caller, after.as_deref(), limit).await?;
+    let page = state
+        .products
+        .list(&caller, after.as_deref(), limit)
+        .await?;
     Ok(Paged::of(page, CursorKind::Products, uri, |last| {
         last.code.clone()
     }))
