@@ -582,8 +582,12 @@ mod tests {
         assert_eq!(columns, ["price", "valid_from", "price_per_kg"]);
         assert_eq!(refused("").errors[0].column, "file");
         assert_eq!(refused(" \n\n").errors[0].column, "file");
+        // An unclosed quote runs to the end of the file: that row is short of fields.
         let r = refused("product,currency,price_per_kg,valid_from\nbeef,USD,\"2.40,2026-11-23\n");
-        assert_eq!(r.errors.last().map(|e| e.column.as_str()), Some("file"));
+        assert_eq!(
+            (r.errors[0].row, r.errors[0].column.as_str()),
+            (1, "columns")
+        );
         assert!(
             parse_price_csv(b"product,currency,price_per_kg,valid_from\n")
                 .expect("a header alone is an empty import")

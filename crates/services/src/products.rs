@@ -27,16 +27,16 @@ pub struct ProductSpec {
     pub name: String,
     /// The weight of one unit in kg, when the product is counted in units.
     #[serde(default)]
-    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0, nullable)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
     pub weight_kg: Option<f64>,
     /// Cumulative time out of range below which stock is kept (default `2h`); a number of
     /// 1–5 digits and a unit (ms, s, m, h, d). Must be shorter than `discard_after`.
     #[serde(default)]
-    #[schema(max_length = 8, pattern = "^[1-9][0-9]{0,4}(ms|s|m|h|d)$", nullable)]
+    #[schema(max_length = 8, pattern = "^[1-9][0-9]{0,4}(ms|s|m|h|d)$")]
     pub keep_below: Option<String>,
     /// Cumulative time out of range past which stock is discarded (default `4h`).
     #[serde(default)]
-    #[schema(max_length = 8, pattern = "^[1-9][0-9]{0,4}(ms|s|m|h|d)$", nullable)]
+    #[schema(max_length = 8, pattern = "^[1-9][0-9]{0,4}(ms|s|m|h|d)$")]
     pub discard_after: Option<String>,
 }
 

@@ -193,6 +193,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             bus.clone(),
             audit.clone(),
         )),
+        products: Arc::new(vigia_services::ProductService::new(
+            store.clone(),
+            audit.clone(),
+        )),
+        prices: Arc::new(vigia_services::PriceService::new(
+            store.clone(),
+            audit.clone(),
+            config.prices.max_import_bytes,
+        )),
         auth,
         audit,
         rejections,
