@@ -119,7 +119,7 @@ async fn a_price_file_is_imported_once_and_exactly() {
         .expect("url")
         .to_string();
     let rest: Vec<Value> = client()
-        .get(&next)
+        .get(server.url(&next))
         .bearer_auth(TOKEN)
         .send()
         .await
