@@ -1,6 +1,6 @@
 """Schemathesis hooks: the server's few rules that OpenAPI cannot state.
 
-The document (`/api/openapi.json`) states every constraint JSON Schema can express. Five
+The document (`/api/openapi.json`) states every constraint JSON Schema can express. Seven
 rules relate a value to another value or to the clock, or round a number, which JSON
 Schema cannot do; the descriptions in the document say them in words, and these hooks
 keep generated requests inside them, changing only the values that break them (so a
@@ -17,7 +17,10 @@ negative case stays negative):
   its timestamps must fit the `precision` parameter): generated text is replaced by a
   valid line without a timestamp, so the fuzzer exercises the parameters and keys; bad
   bodies are covered by crates/vigia/tests/line_protocol.rs and the decoder's property
-  tests.
+  tests;
+- a product's `keep_below` is shorter than its `discard_after`;
+- a price import's body is CSV whose rows the server checks: generated text is replaced
+  by one valid row (bad files: crates/vigia/tests/prices.rs).
 
 They are `map_case` hooks because Schemathesis applies only case hooks in its coverage
 phase. Loaded through `SCHEMATHESIS_HOOKS` by `run.sh`.
@@ -243,3 +246,54 @@ def alert_cursors_come_from_the_server(context, case):
 @schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/dead-letters")
 def dead_letter_cursors_come_from_the_server(context, case):
     return without_generated_cursor(case)
+
+
+@schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/products")
+def product_cursors_come_from_the_server(context, case):
+    return without_generated_cursor(case)
+
+
+@schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/prices")
+def price_cursors_come_from_the_server(context, case):
+    return without_generated_cursor(case)
+
+
+LIMIT_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+LIMIT = re.compile(r"^([1-9][0-9]{0,4})(ms|s|m|h|d)$")
+
+
+def limit_ms(value, default):
+    if value is None:
+        return default
+    match = LIMIT.match(value) if isinstance(value, str) else None
+    return int(match.group(1)) * LIMIT_UNITS[match.group(2)] if match else None
+
+
+@schemathesis.hook("map_case").apply_to(method="PUT", path="/api/v1/products/{code}")
+def product_limits_in_order(context, case):
+    # `keep_below` must be shorter than `discard_after` (defaults 2h and 4h): when two
+    # valid limits are not in order, they become the defaults' order, so a positive case
+    # stays positive. An invalid limit is left alone (the case is negative on purpose).
+    body = case.body
+    if not isinstance(body, dict):
+        return case
+    keep = limit_ms(body.get("keep_below"), 2 * 3_600_000)
+    discard = limit_ms(body.get("discard_after"), 4 * 3_600_000)
+    if keep is not None and discard is not None and keep >= discard:
+        body["keep_below"] = "1ms"
+        body["discard_after"] = "99999d"
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(method="POST", path="/api/v1/prices/import")
+def price_import_body_is_csv(context, case):
+    # The body is CSV with checked rows, which JSON Schema cannot state: generated text
+    # becomes one valid row, so the fuzzer exercises the route's headers and keys. Bad
+    # files are covered by crates/vigia/tests/prices.rs and the parser's unit tests. An
+    # empty body is a negative case (minLength 1) and stays one.
+    if isinstance(case.body, str) and case.body:
+        case.body = (
+            "product,currency,price_per_kg,valid_from,source\n"
+            f"schemathesis,USD,{len(case.body)}.25,2026-01-01,fuzz\n"
+        )
+    return case

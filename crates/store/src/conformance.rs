@@ -14,6 +14,7 @@ mod catalog;
 mod dead_letters;
 mod leases;
 mod outbox;
+mod prices;
 mod readings;
 mod robots;
 mod rollups;
@@ -40,6 +41,7 @@ pub use catalog::{
 pub use dead_letters::dead_letters_are_kept_whole_per_tenant;
 pub use leases::leases_one_holder_at_a_time;
 pub use outbox::outbox_has_one_event_per_alert_change;
+pub use prices::{price_imports_are_idempotent_and_exact, products_are_kept_per_tenant};
 pub use readings::{
     batch_is_atomic, concurrent_batches_fail_alone, housekeeping_keeps_data,
     large_batches_count_exactly, latest_of_one_sensor, latest_only_moves_forward,
@@ -140,6 +142,17 @@ macro_rules! for_each_outbox_check {
     };
 }
 
+/// The products and prices ports' checks.
+#[macro_export]
+macro_rules! for_each_price_check {
+    ($callback:ident) => {
+        $callback!(
+            products_are_kept_per_tenant,
+            price_imports_are_idempotent_and_exact,
+        );
+    };
+}
+
 /// The dead-letter port's checks.
 #[macro_export]
 macro_rules! for_each_dead_letter_check {
@@ -197,6 +210,7 @@ macro_rules! for_each_store_check {
         $crate::for_each_lease_check!($callback);
         $crate::for_each_outbox_check!($callback);
         $crate::for_each_dead_letter_check!($callback);
+        $crate::for_each_price_check!($callback);
         $crate::for_each_robot_check!($callback);
     };
 }

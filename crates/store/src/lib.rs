@@ -5,7 +5,8 @@
 //! Ports: [`CatalogRepo`] (tenants, keys, sensors), [`ReadingRepo`], [`AlertRepo`],
 //! [`AuditRepo`], [`LeaseRepo`], [`OutboxRepo`] (domain events written in the same
 //! transaction as the change they describe), [`RollupRepo`] (rollups and retention), [`RobotRepo`] (robots, their attempts,
-//! modules and instances).
+//! modules and instances), [`ProductRepo`] and [`PriceRepo`] (products, their cold-chain
+//! limits and their prices per kg).
 //! Writes that must be atomic across aggregates — readings, latest values and the alert
 //! changes they cause — go through the unit of work, [`Store::write_batch`]. A new aggregate is a new port module, its conformance suite
 //! and its tables; no existing trait grows.
@@ -34,6 +35,8 @@ pub mod memory;
 pub mod mysql;
 pub mod outbox;
 pub mod postgres;
+pub mod prices;
+pub mod products;
 pub mod readings;
 pub mod registry;
 pub mod robots;
@@ -51,6 +54,8 @@ pub use catalog::{CatalogRepo, NewApiKey, SensorPut, SensorScope};
 pub use dead_letters::{DeadLetter, DeadLetterRepo, DeadLetterSummary, NewDeadLetter};
 pub use leases::LeaseRepo;
 pub use outbox::{OutboxEntry, OutboxRepo};
+pub use prices::{ImportCounts, NewPrice, Price, PriceFilter, PricePerKg, PriceRepo};
+pub use products::{Product, ProductPut, ProductRepo};
 pub use readings::{LatestReading, Point, ReadingQuery, ReadingRepo, SensorReading};
 pub use registry::{open, supported_schemes, OpenContext, StoreFactory, StoreRegistry};
 pub use robots::{
@@ -119,6 +124,8 @@ pub trait Store: Send + Sync + 'static {
     fn rollups(&self) -> &dyn RollupRepo;
     fn dead_letters(&self) -> &dyn DeadLetterRepo;
     fn robots(&self) -> &dyn RobotRepo;
+    fn products(&self) -> &dyn ProductRepo;
+    fn prices(&self) -> &dyn PriceRepo;
 
     /// Commits readings, latest values and alert transitions atomically. Idempotent for
     /// readings.

@@ -32,6 +32,7 @@ mod catalog;
 mod dead_letters;
 mod leases;
 mod outbox;
+mod prices;
 mod readings;
 mod robots;
 mod rollups;
@@ -75,6 +76,7 @@ pub struct VolatileStore {
     leases: Mutex<Leases>,
     dead_letters: Mutex<dead_letters::DeadLetters>,
     robots: Mutex<robots::Robots>,
+    prices: Mutex<prices::Prices>,
 }
 
 /// The error of every call after [`VolatileStore::close`].
@@ -112,6 +114,7 @@ impl VolatileStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = dead_letters::DeadLetters::default();
         *self.robots.lock().unwrap_or_else(PoisonError::into_inner) = robots::Robots::default();
+        *self.prices.lock().unwrap_or_else(PoisonError::into_inner) = prices::Prices::default();
     }
 
     fn check_open(&self) -> StoreResult<()> {
@@ -171,6 +174,12 @@ impl Store for VolatileStore {
         self
     }
     fn robots(&self) -> &dyn RobotRepo {
+        self
+    }
+    fn products(&self) -> &dyn crate::ProductRepo {
+        self
+    }
+    fn prices(&self) -> &dyn crate::PriceRepo {
         self
     }
 

@@ -50,6 +50,7 @@ mod batch;
 mod dead_letters;
 mod error;
 pub mod partitions;
+mod prices;
 mod queries;
 mod robots;
 mod rollups;
@@ -419,6 +420,12 @@ impl Store for PostgresStore {
     fn robots(&self) -> &dyn crate::RobotRepo {
         self
     }
+    fn products(&self) -> &dyn crate::ProductRepo {
+        self
+    }
+    fn prices(&self) -> &dyn crate::PriceRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         if batch.readings.is_empty() && batch.alerts.is_empty() {
@@ -686,6 +693,68 @@ impl OutboxRepo for PostgresStore {
 
     async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
         queries::prune_outbox(&mut *self.primary().await?, before).await
+    }
+}
+
+#[async_trait]
+impl crate::ProductRepo for PostgresStore {
+    async fn put(
+        &self,
+        tenant: TenantId,
+        put: crate::ProductPut,
+        at: Timestamp,
+    ) -> StoreResult<(crate::Product, bool)> {
+        prices::put_product(&mut *self.primary().await?, tenant, &put, at).await
+    }
+
+    async fn get(&self, tenant: TenantId, code: &str) -> StoreResult<crate::Product> {
+        prices::product(&mut *self.replica().await?, tenant, code).await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::Product>> {
+        prices::products(&mut *self.replica().await?, tenant, after, limit).await
+    }
+
+    async fn delete(&self, tenant: TenantId, code: &str) -> StoreResult<()> {
+        prices::delete_product(&mut *self.primary().await?, tenant, code).await
+    }
+}
+
+#[async_trait]
+impl crate::PriceRepo for PostgresStore {
+    async fn import(
+        &self,
+        tenant: TenantId,
+        rows: Vec<crate::NewPrice>,
+        at: Timestamp,
+    ) -> StoreResult<crate::ImportCounts> {
+        let mut tx = self.write.begin().await.pg()?;
+        let counts = prices::import(&mut tx, tenant, &rows, at).await?;
+        tx.commit().await.pg()?;
+        Ok(counts)
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &crate::PriceFilter,
+    ) -> StoreResult<Vec<crate::Price>> {
+        prices::list(&mut *self.replica().await?, tenant, filter).await
+    }
+
+    async fn in_force(
+        &self,
+        tenant: TenantId,
+        product: &str,
+        currency: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<Option<crate::Price>> {
+        prices::in_force(&mut *self.replica().await?, tenant, product, currency, at).await
     }
 }
 

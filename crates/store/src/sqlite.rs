@@ -57,6 +57,7 @@ mod dead_letters;
 mod error;
 mod outbox;
 mod pool;
+mod prices;
 mod robots;
 mod rollups;
 mod schema;
@@ -204,6 +205,12 @@ impl Store for SqliteStore {
         self
     }
     fn robots(&self) -> &dyn RobotRepo {
+        self
+    }
+    fn products(&self) -> &dyn crate::ProductRepo {
+        self
+    }
+    fn prices(&self) -> &dyn crate::PriceRepo {
         self
     }
 
@@ -547,6 +554,82 @@ impl OutboxRepo for SqliteStore {
 
     async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
         self.write(move |w| w.transaction(|tx| outbox::prune(tx, before)))
+            .await
+    }
+}
+
+#[async_trait]
+impl crate::ProductRepo for SqliteStore {
+    async fn put(
+        &self,
+        tenant: TenantId,
+        put: crate::ProductPut,
+        at: Timestamp,
+    ) -> StoreResult<(crate::Product, bool)> {
+        self.write(move |w| w.transaction(|tx| prices::put_product(tx, tenant, &put, at)))
+            .await
+    }
+
+    async fn get(&self, tenant: TenantId, code: &str) -> StoreResult<crate::Product> {
+        let code = code.to_string();
+        self.reads
+            .run(move |c| prices::product(c, tenant, &code))
+            .await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::Product>> {
+        let after = after.map(str::to_string);
+        self.reads
+            .run(move |c| prices::products(c, tenant, after.as_deref(), limit))
+            .await
+    }
+
+    async fn delete(&self, tenant: TenantId, code: &str) -> StoreResult<()> {
+        let code = code.to_string();
+        self.write(move |w| w.transaction(|tx| prices::delete_product(tx, tenant, &code)))
+            .await
+    }
+}
+
+#[async_trait]
+impl crate::PriceRepo for SqliteStore {
+    async fn import(
+        &self,
+        tenant: TenantId,
+        rows: Vec<crate::NewPrice>,
+        at: Timestamp,
+    ) -> StoreResult<crate::ImportCounts> {
+        self.write(move |w| w.transaction(|tx| prices::import(tx, tenant, &rows, at)))
+            .await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &crate::PriceFilter,
+    ) -> StoreResult<Vec<crate::Price>> {
+        let filter = filter.clone();
+        self.reads
+            .run(move |c| prices::list(c, tenant, &filter))
+            .await
+    }
+
+    async fn in_force(
+        &self,
+        tenant: TenantId,
+        product: &str,
+        currency: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<Option<crate::Price>> {
+        let product = product.to_string();
+        let currency = currency.map(str::to_string);
+        self.reads
+            .run(move |c| prices::in_force(c, tenant, &product, currency.as_deref(), at))
             .await
     }
 }

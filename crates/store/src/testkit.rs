@@ -135,6 +135,13 @@ methods! {
     PutInstance => "robots.put_instance",
     GetInstance => "robots.instance",
     ListInstances => "robots.instances",
+    PutProduct => "products.put",
+    GetProduct => "products.get",
+    ListProducts => "products.list",
+    DeleteProduct => "products.delete",
+    ImportPrices => "prices.import",
+    ListPrices => "prices.list",
+    PriceInForce => "prices.in_force",
 }
 
 impl Method {
@@ -465,6 +472,12 @@ impl Store for FaultyStore {
     fn robots(&self) -> &dyn RobotRepo {
         self
     }
+    fn products(&self) -> &dyn crate::ProductRepo {
+        self
+    }
+    fn prices(&self) -> &dyn crate::PriceRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         self.faults.enter(Method::WriteBatch).await?;
@@ -739,6 +752,75 @@ impl OutboxRepo for FaultyStore {
     async fn prune(&self, before: Timestamp) -> StoreResult<u64> {
         self.faults.enter(Method::PruneOutbox).await?;
         self.inner.outbox().prune(before).await
+    }
+}
+
+#[async_trait]
+impl crate::ProductRepo for FaultyStore {
+    async fn put(
+        &self,
+        tenant: TenantId,
+        put: crate::ProductPut,
+        at: Timestamp,
+    ) -> StoreResult<(crate::Product, bool)> {
+        self.faults.enter(Method::PutProduct).await?;
+        self.inner.products().put(tenant, put, at).await
+    }
+
+    async fn get(&self, tenant: TenantId, code: &str) -> StoreResult<crate::Product> {
+        self.faults.enter(Method::GetProduct).await?;
+        self.inner.products().get(tenant, code).await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::Product>> {
+        self.faults.enter(Method::ListProducts).await?;
+        self.inner.products().list(tenant, after, limit).await
+    }
+
+    async fn delete(&self, tenant: TenantId, code: &str) -> StoreResult<()> {
+        self.faults.enter(Method::DeleteProduct).await?;
+        self.inner.products().delete(tenant, code).await
+    }
+}
+
+#[async_trait]
+impl crate::PriceRepo for FaultyStore {
+    async fn import(
+        &self,
+        tenant: TenantId,
+        prices: Vec<crate::NewPrice>,
+        at: Timestamp,
+    ) -> StoreResult<crate::ImportCounts> {
+        self.faults.enter(Method::ImportPrices).await?;
+        self.inner.prices().import(tenant, prices, at).await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &crate::PriceFilter,
+    ) -> StoreResult<Vec<crate::Price>> {
+        self.faults.enter(Method::ListPrices).await?;
+        self.inner.prices().list(tenant, filter).await
+    }
+
+    async fn in_force(
+        &self,
+        tenant: TenantId,
+        product: &str,
+        currency: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<Option<crate::Price>> {
+        self.faults.enter(Method::PriceInForce).await?;
+        self.inner
+            .prices()
+            .in_force(tenant, product, currency, at)
+            .await
     }
 }
 

@@ -76,6 +76,24 @@ pub struct Config {
     pub live: LiveConfig,
     pub http: HttpConfig,
     pub objects: ObjectsConfig,
+    pub prices: PricesConfig,
+}
+
+/// Prices of products (issue 15): CSV imports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricesConfig {
+    /// The largest price file `POST /api/v1/prices/import` and `vigia prices import`
+    /// take, in bytes; past it, 413.
+    pub max_import_bytes: usize,
+}
+
+impl Default for PricesConfig {
+    fn default() -> Self {
+        Self {
+            max_import_bytes: vigia_services::prices::DEFAULT_MAX_IMPORT_BYTES,
+        }
+    }
 }
 
 /// Object storage (`vigia_objects`): the relay's offloaded datasets, files robots read.
@@ -408,6 +426,7 @@ impl Default for Config {
             live: LiveConfig::default(),
             http: HttpConfig::default(),
             objects: ObjectsConfig::default(),
+            prices: PricesConfig::default(),
         }
     }
 }
@@ -479,6 +498,7 @@ const KEYS: &[&str] = &[
     "live",
     "http",
     "objects",
+    "prices",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -642,6 +662,9 @@ impl Config {
         }
         if self.millis(&self.workers.partition_lease) < 1_000 {
             bail!("workers.partition_lease must be at least 1s");
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.prices.max_import_bytes) {
+            bail!("prices.max_import_bytes must be between 1024 and 268435456");
         }
         if self.ingest.max_body_bytes < 1024 {
             bail!("ingest.max_body_bytes must be at least 1024");

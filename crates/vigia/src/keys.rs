@@ -111,6 +111,15 @@ pub async fn create_in_configured_store(
     key_name: &str,
     role: Role,
 ) -> anyhow::Result<IssuedKey> {
+    let store = open_configured_store(config).await?;
+    let issued = create_key(store.as_ref(), tenant, key_name, role).await;
+    store.close().await;
+    issued
+}
+
+/// Opens the store `config` points at for a command-line tool: few connections, and only
+/// a store that exists (see [`create_in_configured_store`]).
+pub async fn open_configured_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     let ctx = OpenContext {
         // A handful of statements: no need for the server's cache or many connections.
         cache_mib: 2,
@@ -127,9 +136,7 @@ pub async fn create_in_configured_store(
             ),
             other => anyhow::Error::new(other).context("could not open the store"),
         })?;
-    let issued = create_key(store.as_ref(), tenant, key_name, role).await;
-    store.close().await;
-    issued
+    Ok(store)
 }
 
 /// Issues a new key for `tenant` (a slug), creating the tenant when it is new. Only the

@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod jobs;
 pub mod keys;
+pub mod prices;
 pub mod probe;
 pub mod roles;
 pub mod serve;

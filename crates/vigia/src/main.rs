@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         what: vigia::keys::KeysCommand,
     },
+    /// Import product prices into the store a server uses (it may be running).
+    Prices {
+        #[command(subcommand)]
+        what: vigia::prices::PricesCommand,
+    },
     /// GET a URL and exit 0 on a 2xx answer (health checks in images without curl).
     Probe(ProbeArgs),
 }
@@ -196,6 +201,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { what } => {
             init_logging("warn");
             vigia::keys::run(what).await
+        }
+        Command::Prices { what } => {
+            init_logging("warn");
+            vigia::prices::run(what).await
         }
         Command::Probe(args) => {
             // A bad timeout is a typo in a health check: say so rather than wait forever.

@@ -196,6 +196,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             vigia_services::DeadLetterService::new(store.clone(), bus.clone(), audit.clone())
                 .with_partitions(partitions),
         ),
+        products: Arc::new(vigia_services::ProductService::new(
+            store.clone(),
+            audit.clone(),
+        )),
+        prices: Arc::new(vigia_services::PriceService::new(
+            store.clone(),
+            audit.clone(),
+            config.prices.max_import_bytes,
+        )),
         auth,
         audit,
         rejections,

@@ -342,6 +342,8 @@ async fn every_route_times_every_caller() {
         .await
         .expect("open the server's store");
     let tenant = store.catalog().default_tenant().await.unwrap().id;
+    let products_made = std::sync::atomic::AtomicI64::new(0);
+    let products_made = &products_made;
     // A fresh victim for each call that may consume one (a DELETE, a replay), so an
     // allowed call does not change what the next caller sees.
     let victim = |path: &str| {
@@ -351,6 +353,18 @@ async fn every_route_times_every_caller() {
         async move {
             if path.starts_with("/api/v1/keys") {
                 api_key(server, "viewer").await.0
+            } else if path.starts_with("/api/v1/products/") {
+                // A product of its own (`matrix-N`) for each call.
+                let n = products_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let res = client()
+                    .put(server.url(&format!("/api/v1/products/matrix-{n}")))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"name": "Matrix"}))
+                    .send()
+                    .await
+                    .expect("put a product");
+                assert_eq!(res.status(), 201, "a matrix product");
+                n
             } else if path.starts_with("/api/v1/dead-letters") {
                 let letter = vigia_store::NewDeadLetter {
                     tenant,
@@ -397,19 +411,22 @@ async fn every_route_times_every_caller() {
             let body = match (method.as_str(), path.as_str()) {
                 // Not CF-1: another tenant's post would auto-provision a CF-1 of its own.
                 ("post", "/api/v1/readings") => Some(json!({"sensor": "MATRIX-1", "value": -20})),
+                ("put", "/api/v1/products/{code}") => Some(json!({"name": "Matrix"})),
                 ("put", _) => Some(freezer()),
                 ("post", "/api/v1/keys") => Some(json!({"name": "matrix", "role": "viewer"})),
                 _ => None,
             };
             let concrete = |victim: i64| {
-                path.replace("{key}", "CF-1").replace(
-                    "{id}",
-                    &if path.starts_with("/api/v1/alerts") {
-                        alert.to_string()
-                    } else {
-                        victim.to_string()
-                    },
-                )
+                path.replace("{key}", "CF-1")
+                    .replace("{code}", &format!("matrix-{victim}"))
+                    .replace(
+                        "{id}",
+                        &if path.starts_with("/api/v1/alerts") {
+                            alert.to_string()
+                        } else {
+                            victim.to_string()
+                        },
+                    )
             };
             let what = |who: &str| format!("{} {path} as {who}", method.to_uppercase());
 

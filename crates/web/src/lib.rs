@@ -62,6 +62,8 @@ pub struct AppServices {
     pub alerts: Arc<AlertService>,
     pub keys: Arc<KeyService>,
     pub dead_letters: Arc<vigia_services::DeadLetterService>,
+    pub products: Arc<vigia_services::ProductService>,
+    pub prices: Arc<vigia_services::PriceService>,
     pub auth: Arc<Authenticator>,
     pub audit: Arc<AuditTrail>,
     /// Messages the protocol front ends (MQTT) refused lately, per tenant.

@@ -43,6 +43,10 @@ pub enum CursorKind {
     Alerts,
     /// Before a dead letter id.
     DeadLetters,
+    /// After a product code.
+    Products,
+    /// Before a price id.
+    Prices,
 }
 
 impl CursorKind {
@@ -51,6 +55,8 @@ impl CursorKind {
             CursorKind::Sensors => "s1",
             CursorKind::Alerts => "a1",
             CursorKind::DeadLetters => "d1",
+            CursorKind::Products => "m1",
+            CursorKind::Prices => "p1",
         }
     }
 }

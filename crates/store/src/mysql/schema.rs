@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/mysql/0003_rollup_watermarks.sql"),
     include_str!("../../migrations/mysql/0004_dead_letters.sql"),
     include_str!("../../migrations/mysql/0005_robots.sql"),
+    include_str!("../../migrations/mysql/0006_products_prices.sql"),
 ];
 
 /// The schema version this build creates and understands.

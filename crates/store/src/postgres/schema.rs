@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_rollups.sql"),
     include_str!("../../migrations/postgres/0003_dead_letters.sql"),
     include_str!("../../migrations/postgres/0004_robots.sql"),
+    include_str!("../../migrations/postgres/0005_products_prices.sql"),
 ];
 
 /// The schema version this build creates and understands.

@@ -9,6 +9,8 @@ pub mod live;
 pub mod objects;
 pub mod ops;
 pub mod page;
+pub mod prices;
+pub mod products;
 pub mod readings;
 pub mod rejections;
 pub mod sensors;
@@ -56,6 +58,14 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
                 dead_letters::delete_dead_letter
             ))
             .routes(routes!(dead_letters::replay_dead_letter))
+            .routes(routes!(products::list_products))
+            .routes(routes!(
+                products::get_product,
+                products::put_product,
+                products::delete_product
+            ))
+            .routes(routes!(prices::import_prices))
+            .routes(routes!(prices::list_prices))
             .routes(routes!(jobs::list_jobs))
             .routes(routes!(live::websocket))
             .routes(routes!(live::events))
