@@ -687,8 +687,7 @@ fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> Aler
             value,
             ts,
             message,
-            // No `details` column on alerts yet (issue 15, later work).
-            details: _,
+            details,
         } => AlertTransition::Open(NewAlert {
             tenant,
             sensor: sensor.id,
@@ -699,6 +698,7 @@ fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> Aler
             value,
             message,
             opened_at: Timestamp(ts),
+            details,
         }),
         Transition::Resolve { rule, ts } => AlertTransition::Resolve {
             tenant,

@@ -30,6 +30,7 @@ mod audit;
 mod batch;
 mod catalog;
 mod dead_letters;
+mod excursions;
 mod leases;
 mod outbox;
 mod readings;
@@ -42,9 +43,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use async_trait::async_trait;
 
 use crate::{
-    AlertRepo, AuditRepo, CatalogRepo, DeadLetterRepo, LeaseRepo, OpenContext, OutboxRepo,
-    ReadingRepo, RobotRepo, RollupRepo, Store, StoreError, StoreFactory, StoreResult, WriteBatch,
-    WriteOutcome,
+    AlertRepo, AuditRepo, CatalogRepo, DeadLetterRepo, ExcursionRepo, LeaseRepo, OpenContext,
+    OutboxRepo, ReadingRepo, RobotRepo, RollupRepo, Store, StoreError, StoreFactory, StoreResult,
+    WriteBatch, WriteOutcome,
 };
 use alerts::Alerts;
 use audit::AuditLog;
@@ -60,6 +61,7 @@ struct Data {
     alerts: Alerts,
     outbox: outbox::Outbox,
     rollups: rollups::Rollups,
+    excursions: excursions::Excursions,
 }
 
 /// The in-memory implementation of [`Store`]. See the module docs for its design.
@@ -173,6 +175,9 @@ impl Store for VolatileStore {
     fn robots(&self) -> &dyn RobotRepo {
         self
     }
+    fn excursions(&self) -> &dyn ExcursionRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         self.write()?.write_batch(&batch)
@@ -260,6 +265,7 @@ mod tests {
         let t = tenant.id;
         let at = Timestamp(0);
         let batch = WriteBatch {
+            excursions: Vec::new(),
             readings: vec![SensorReading {
                 sensor,
                 metric: "temperature".into(),

@@ -43,11 +43,11 @@ use vigia_core::{
 
 use crate::{
     AlertFilter, AlertRepo, AttemptEnd, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Claim,
-    Created, DeadLetter, DeadLetterRepo, DeadLetterSummary, Heartbeat, LatestReading, LeaseRepo,
-    NewApiKey, NewDeadLetter, NewRobot, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
-    RetentionScope, RobotFilter, RobotRepo, RobotResult, RollupPoint, RollupQuery, RollupRepo,
-    RollupReport, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreResult,
-    WriteBatch, WriteOutcome,
+    Created, DeadLetter, DeadLetterRepo, DeadLetterSummary, Excursion, ExcursionQuery,
+    ExcursionRepo, Heartbeat, LatestReading, LeaseRepo, NewApiKey, NewDeadLetter, NewRobot,
+    OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo, RetentionScope, RobotFilter,
+    RobotRepo, RobotResult, RollupPoint, RollupQuery, RollupRepo, RollupReport, SensorPut,
+    SensorReading, SensorScope, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// Declares [`Method`] and its names from one list, so the two cannot drift apart.
@@ -135,6 +135,8 @@ methods! {
     PutInstance => "robots.put_instance",
     GetInstance => "robots.instance",
     ListInstances => "robots.instances",
+    ListExcursions => "excursions.list",
+    OngoingExcursions => "excursions.ongoing",
 }
 
 impl Method {
@@ -463,6 +465,9 @@ impl Store for FaultyStore {
         self
     }
     fn robots(&self) -> &dyn RobotRepo {
+        self
+    }
+    fn excursions(&self) -> &dyn ExcursionRepo {
         self
     }
 
@@ -819,6 +824,19 @@ impl RollupRepo for FaultyStore {
 }
 
 #[async_trait]
+impl ExcursionRepo for FaultyStore {
+    async fn list(&self, query: &ExcursionQuery) -> StoreResult<Vec<Excursion>> {
+        self.faults.enter(Method::ListExcursions).await?;
+        self.inner.excursions().list(query).await
+    }
+
+    async fn ongoing(&self) -> StoreResult<Vec<Excursion>> {
+        self.faults.enter(Method::OngoingExcursions).await?;
+        self.inner.excursions().ongoing().await
+    }
+}
+
+#[async_trait]
 impl RobotRepo for FaultyStore {
     async fn create(&self, robot: &NewRobot, at: Timestamp) -> RobotResult<Created> {
         self.faults.enter(Method::CreateRobot).await?;
@@ -946,6 +964,7 @@ mod tests {
     /// One batch: two readings and an alert opening, so "nothing written" covers both.
     fn batch(tenant: TenantId, sensor: SensorId, ts: i64) -> WriteBatch {
         WriteBatch {
+            excursions: Vec::new(),
             readings: vec![reading(sensor, ts), reading(sensor, ts + 1)],
             alerts: vec![AlertTransition::Open(NewAlert {
                 tenant,
@@ -957,6 +976,7 @@ mod tests {
                 value: 1.0,
                 message: "m".into(),
                 opened_at: Timestamp(ts),
+                details: None,
             })],
         }
     }

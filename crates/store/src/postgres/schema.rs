@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_rollups.sql"),
     include_str!("../../migrations/postgres/0003_dead_letters.sql"),
     include_str!("../../migrations/postgres/0004_robots.sql"),
+    include_str!("../../migrations/postgres/0005_alert_details.sql"),
+    include_str!("../../migrations/postgres/0006_excursions.sql"),
 ];
 
 /// The schema version this build creates and understands.

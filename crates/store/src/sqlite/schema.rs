@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_rollups.sql"),
     include_str!("../../migrations/sqlite/0004_dead_letters.sql"),
     include_str!("../../migrations/sqlite/0005_robots.sql"),
+    include_str!("../../migrations/sqlite/0006_alert_details.sql"),
+    include_str!("../../migrations/sqlite/0007_excursions.sql"),
 ];
 
 /// The schema version this build creates and understands (`PRAGMA user_version`).
