@@ -43,6 +43,8 @@ pub enum CursorKind {
     Alerts,
     /// Before a dead letter id.
     DeadLetters,
+    /// After an excursion's (start, rule).
+    Excursions,
 }
 
 impl CursorKind {
@@ -51,6 +53,7 @@ impl CursorKind {
             CursorKind::Sensors => "s1",
             CursorKind::Alerts => "a1",
             CursorKind::DeadLetters => "d1",
+            CursorKind::Excursions => "e1",
         }
     }
 }
