@@ -186,6 +186,7 @@ pub fn sample_event(tag: u64) -> DomainEvent {
             acked_by: None,
             resolved_at: (tag % 2 == 1).then_some(Timestamp(1_700_000_100_000)),
             resolved_by: (tag % 2 == 1).then(|| "auto".to_string()),
+            details: None,
         },
     }
 }

@@ -63,6 +63,9 @@ pub struct Alert {
     /// `auto` when the rule engine resolved it, else the API key's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<String>,
+    /// What the rule measured when it opened the alert (duration, anomaly and offline
+    /// rules); null for kinds whose value says it all.
+    pub details: Option<AlertDetails>,
 }
 
 /// What happened to an alert, for live subscribers.

@@ -14,7 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Alert, AlertChange, AlertId, AlertState, RuleKind, SensorId, Severity, TenantId, Timestamp,
+    Alert, AlertChange, AlertDetails, AlertId, AlertState, RuleKind, SensorId, Severity, TenantId,
+    Timestamp,
 };
 
 /// Something that happened in the domain, published on the bus's events topic.
@@ -128,6 +129,8 @@ pub(crate) struct WireAlert {
     resolved_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resolved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    details: Option<AlertDetails>,
 }
 
 impl From<&Alert> for WireAlert {
@@ -153,6 +156,7 @@ impl From<&Alert> for WireAlert {
             acked_by,
             resolved_at,
             resolved_by,
+            details,
         } = alert;
         WireAlert {
             id: *id,
@@ -170,6 +174,7 @@ impl From<&Alert> for WireAlert {
             acked_by: acked_by.clone(),
             resolved_ms: resolved_at.map(|t| t.0),
             resolved_by: resolved_by.clone(),
+            details: details.clone(),
         }
     }
 }
@@ -193,6 +198,7 @@ impl WireAlert {
             acked_by: self.acked_by,
             resolved_at: self.resolved_ms.map(Timestamp),
             resolved_by: self.resolved_by,
+            details: self.details,
         }
     }
 }
@@ -223,6 +229,13 @@ mod tests {
             acked_by: acked.then(|| "ops key".to_string()),
             resolved_at: None,
             resolved_by: None,
+            details: acked.then(|| {
+                AlertDetails::Offline(crate::OfflineDetails {
+                    silent_ms: 90_000,
+                    limit_ms: 65_000,
+                    last_seen: Timestamp(-7),
+                })
+            }),
         }
     }
 

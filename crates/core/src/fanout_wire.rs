@@ -347,6 +347,12 @@ mod tests {
             acked_by: Some("ops".into()),
             resolved_at: Some(Timestamp(i64::MAX)),
             resolved_by: Some("auto".into()),
+            details: Some(crate::AlertDetails::Duration(crate::DurationDetails {
+                out_of_range_ms: 7_200_000,
+                limit_ms: 7_200_000,
+                window: "24h".into(),
+                batch: Some("L-7".into()),
+            })),
         }
     }
 

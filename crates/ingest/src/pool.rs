@@ -32,9 +32,10 @@ use vigia_core::{
     AlertChange, Condition, Control, IngestBatch, LiveEvent, Reading, Sensor, SensorId, TenantId,
     Timestamp,
 };
-use vigia_rules::{EngineConfig, SensorState, Transition};
+use vigia_rules::{EngineConfig, ExcursionRecord, SensorState, Transition};
 use vigia_store::{
-    AlertTransition, NewAlert, NewDeadLetter, SensorReading, Store, StoreError, WriteBatch,
+    AlertTransition, ExcursionUpsert, NewAlert, NewDeadLetter, SensorReading, Store, StoreError,
+    WriteBatch,
 };
 
 use vigia_fanout::Fanout;
@@ -720,6 +721,7 @@ impl Pipeline {
 
         batch.readings.reserve(ordered.len());
         let mut transitions = Vec::new();
+        let mut excursions = Vec::new();
         let mut i = 0;
         while i < ordered.len() {
             let sensor = ordered[i].0;
@@ -733,7 +735,7 @@ impl Pipeline {
                 transitions.clear();
                 self.states.with(sensor.id, |state| {
                     for (_, r) in group {
-                        vigia_rules::evaluate(
+                        vigia_rules::evaluate_recording(
                             &self.config.engine,
                             state,
                             &sensor.key,
@@ -742,11 +744,18 @@ impl Pipeline {
                             r.ts.0,
                             r.value,
                             &mut transitions,
+                            &mut excursions,
                         );
                     }
+                    // Once per sensor and batch: the records carry absolute values, so
+                    // the newest view of each open excursion is all the store needs.
+                    state.changed_excursions(&mut excursions);
                 });
                 for t in transitions.drain(..) {
                     batch.alerts.push(to_store_transition(tenant, sensor, t));
+                }
+                for e in excursions.drain(..) {
+                    batch.excursions.push(to_store_excursion(tenant, sensor, e));
                 }
             }
             // A sensor without rules keeps no state: its latest value lives in the store.
@@ -871,6 +880,8 @@ async fn rebuild_rule_states(
         }
     }
 
+    restore_ongoing_excursions(store, directory, &wanted, &mut fresh).await?;
+
     if let Some(only) = only {
         for &sensor in only {
             if !fresh.contains_key(&sensor) {
@@ -884,6 +895,60 @@ async fn rebuild_rule_states(
     Ok(rebuilt)
 }
 
+/// Restores the excursions the store holds as ongoing into the rebuilt states, so the
+/// next readings extend them (same start, time counted from it) instead of starting
+/// others that would leave the stored one open for ever.
+async fn restore_ongoing_excursions(
+    store: &dyn Store,
+    directory: &SensorDirectory,
+    wanted: &impl Fn(SensorId) -> bool,
+    fresh: &mut HashMap<SensorId, SensorState>,
+) -> Result<(), StoreError> {
+    let ongoing = store.excursions().ongoing().await?;
+    if ongoing.is_empty() {
+        return Ok(());
+    }
+    let sensors: HashMap<SensorId, Arc<Sensor>> =
+        directory.all().into_iter().map(|s| (s.id, s)).collect();
+    for e in ongoing {
+        let Some(sensor) = sensors.get(&e.sensor).filter(|s| wanted(s.id)) else {
+            continue;
+        };
+        let record = ExcursionRecord {
+            rule: e.rule,
+            metric: e.metric,
+            start: e.start.0,
+            end: e.end.map(|t| t.0),
+            last: e.last.0,
+            peak: e.peak,
+            out_ms: e.out_ms,
+            gaps: u32::try_from(e.gaps).unwrap_or(u32::MAX),
+            gap_ms: e.gap_ms,
+        };
+        fresh
+            .entry(e.sensor)
+            .or_default()
+            .restore_excursion(&sensor.rules, record);
+    }
+    Ok(())
+}
+
+fn to_store_excursion(tenant: TenantId, sensor: &Sensor, e: ExcursionRecord) -> ExcursionUpsert {
+    ExcursionUpsert {
+        tenant,
+        sensor: sensor.id,
+        rule: e.rule,
+        metric: e.metric,
+        start: Timestamp(e.start),
+        end: e.end.map(Timestamp),
+        last: Timestamp(e.last),
+        peak: e.peak,
+        out_ms: e.out_ms,
+        gaps: i64::from(e.gaps),
+        gap_ms: e.gap_ms,
+    }
+}
+
 fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> AlertTransition {
     match t {
         Transition::Open {
@@ -894,8 +959,7 @@ fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> Aler
             value,
             ts,
             message,
-            // No `details` column on alerts yet (issue 15, later work).
-            details: _,
+            details,
         } => AlertTransition::Open(NewAlert {
             tenant,
             sensor: sensor.id,
@@ -906,6 +970,7 @@ fn to_store_transition(tenant: TenantId, sensor: &Sensor, t: Transition) -> Aler
             value,
             message,
             opened_at: Timestamp(ts),
+            details,
         }),
         Transition::Resolve { rule, ts } => AlertTransition::Resolve {
             tenant,

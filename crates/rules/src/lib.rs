@@ -57,6 +57,7 @@
 mod anomaly;
 mod duration;
 mod explain;
+mod limits;
 mod message;
 mod offline;
 mod window;
@@ -67,6 +68,8 @@ use anomaly::{AnomalyModel, Score};
 use duration::DurationAccumulator;
 pub use duration::OutOfRange;
 use explain::{describe, details};
+pub use limits::{ExcursionRecord, GAP_FACTOR};
+use limits::{OpenExcursion, Spacings};
 pub use offline::check_silence;
 use offline::offline_flow;
 use vigia_core::{AlertDetails, AnomalySignal, Condition, RateDirection, Rule, RuleKind, Severity};
@@ -137,6 +140,9 @@ pub struct SensorState {
     durations: Vec<(String, DurationAccumulator)>,
     /// The sensor's current product lot, for duration rules with a `batch` window.
     batch: Option<String>,
+    /// Open excursions past the limits of threshold and duration rules, keyed by rule
+    /// name (see the `limits` module).
+    limit_excursions: Vec<(String, OpenExcursion)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -145,6 +151,8 @@ struct MetricState {
     window: RateWindow,
     /// Only for metrics an anomaly rule watches (boxed: most metrics have none).
     anomaly: Option<Box<AnomalyModel>>,
+    /// Recent spacings between readings, to tell a gap inside an excursion.
+    spacings: Spacings,
 }
 
 /// One rule's alert state.
@@ -250,7 +258,48 @@ impl SensorState {
     pub fn footprint(&self) -> usize {
         let metrics: usize = self.metrics.values().map(|m| 1 + m.window.len()).sum();
         let intervals: usize = self.durations.iter().map(|(_, d)| 1 + d.len()).sum();
-        metrics + intervals + self.excursions.len()
+        metrics + intervals + self.excursions.len() + self.limit_excursions.len()
+    }
+
+    /// Appends the current record of every open excursion past a rule's limits that
+    /// changed since the last call (closed ones are handed out by [`evaluate_recording`]
+    /// as they close), and marks them collected.
+    pub fn changed_excursions(&mut self, out: &mut Vec<ExcursionRecord>) {
+        for (_, open) in &mut self.limit_excursions {
+            if open.dirty {
+                open.dirty = false;
+                out.push(open.record().clone());
+            }
+        }
+    }
+
+    /// The open excursions past rules' limits, as records.
+    pub fn open_excursions(&self) -> impl Iterator<Item = &ExcursionRecord> {
+        self.limit_excursions.iter().map(|(_, open)| open.record())
+    }
+
+    /// Restores an open excursion from its stored record (rebuild after a restart), so
+    /// the next readings extend it instead of starting another one. Ignored when the
+    /// record has ended, when `rules` has no threshold or duration rule of its name, or
+    /// when the state already holds an open excursion of that rule.
+    pub fn restore_excursion(&mut self, rules: &[Rule], record: ExcursionRecord) {
+        if record.is_closed() || self.limit_excursions.iter().any(|(n, _)| *n == record.rule) {
+            return;
+        }
+        let limits = rules
+            .iter()
+            .find(|r| r.name == record.rule)
+            .and_then(|r| match r.condition {
+                Condition::Threshold { min, max } | Condition::Duration { min, max, .. } => {
+                    Some((min, max))
+                }
+                _ => None,
+            });
+        if let Some((min, max)) = limits {
+            let name = record.rule.clone();
+            self.limit_excursions
+                .push((name, limits::restore(record, min, max)));
+        }
     }
 
     /// The newest reading of `metric` seen, as `(ts, value)`.
@@ -309,6 +358,10 @@ impl SensorState {
         }
         if self.durations.len() > rules.len() {
             self.durations
+                .retain(|(name, _)| rules.iter().any(|r| &r.name == name));
+        }
+        if self.limit_excursions.len() > rules.len() {
+            self.limit_excursions
                 .retain(|(name, _)| rules.iter().any(|r| &r.name == name));
         }
     }
@@ -397,10 +450,40 @@ pub fn evaluate(
     value: f64,
     out: &mut Vec<Transition>,
 ) {
+    let mut closed = Vec::new();
+    evaluate_recording(
+        cfg,
+        state,
+        sensor_key,
+        rules,
+        metric,
+        ts,
+        value,
+        out,
+        &mut closed,
+    );
+}
+
+/// [`evaluate`] that also appends to `closed` the record of every excursion past a
+/// threshold or duration rule's limits this reading ended (see the `limits` module);
+/// open ones that moved are collected with [`SensorState::changed_excursions`].
+#[allow(clippy::too_many_arguments)] // the worker's call site reads best with them flat
+pub fn evaluate_recording(
+    cfg: &EngineConfig,
+    state: &mut SensorState,
+    sensor_key: &str,
+    rules: &[Rule],
+    metric: &str,
+    ts: i64,
+    value: f64,
+    out: &mut Vec<Transition>,
+    closed: &mut Vec<ExcursionRecord>,
+) {
     if !value.is_finite() {
         return;
     }
     state.prune(rules);
+    let judges_gaps = !state.limit_excursions.is_empty();
     let watches_rate = watches(rules, metric, |c| matches!(c, Condition::Rate { .. }));
     let watches_anomaly = watches(rules, metric, |c| matches!(c, Condition::Anomaly { .. }));
     let m = state.metric_entry(metric);
@@ -416,13 +499,25 @@ pub fn evaluate(
     } else {
         observe_anomaly(&mut m.anomaly, ts, value)
     };
+    // The spacing before this reading, judged against the ones before it.
+    let typical = if judges_gaps && !late {
+        m.spacings.typical()
+    } else {
+        None
+    };
     if !late {
+        if let Some((prev, _)) = previous {
+            m.spacings.push(ts.saturating_sub(prev));
+        }
         m.last = Some((ts, value));
     }
 
     for rule in rules.iter().filter(|r| r.metric == metric) {
         let (verdict, measure) = match rule.condition {
             Condition::Threshold { min, max } => {
+                if !late {
+                    track_limits(state, rule, min, max, typical, ts, value, closed);
+                }
                 if outside(min, max, value) {
                     (Verdict::Breached, Measure::Nothing)
                 } else {
@@ -447,6 +542,7 @@ pub fn evaluate(
                 critical_after,
                 window,
             } => {
+                track_limits(state, rule, min, max, typical, ts, value, closed);
                 let acc = duration_entry(&mut state.durations, &rule.name);
                 let out_ms =
                     acc.observe(ts, outside(min, max, value), window, state.batch.as_deref());
@@ -513,6 +609,31 @@ pub fn evaluate(
                 ts,
             }),
             None => {}
+        }
+    }
+}
+
+/// Moves `rule`'s excursion past `[min, max]` by one live reading.
+#[allow(clippy::too_many_arguments)] // two call sites, read best flat
+fn track_limits(
+    state: &mut SensorState,
+    rule: &Rule,
+    min: Option<f64>,
+    max: Option<f64>,
+    typical: Option<i64>,
+    ts: i64,
+    value: f64,
+    closed: &mut Vec<ExcursionRecord>,
+) {
+    let entries = &mut state.limit_excursions;
+    let i = entries.iter().position(|(n, _)| *n == rule.name);
+    let open = i.map(|i| &mut entries[i].1);
+    match limits::observe(open, &rule.name, &rule.metric, min, max, typical, ts, value) {
+        limits::Step::Nothing => {}
+        limits::Step::Opened(exc) => entries.push((rule.name.clone(), exc)),
+        limits::Step::Closed => {
+            let i = i.expect("only an open excursion closes");
+            closed.push(entries.swap_remove(i).1.into_record());
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod dead_letters;
 pub mod error;
+pub mod excursions;
 pub mod ingest;
 pub mod keys;
 pub mod prices;
@@ -35,6 +36,7 @@ pub use auth::{
 };
 pub use dead_letters::DeadLetterService;
 pub use error::ServiceError;
+pub use excursions::{ExcursionRequest, ExcursionView};
 pub use ingest::{IngestError, IngestLimits, IngestService};
 pub use keys::{KeyService, NewKey};
 pub use prices::{CsvRefusal, PriceImportError, PriceService, RowError};

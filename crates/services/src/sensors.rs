@@ -48,6 +48,10 @@ impl SensorService {
         Self { store, fanout }
     }
 
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
     /// One page of the tenant's sensors, ordered by key, after the key `after`: three
     /// queries whatever the page size, each reading only the page's sensors.
     pub async fn list(
@@ -256,7 +260,7 @@ impl SensorService {
     }
 }
 
-fn no_sensor(key: &str) -> ServiceError {
+pub(crate) fn no_sensor(key: &str) -> ServiceError {
     ServiceError::NotFound(format!("no sensor `{key}` in this tenant"))
 }
 

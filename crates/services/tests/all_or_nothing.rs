@@ -77,12 +77,14 @@ async fn sensor_with_two_alerts(f: &Fixture, sensors: &SensorService) -> Vec<i64
                 value: -5.0,
                 message: "warm".into(),
                 opened_at: Timestamp::now(),
+                details: None,
             })
         })
         .collect();
     let outcome = f
         .store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: Vec::new(),
             alerts,
         })

@@ -222,6 +222,7 @@ async fn run(method: Method, batch: usize, total: usize, callers: usize) -> f64 
     // Interns the metric (far in the past, out of the way).
     store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: vec![SensorReading {
                 sensor: sensors[0],
                 metric: DEFAULT_METRIC.into(),
@@ -279,6 +280,7 @@ async fn run(method: Method, batch: usize, total: usize, callers: usize) -> f64 
                         for b in share {
                             written += store
                                 .write_batch(WriteBatch {
+                                    excursions: Vec::new(),
                                     readings: b,
                                     alerts: vec![],
                                 })

@@ -133,6 +133,7 @@ async fn store_run(durability: Durability, sensors: usize, callers: usize, total
             })
             .collect();
         per_caller[n % callers].push(WriteBatch {
+            excursions: Vec::new(),
             readings,
             alerts: Vec::new(),
         });

@@ -3,7 +3,9 @@
 //! ([`crate::Store::write_batch`]) with the readings that caused them.
 
 use async_trait::async_trait;
-use vigia_core::{Alert, AlertId, AlertState, RuleKind, SensorId, Severity, TenantId, Timestamp};
+use vigia_core::{
+    Alert, AlertDetails, AlertId, AlertState, RuleKind, SensorId, Severity, TenantId, Timestamp,
+};
 
 use crate::{SensorScope, StoreResult};
 
@@ -19,6 +21,24 @@ pub struct NewAlert {
     pub value: f64,
     pub message: String,
     pub opened_at: Timestamp,
+    /// What the rule measured (the alert's `details`), if its kind says more than a value.
+    pub details: Option<AlertDetails>,
+}
+
+/// An alert's `details` as the stores keep them: JSON text, `None` for none.
+pub(crate) fn details_to_json(details: &Option<AlertDetails>) -> StoreResult<Option<String>> {
+    details
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| crate::StoreError::Internal(format!("alert details as JSON: {e}")))
+}
+
+/// The stored JSON of an alert's `details` back; the error says what is wrong with it.
+pub(crate) fn details_from_json(json: Option<&str>) -> Result<Option<AlertDetails>, String> {
+    json.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| format!("invalid alert details JSON: {e}"))
 }
 
 /// A change to alerts decided by the rule engine.

@@ -12,6 +12,7 @@ mod alerts;
 mod audit;
 mod catalog;
 mod dead_letters;
+mod excursions;
 mod leases;
 mod outbox;
 mod prices;
@@ -26,7 +27,8 @@ use vigia_core::{Sensor, SensorId, Tenant, Timestamp, DEFAULT_METRIC};
 use crate::{SensorReading, Store, StoreError, WriteBatch};
 
 pub use alerts::{
-    ack_and_resolve_semantics, alert_listing_filters, auto_resolve_then_reopen_creates_new_alert,
+    ack_and_resolve_semantics, alert_details_round_trip_and_stay_null_when_absent,
+    alert_listing_filters, auto_resolve_then_reopen_creates_new_alert,
     batch_rejects_alert_for_sensor_of_other_tenant,
     one_open_alert_per_rule_across_concurrent_batches, one_open_alert_per_rule_in_one_batch,
     tenant_isolation_of_alerts, unresolved_counts_per_sensor,
@@ -39,6 +41,10 @@ pub use catalog::{
     tenant_isolation_of_sensors, tenants,
 };
 pub use dead_letters::dead_letters_are_kept_whole_per_tenant;
+pub use excursions::{
+    excursions_are_idempotent_and_never_move_back, excursions_list_by_range_in_pages,
+    excursions_open_extend_and_close, excursions_refuse_the_whole_batch_when_wrong,
+};
 pub use leases::leases_one_holder_at_a_time;
 pub use outbox::outbox_has_one_event_per_alert_change;
 pub use prices::{price_imports_are_idempotent_and_exact, products_are_kept_per_tenant};
@@ -114,6 +120,7 @@ macro_rules! for_each_alert_check {
             unresolved_counts_per_sensor,
             batch_rejects_alert_for_sensor_of_other_tenant,
             tenant_isolation_of_alerts,
+            alert_details_round_trip_and_stay_null_when_absent,
         );
     };
 }
@@ -158,6 +165,19 @@ macro_rules! for_each_price_check {
 macro_rules! for_each_dead_letter_check {
     ($callback:ident) => {
         $callback!(dead_letters_are_kept_whole_per_tenant);
+    };
+}
+
+/// The excursions port's checks, with their part of the unit of work.
+#[macro_export]
+macro_rules! for_each_excursion_check {
+    ($callback:ident) => {
+        $callback!(
+            excursions_open_extend_and_close,
+            excursions_are_idempotent_and_never_move_back,
+            excursions_list_by_range_in_pages,
+            excursions_refuse_the_whole_batch_when_wrong,
+        );
     };
 }
 
@@ -212,6 +232,7 @@ macro_rules! for_each_store_check {
         $crate::for_each_dead_letter_check!($callback);
         $crate::for_each_price_check!($callback);
         $crate::for_each_robot_check!($callback);
+        $crate::for_each_excursion_check!($callback);
     };
 }
 
@@ -267,6 +288,7 @@ fn reading(sensor: SensorId, offset_ms: i64, value: f64) -> SensorReading {
 
 fn readings_batch(readings: Vec<SensorReading>) -> WriteBatch {
     WriteBatch {
+        excursions: Vec::new(),
         readings,
         alerts: Vec::new(),
     }

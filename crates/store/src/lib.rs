@@ -6,7 +6,7 @@
 //! [`AuditRepo`], [`LeaseRepo`], [`OutboxRepo`] (domain events written in the same
 //! transaction as the change they describe), [`RollupRepo`] (rollups and retention), [`RobotRepo`] (robots, their attempts,
 //! modules and instances), [`ProductRepo`] and [`PriceRepo`] (products, their cold-chain
-//! limits and their prices per kg).
+//! limits and their prices per kg), [`ExcursionRepo`] (each time a sensor left a rule's limits).
 //! Writes that must be atomic across aggregates — readings, latest values and the alert
 //! changes they cause — go through the unit of work, [`Store::write_batch`]. A new aggregate is a new port module, its conformance suite
 //! and its tables; no existing trait grows.
@@ -20,7 +20,8 @@
 //! Invariants every backend keeps (the conformance suites check them):
 //! - readings are unique on (sensor, metric, ts): writing the same reading twice stores it once;
 //! - at most one alert per (sensor, rule) is open or acked at any time;
-//! - [`Store::write_batch`] is atomic: readings, latest values and alert changes land together or not at all;
+//! - [`Store::write_batch`] is atomic: readings, latest values, alert changes and excursions land together or not at all;
+//! - excursions are unique on (sensor, rule, start), and a write never moves one back (see [`excursions`]);
 //! - every read that takes a tenant returns only that tenant's rows.
 
 use async_trait::async_trait;
@@ -30,6 +31,7 @@ pub mod alerts;
 pub mod audit;
 pub mod catalog;
 pub mod dead_letters;
+pub mod excursions;
 pub mod leases;
 pub mod memory;
 pub mod mysql;
@@ -52,6 +54,7 @@ pub use alerts::{AlertFilter, AlertRepo, AlertTransition, NewAlert};
 pub use audit::{audit_minute, AuditEvent, AuditOutcome, AuditRecord, AuditRepo};
 pub use catalog::{CatalogRepo, NewApiKey, SensorPut, SensorScope};
 pub use dead_letters::{DeadLetter, DeadLetterRepo, DeadLetterSummary, NewDeadLetter};
+pub use excursions::{Excursion, ExcursionQuery, ExcursionRepo, ExcursionUpsert};
 pub use leases::LeaseRepo;
 pub use outbox::{OutboxEntry, OutboxRepo};
 pub use prices::{ImportCounts, NewPrice, Price, PriceFilter, PricePerKg, PriceRepo};
@@ -101,6 +104,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct WriteBatch {
     pub readings: Vec<SensorReading>,
     pub alerts: Vec<AlertTransition>,
+    /// Excursions the readings opened, extended or closed, upserted by (sensor, rule, start).
+    pub excursions: Vec<ExcursionUpsert>,
 }
 
 /// What a committed [`WriteBatch`] changed.
@@ -126,9 +131,10 @@ pub trait Store: Send + Sync + 'static {
     fn robots(&self) -> &dyn RobotRepo;
     fn products(&self) -> &dyn ProductRepo;
     fn prices(&self) -> &dyn PriceRepo;
+    fn excursions(&self) -> &dyn ExcursionRepo;
 
-    /// Commits readings, latest values and alert transitions atomically. Idempotent for
-    /// readings.
+    /// Commits readings, latest values, alert transitions and excursions atomically.
+    /// Idempotent for readings and excursions.
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome>;
 
     /// Cheap round trip proving the backend answers (for `/readyz`).

@@ -30,6 +30,7 @@ mod audit;
 mod batch;
 mod catalog;
 mod dead_letters;
+mod excursions;
 mod leases;
 mod outbox;
 mod prices;
@@ -43,9 +44,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use async_trait::async_trait;
 
 use crate::{
-    AlertRepo, AuditRepo, CatalogRepo, DeadLetterRepo, LeaseRepo, OpenContext, OutboxRepo,
-    ReadingRepo, RobotRepo, RollupRepo, Store, StoreError, StoreFactory, StoreResult, WriteBatch,
-    WriteOutcome,
+    AlertRepo, AuditRepo, CatalogRepo, DeadLetterRepo, ExcursionRepo, LeaseRepo, OpenContext,
+    OutboxRepo, ReadingRepo, RobotRepo, RollupRepo, Store, StoreError, StoreFactory, StoreResult,
+    WriteBatch, WriteOutcome,
 };
 use alerts::Alerts;
 use audit::AuditLog;
@@ -61,6 +62,7 @@ struct Data {
     alerts: Alerts,
     outbox: outbox::Outbox,
     rollups: rollups::Rollups,
+    excursions: excursions::Excursions,
 }
 
 /// The in-memory implementation of [`Store`]. See the module docs for its design.
@@ -182,6 +184,9 @@ impl Store for VolatileStore {
     fn prices(&self) -> &dyn crate::PriceRepo {
         self
     }
+    fn excursions(&self) -> &dyn ExcursionRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
         self.write()?.write_batch(&batch)
@@ -269,6 +274,7 @@ mod tests {
         let t = tenant.id;
         let at = Timestamp(0);
         let batch = WriteBatch {
+            excursions: Vec::new(),
             readings: vec![SensorReading {
                 sensor,
                 metric: "temperature".into(),

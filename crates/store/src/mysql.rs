@@ -49,6 +49,7 @@ mod batch;
 mod dead_letters;
 mod error;
 mod prices;
+mod excursions;
 mod queries;
 mod robots;
 mod rollups;
@@ -470,9 +471,12 @@ impl Store for MysqlStore {
     fn prices(&self) -> &dyn crate::PriceRepo {
         self
     }
+    fn excursions(&self) -> &dyn crate::ExcursionRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
-        if batch.readings.is_empty() && batch.alerts.is_empty() {
+        if batch.readings.is_empty() && batch.alerts.is_empty() && batch.excursions.is_empty() {
             return Ok(WriteOutcome::default());
         }
         batch::write_batch(self, batch).await
@@ -862,6 +866,18 @@ impl StoreFactory for MysqlFactory {
 
     async fn open(&self, url: &str, ctx: &OpenContext) -> StoreResult<Arc<dyn Store>> {
         Ok(Arc::new(MysqlStore::open(Self::options(url, ctx)?).await?))
+    }
+}
+
+#[async_trait]
+impl crate::ExcursionRepo for MysqlStore {
+    async fn list(&self, query: &crate::ExcursionQuery) -> StoreResult<Vec<crate::Excursion>> {
+        excursions::list(&mut *self.replica().await?, query).await
+    }
+
+    /// From the primary: a restart must see every committed excursion.
+    async fn ongoing(&self) -> StoreResult<Vec<crate::Excursion>> {
+        excursions::ongoing(&mut *self.primary().await?).await
     }
 }
 

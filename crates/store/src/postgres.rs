@@ -49,6 +49,7 @@
 mod batch;
 mod dead_letters;
 mod error;
+mod excursions;
 pub mod partitions;
 mod prices;
 mod queries;
@@ -426,9 +427,12 @@ impl Store for PostgresStore {
     fn prices(&self) -> &dyn crate::PriceRepo {
         self
     }
+    fn excursions(&self) -> &dyn crate::ExcursionRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
-        if batch.readings.is_empty() && batch.alerts.is_empty() {
+        if batch.readings.is_empty() && batch.alerts.is_empty() && batch.excursions.is_empty() {
             return Ok(WriteOutcome::default());
         }
         batch::write_batch(self, batch).await
@@ -820,6 +824,18 @@ impl StoreFactory for PostgresFactory {
         Ok(Arc::new(
             PostgresStore::open(Self::options(url, ctx)?).await?,
         ))
+    }
+}
+
+#[async_trait]
+impl crate::ExcursionRepo for PostgresStore {
+    async fn list(&self, query: &crate::ExcursionQuery) -> StoreResult<Vec<crate::Excursion>> {
+        excursions::list(&mut *self.replica().await?, query).await
+    }
+
+    /// From the primary: a restart must see every committed excursion.
+    async fn ongoing(&self) -> StoreResult<Vec<crate::Excursion>> {
+        excursions::ongoing(&mut *self.primary().await?).await
     }
 }
 

@@ -55,6 +55,7 @@ mod batch;
 mod catalog;
 mod dead_letters;
 mod error;
+mod excursions;
 mod outbox;
 mod pool;
 mod prices;
@@ -80,10 +81,10 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::{
     AlertFilter, AlertRepo, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, DeadLetter,
-    DeadLetterRepo, DeadLetterSummary, Durability, LatestReading, LeaseRepo, NewApiKey,
-    NewDeadLetter, OpenContext, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
-    RobotRepo, RollupRepo, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreFactory,
-    StoreResult, WriteBatch, WriteOutcome,
+    DeadLetterRepo, DeadLetterSummary, Durability, Excursion, ExcursionQuery, ExcursionRepo,
+    LatestReading, LeaseRepo, NewApiKey, NewDeadLetter, OpenContext, OutboxEntry, OutboxRepo,
+    Point, ReadingQuery, ReadingRepo, RobotRepo, RollupRepo, SensorPut, SensorReading, SensorScope,
+    Store, StoreError, StoreFactory, StoreResult, WriteBatch, WriteOutcome,
 };
 use error::writer_gone;
 use pool::ReadPool;
@@ -213,9 +214,12 @@ impl Store for SqliteStore {
     fn prices(&self) -> &dyn crate::PriceRepo {
         self
     }
+    fn excursions(&self) -> &dyn ExcursionRepo {
+        self
+    }
 
     async fn write_batch(&self, batch: WriteBatch) -> StoreResult<WriteOutcome> {
-        if batch.readings.is_empty() && batch.alerts.is_empty() {
+        if batch.readings.is_empty() && batch.alerts.is_empty() && batch.excursions.is_empty() {
             return Ok(WriteOutcome::default());
         }
         let (reply, answer) = oneshot::channel();
@@ -661,6 +665,18 @@ impl DeadLetterRepo for SqliteStore {
     async fn delete(&self, tenant: TenantId, id: u64) -> StoreResult<()> {
         self.write(move |w| w.transaction(|tx| dead_letters::delete(tx, tenant, id)))
             .await
+    }
+}
+
+#[async_trait]
+impl ExcursionRepo for SqliteStore {
+    async fn list(&self, query: &ExcursionQuery) -> StoreResult<Vec<Excursion>> {
+        let query = query.clone();
+        self.reads.run(move |c| excursions::list(c, &query)).await
+    }
+
+    async fn ongoing(&self) -> StoreResult<Vec<Excursion>> {
+        self.reads.run(excursions::ongoing).await
     }
 }
 

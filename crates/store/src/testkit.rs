@@ -43,11 +43,11 @@ use vigia_core::{
 
 use crate::{
     AlertFilter, AlertRepo, AttemptEnd, AuditEvent, AuditRecord, AuditRepo, CatalogRepo, Claim,
-    Created, DeadLetter, DeadLetterRepo, DeadLetterSummary, Heartbeat, LatestReading, LeaseRepo,
-    NewApiKey, NewDeadLetter, NewRobot, OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo,
-    RetentionScope, RobotFilter, RobotRepo, RobotResult, RollupPoint, RollupQuery, RollupRepo,
-    RollupReport, SensorPut, SensorReading, SensorScope, Store, StoreError, StoreResult,
-    WriteBatch, WriteOutcome,
+    Created, DeadLetter, DeadLetterRepo, DeadLetterSummary, Excursion, ExcursionQuery,
+    ExcursionRepo, Heartbeat, LatestReading, LeaseRepo, NewApiKey, NewDeadLetter, NewRobot,
+    OutboxEntry, OutboxRepo, Point, ReadingQuery, ReadingRepo, RetentionScope, RobotFilter,
+    RobotRepo, RobotResult, RollupPoint, RollupQuery, RollupRepo, RollupReport, SensorPut,
+    SensorReading, SensorScope, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// Declares [`Method`] and its names from one list, so the two cannot drift apart.
@@ -142,6 +142,8 @@ methods! {
     ImportPrices => "prices.import",
     ListPrices => "prices.list",
     PriceInForce => "prices.in_force",
+    ListExcursions => "excursions.list",
+    OngoingExcursions => "excursions.ongoing",
 }
 
 impl Method {
@@ -476,6 +478,9 @@ impl Store for FaultyStore {
         self
     }
     fn prices(&self) -> &dyn crate::PriceRepo {
+        self
+    }
+    fn excursions(&self) -> &dyn ExcursionRepo {
         self
     }
 
@@ -901,6 +906,19 @@ impl RollupRepo for FaultyStore {
 }
 
 #[async_trait]
+impl ExcursionRepo for FaultyStore {
+    async fn list(&self, query: &ExcursionQuery) -> StoreResult<Vec<Excursion>> {
+        self.faults.enter(Method::ListExcursions).await?;
+        self.inner.excursions().list(query).await
+    }
+
+    async fn ongoing(&self) -> StoreResult<Vec<Excursion>> {
+        self.faults.enter(Method::OngoingExcursions).await?;
+        self.inner.excursions().ongoing().await
+    }
+}
+
+#[async_trait]
 impl RobotRepo for FaultyStore {
     async fn create(&self, robot: &NewRobot, at: Timestamp) -> RobotResult<Created> {
         self.faults.enter(Method::CreateRobot).await?;
@@ -1028,6 +1046,7 @@ mod tests {
     /// One batch: two readings and an alert opening, so "nothing written" covers both.
     fn batch(tenant: TenantId, sensor: SensorId, ts: i64) -> WriteBatch {
         WriteBatch {
+            excursions: Vec::new(),
             readings: vec![reading(sensor, ts), reading(sensor, ts + 1)],
             alerts: vec![AlertTransition::Open(NewAlert {
                 tenant,
@@ -1039,6 +1058,7 @@ mod tests {
                 value: 1.0,
                 message: "m".into(),
                 opened_at: Timestamp(ts),
+                details: None,
             })],
         }
     }

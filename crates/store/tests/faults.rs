@@ -62,6 +62,7 @@ async fn an_injected_commit_failure_leaves_sqlite_untouched() {
 
     faults.fail_nth_write_batch(1);
     let batch = WriteBatch {
+        excursions: Vec::new(),
         readings: (0..50).map(|ts| reading(sensor, ts)).collect(),
         alerts: vec![],
     };

@@ -255,6 +255,7 @@ fn open_alert(tenant: vigia_core::TenantId, sensor: SensorId, rule: &str) -> Ale
         value: 1.0,
         message: "warm".into(),
         opened_at: Timestamp(1),
+        details: None,
     })
 }
 
@@ -293,6 +294,7 @@ async fn large_batches_split_under_the_statement_budget() {
     readings.extend((0..500).map(|i| reading(sensor, i, 12345.0)));
     let outcome = store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: readings.clone(),
             alerts: vec![],
         })
@@ -301,6 +303,7 @@ async fn large_batches_split_under_the_statement_budget() {
     assert_eq!(outcome.readings_written, 5_000);
     let again = store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: readings[4_000..].to_vec(),
             alerts: vec![],
         })
@@ -355,6 +358,7 @@ async fn the_unique_key_on_a_generated_column_allows_one_unresolved_alert() {
     for round in 0..3 {
         let opened = store
             .write_batch(WriteBatch {
+                excursions: Vec::new(),
                 readings: vec![],
                 alerts: vec![open_alert(tenant.id, sensor, "hot")],
             })
@@ -363,6 +367,7 @@ async fn the_unique_key_on_a_generated_column_allows_one_unresolved_alert() {
         assert_eq!(opened.alerts.len(), 1, "round {round}");
         let resolved = store
             .write_batch(WriteBatch {
+                excursions: Vec::new(),
                 readings: vec![],
                 alerts: vec![AlertTransition::Resolve {
                     tenant: tenant.id,
@@ -377,6 +382,7 @@ async fn the_unique_key_on_a_generated_column_allows_one_unresolved_alert() {
     }
     store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: vec![],
             alerts: vec![open_alert(tenant.id, sensor, "hot")],
         })
@@ -413,6 +419,7 @@ async fn the_unique_key_on_a_generated_column_allows_one_unresolved_alert() {
     assert_eq!(
         store
             .write_batch(WriteBatch {
+                excursions: Vec::new(),
                 readings: vec![],
                 alerts: vec![open_alert(tenant.id, sensor, "hot ")],
             })
@@ -462,6 +469,7 @@ async fn values_the_table_refuses_are_conflicts_not_skipped_rows() {
         .id;
     let bad_metric = store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: vec![
                 reading(sensor, 1, 1.0),
                 SensorReading {
@@ -484,6 +492,7 @@ async fn values_the_table_refuses_are_conflicts_not_skipped_rows() {
         .is_empty());
     let fine = store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: vec![reading(sensor, 1, 1.0)],
             alerts: vec![],
         })
@@ -614,6 +623,7 @@ async fn read_url_serves_reads_through_a_second_pool() {
     let (tenant, sensor) = tenant_and_sensor(&*store).await;
     store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: (0..10)
                 .map(|i| reading(sensor, 100 + i, i as f64))
                 .collect(),
@@ -745,6 +755,7 @@ async fn killed_connections_are_unavailable_then_recover() {
     for ts in 0..20 {
         match store
             .write_batch(WriteBatch {
+                excursions: Vec::new(),
                 readings: vec![reading(sensor, ts, 1.0)],
                 alerts: vec![],
             })
@@ -807,6 +818,7 @@ async fn concurrent_alert_changes_do_not_deadlock() {
                 for round in 0..30 {
                     let outcome = store
                         .write_batch(WriteBatch {
+                            excursions: Vec::new(),
                             readings: vec![reading(sensor, task * 1000 + round, 1.0)],
                             alerts: alerts[round as usize % 2].clone(),
                         })
@@ -870,6 +882,7 @@ async fn alert_batches_take_the_outbox_lock_before_alert_rows() {
         tokio::spawn(async move {
             store
                 .write_batch(WriteBatch {
+                    excursions: Vec::new(),
                     readings: vec![reading(sensor, 1, 1.0)],
                     alerts: vec![open_alert(tenant.id, sensor, "b")],
                 })
@@ -930,6 +943,7 @@ async fn put_sensor_and_alert_batches_do_not_deadlock() {
                     let rule = if round % 2 == 0 { "x" } else { "y" };
                     store
                         .write_batch(WriteBatch {
+                            excursions: Vec::new(),
                             readings: vec![reading(sensor, task * 1000 + round, 1.0)],
                             alerts: vec![open_alert(tenant, sensor, rule)],
                         })
@@ -993,6 +1007,7 @@ async fn batches_and_roll_ups_wait_for_each_other_but_batches_never_for_batches(
     let outcome = tokio::time::timeout(
         Duration::from_secs(3),
         store.write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: vec![reading(sensor, 1_000, 1.0)],
             alerts: vec![],
         }),
@@ -1040,6 +1055,7 @@ async fn batches_and_roll_ups_wait_for_each_other_but_batches_never_for_batches(
         tokio::spawn(async move {
             store
                 .write_batch(WriteBatch {
+                    excursions: Vec::new(),
                     readings: vec![reading(sensor, 2_000, 1.0)],
                     alerts: vec![],
                 })
@@ -1130,6 +1146,7 @@ async fn racing_batches_and_roll_ups_leave_no_bucket_stale() {
                         .collect();
                     store
                         .write_batch(WriteBatch {
+                            excursions: Vec::new(),
                             readings,
                             alerts: vec![],
                         })

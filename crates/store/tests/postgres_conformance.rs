@@ -237,6 +237,7 @@ async fn readings_land_in_day_partitions_or_the_default() {
     let future = 4_102_444_800_000; // 2100-01-01
     let tomorrow = today + PARTITION_WIDTH_MS + 5;
     let batch = WriteBatch {
+        excursions: Vec::new(),
         readings: vec![
             reading(sensor, future, 3.0),
             reading(sensor, now, 1.0),
@@ -317,6 +318,7 @@ async fn housekeep_creates_next_partitions_and_moves_default_rows() {
         .collect();
     store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings,
             alerts: vec![],
         })
@@ -447,6 +449,7 @@ async fn read_url_serves_reads_through_a_second_pool() {
     let now = Timestamp::now().0;
     store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: (0..10)
                 .map(|i| reading(sensor, now + i, i as f64))
                 .collect(),
@@ -627,6 +630,7 @@ async fn concurrent_alert_changes_do_not_deadlock() {
             value: 1.0,
             message: "warm".into(),
             opened_at: Timestamp(1),
+            details: None,
         })
     };
     let resolve = |rule: &str| AlertTransition::Resolve {
@@ -653,6 +657,7 @@ async fn concurrent_alert_changes_do_not_deadlock() {
                 for round in 0..30 {
                     let outcome = store
                         .write_batch(WriteBatch {
+                            excursions: Vec::new(),
                             readings: vec![reading(sensor, task * 1000 + round, 1.0)],
                             alerts: alerts[round as usize % 2].clone(),
                         })
@@ -715,6 +720,7 @@ async fn text_postgres_cannot_store_is_a_conflict() {
         .id;
     let bad_metric = store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: vec![SensorReading {
                 metric: "temp\0".into(),
                 ..reading(sensor, 1, 1.0)
@@ -766,6 +772,7 @@ async fn alert_batches_take_the_outbox_lock_before_alert_rows() {
         tokio::spawn(async move {
             store
                 .write_batch(WriteBatch {
+                    excursions: Vec::new(),
                     readings: vec![reading(sensor, 1, 1.0)],
                     alerts: vec![AlertTransition::Open(NewAlert {
                         tenant: tenant.id,
@@ -777,6 +784,7 @@ async fn alert_batches_take_the_outbox_lock_before_alert_rows() {
                         value: 1.0,
                         message: "warm".into(),
                         opened_at: Timestamp(1),
+                        details: None,
                     })],
                 })
                 .await

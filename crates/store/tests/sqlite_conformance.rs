@@ -86,6 +86,7 @@ async fn data_survives_reopen() {
             .await
             .expect("sensor");
         let batch = WriteBatch {
+            excursions: Vec::new(),
             readings: (0..100)
                 .map(|i| reading(sensor[0].id, 1000 + i, i as f64))
                 .collect(),
@@ -104,6 +105,7 @@ async fn data_survives_reopen() {
             matches!(
                 store
                     .write_batch(WriteBatch {
+                        excursions: Vec::new(),
                         readings: vec![reading(sensor[0].id, 5, 1.0)],
                         alerts: vec![],
                     })
@@ -137,6 +139,7 @@ async fn data_survives_reopen() {
     assert_eq!(series[99].value, 99.0);
     // The writer's caches start empty after a reopen: the known sensor is found in the file.
     let again = WriteBatch {
+        excursions: Vec::new(),
         readings: vec![reading(sensor.id, 1000, 0.0), reading(sensor.id, 2000, 1.0)],
         alerts: vec![],
     };
@@ -166,6 +169,7 @@ async fn drop_finishes_queued_writes() {
             let store = Arc::clone(&store);
             tokio::spawn(async move {
                 let batch = WriteBatch {
+                    excursions: Vec::new(),
                     readings: (0..50)
                         .map(|j| reading(sensor, i * 1000 + j, 1.0))
                         .collect(),
@@ -266,6 +270,7 @@ async fn concurrent_readers_during_writes() {
         tokio::spawn(async move {
             for round in 0..200i64 {
                 let batch = WriteBatch {
+                    excursions: Vec::new(),
                     readings: (0..100)
                         .map(|i| reading(sensor, round * 100 + i, round as f64))
                         .collect(),

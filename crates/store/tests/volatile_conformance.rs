@@ -62,6 +62,7 @@ async fn concurrent_readers_during_writes() {
         tokio::spawn(async move {
             for round in 0..200i64 {
                 let batch = WriteBatch {
+                    excursions: Vec::new(),
                     readings: (0..100)
                         .map(|i| reading(sensor, round * 100 + i, round as f64))
                         .collect(),
@@ -119,6 +120,7 @@ async fn closed_store_is_unavailable() {
         .expect("sensor")[0]
         .id;
     let batch = WriteBatch {
+        excursions: Vec::new(),
         readings: vec![reading(sensor, 1, 1.0)],
         alerts: vec![],
     };

@@ -17,6 +17,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/sensors/{key}"),
     ("put", "/api/v1/sensors/{key}"),
     ("get", "/api/v1/sensors/{key}/readings"),
+    ("get", "/api/v1/sensors/{key}/excursions"),
     ("get", "/api/v1/alerts"),
     ("get", "/api/v1/alerts/{id}"),
     ("post", "/api/v1/alerts/{id}/ack"),

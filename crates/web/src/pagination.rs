@@ -47,6 +47,8 @@ pub enum CursorKind {
     Products,
     /// Before a price id.
     Prices,
+    /// After an excursion's (start, rule).
+    Excursions,
 }
 
 impl CursorKind {
@@ -57,6 +59,7 @@ impl CursorKind {
             CursorKind::DeadLetters => "d1",
             CursorKind::Products => "m1",
             CursorKind::Prices => "p1",
+            CursorKind::Excursions => "e1",
         }
     }
 }

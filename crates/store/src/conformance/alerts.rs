@@ -19,6 +19,7 @@ fn open(tenant: TenantId, sensor: SensorId, rule: &str, offset: i64) -> AlertTra
         value: -16.0,
         message: "above -18 °C".into(),
         opened_at: Timestamp(T0 + offset),
+        details: None,
     })
 }
 
@@ -33,6 +34,7 @@ fn resolve(tenant: TenantId, sensor: SensorId, rule: &str, offset: i64) -> Alert
 
 fn alerts_batch(alerts: Vec<AlertTransition>) -> WriteBatch {
     WriteBatch {
+        excursions: Vec::new(),
         readings: Vec::new(),
         alerts,
     }
@@ -55,6 +57,7 @@ pub async fn one_open_alert_per_rule_in_one_batch(store: &dyn Store) {
     let (tenant, sensors) = setup(store, &["CF-1"]).await;
     let s = sensors[0].id;
     let batch = WriteBatch {
+        excursions: Vec::new(),
         readings: vec![reading(s, 0, -16.0)],
         alerts: vec![
             open(tenant.id, s, "high", 0),
@@ -379,6 +382,7 @@ pub async fn batch_rejects_alert_for_sensor_of_other_tenant(store: &dyn Store) {
     ];
     for (what, transition) in cases {
         let batch = WriteBatch {
+            excursions: Vec::new(),
             readings: vec![reading(s, 0, -16.0)],
             alerts: vec![open(a.id, s, "ok", 0), transition],
         };
@@ -517,4 +521,86 @@ pub async fn unresolved_counts_per_sensor(store: &dyn Store) {
             .is_empty(),
         "nor a count of this tenant's sensor"
     );
+}
+
+/// An alert's `details` come back exactly as the rule gave them, from every read (the
+/// batch outcome, `get`, `list`, `unresolved`), and stay null when it gave none.
+pub async fn alert_details_round_trip_and_stay_null_when_absent(store: &dyn Store) {
+    use vigia_core::{AlertDetails, AnomalyDetails, AnomalySignal, DurationDetails};
+
+    let (tenant, sensors) = setup(store, &["CF-1"]).await;
+    let s = sensors[0].id;
+    let anomaly = AlertDetails::Anomaly(AnomalyDetails {
+        signal: AnomalySignal::Deviation,
+        expected_min: -19.25,
+        expected_max: -17.5,
+        observed: -9.125,
+        score: 12.5,
+        threshold: 6.0,
+    });
+    let duration = AlertDetails::Duration(DurationDetails {
+        out_of_range_ms: 14_400_000,
+        limit_ms: 14_400_000,
+        window: "batch".into(),
+        batch: Some("lote-ñ \"7\"".into()),
+    });
+    let with = |rule: &str, details: Option<AlertDetails>| match open(tenant.id, s, rule, 0) {
+        AlertTransition::Open(new) => AlertTransition::Open(NewAlert { details, ..new }),
+        AlertTransition::Resolve { .. } => unreachable!("built as an Open"),
+    };
+    let outcome = store
+        .write_batch(alerts_batch(vec![
+            with("spike", Some(anomaly.clone())),
+            with("time-out", Some(duration.clone())),
+            with("high", None),
+        ]))
+        .await
+        .expect("write");
+    let want = [
+        ("spike", Some(anomaly)),
+        ("time-out", Some(duration)),
+        ("high", None),
+    ];
+    let got: Vec<_> = outcome
+        .alerts
+        .iter()
+        .map(|(_, a)| (a.rule.as_str(), a.details.clone()))
+        .collect();
+    assert_eq!(got, want, "the batch outcome carries the details");
+    for (_, alert) in &outcome.alerts {
+        let read = store.alerts().get(tenant.id, alert.id).await.expect("get");
+        assert_eq!(read.details, alert.details, "get of {}", alert.rule);
+    }
+    let listed = store
+        .alerts()
+        .list(
+            tenant.id,
+            &AlertFilter {
+                limit: 10,
+                ..AlertFilter::default()
+            },
+        )
+        .await
+        .expect("list");
+    let mut listed: Vec<_> = listed
+        .iter()
+        .map(|a| (a.rule.as_str(), a.details.clone()))
+        .collect();
+    listed.reverse();
+    assert_eq!(listed, want, "list (newest first) carries the details");
+    let unresolved = unresolved_for(store, s, "spike").await;
+    assert_eq!(unresolved[0].details, want[0].1, "unresolved carries them");
+    // Acking and resolving keep them.
+    let id = outcome.alerts[1].1.id;
+    store
+        .alerts()
+        .ack(tenant.id, id, "ana", Timestamp(T0 + 1))
+        .await
+        .expect("ack");
+    let resolved = store
+        .alerts()
+        .resolve(tenant.id, id, "ana", Timestamp(T0 + 2))
+        .await
+        .expect("resolve");
+    assert_eq!(resolved.details, want[1].1, "resolving keeps them");
 }

@@ -443,10 +443,12 @@ pub async fn put_sensor_resolves_alerts_of_removed_rules(store: &dyn Store) {
             value: -5.0,
             message: "warm".into(),
             opened_at: Timestamp(T0),
+            details: None,
         }));
     }
     store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: Vec::new(),
             alerts,
         })
@@ -519,6 +521,7 @@ pub async fn sensor_pages_and_their_scopes(store: &dyn Store) {
                 value: 1.0,
                 message: "warm".into(),
                 opened_at: Timestamp(T0),
+                details: None,
             })
         })
         .collect();

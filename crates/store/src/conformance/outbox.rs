@@ -45,10 +45,12 @@ pub async fn outbox_has_one_event_per_alert_change(store: &dyn Store) {
             value: -5.0,
             message: "warm".into(),
             opened_at: Timestamp(T0),
+            details: None,
         })
     };
     let outcome = store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: Vec::new(),
             alerts: vec![
                 open("threshold-critical"),
@@ -62,6 +64,7 @@ pub async fn outbox_has_one_event_per_alert_change(store: &dyn Store) {
     // A batch that fails (an alert of a sensor that does not exist) leaves no event.
     let failed = store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: Vec::new(),
             alerts: vec![AlertTransition::Open(NewAlert {
                 sensor: MISSING_SENSOR,

@@ -27,6 +27,7 @@ fn reading(sensor: SensorId, ts: i64, value: f64) -> SensorReading {
 async fn write<S: Store>(store: &S, readings: Vec<SensorReading>) {
     store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings,
             alerts: Vec::new(),
         })
@@ -229,6 +230,7 @@ pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors
         .expect("roll up");
     store
         .write_batch(WriteBatch {
+            excursions: Vec::new(),
             readings: Vec::new(),
             alerts: vec![AlertTransition::Open(NewAlert {
                 tenant,
@@ -240,6 +242,7 @@ pub async fn retention_deletes_what_is_older_in_chunks_and_keeps_alerted_sensors
                 value: 1.0,
                 message: "m".into(),
                 opened_at: Timestamp(T0),
+                details: None,
             })],
         })
         .await

@@ -62,6 +62,7 @@ impl Alerts {
             acked_by: None,
             resolved_at: None,
             resolved_by: None,
+            details: new.details.clone(),
         };
         rules.insert(alert.rule.clone(), alert.id);
         self.by_tenant.insert((alert.tenant, alert.id));
@@ -291,6 +292,7 @@ mod tests {
             value: 1.0,
             message: "m".into(),
             opened_at: Timestamp(0),
+            details: None,
         }
     }
 

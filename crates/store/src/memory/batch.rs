@@ -18,6 +18,7 @@ impl Data {
             alerts,
             outbox,
             rollups,
+            excursions,
         } = self;
         let now = Timestamp::now();
         let sensor_keys = check(catalog, batch)?;
@@ -55,6 +56,9 @@ impl Data {
                 }
             }
         }
+        for excursion in &batch.excursions {
+            excursions.upsert(excursion);
+        }
         Ok(WriteOutcome {
             readings_written: written,
             alerts: changed,
@@ -83,6 +87,15 @@ fn check<'c>(catalog: &'c Catalog, batch: &WriteBatch) -> StoreResult<Vec<&'c st
                 r.sensor, r.ts.0
             )));
         }
+    }
+    for e in &batch.excursions {
+        if !catalog
+            .sensor(e.sensor)
+            .is_some_and(|s| s.tenant == e.tenant)
+        {
+            return Err(crate::excursions::not_in_tenant(e));
+        }
+        crate::excursions::check(e)?;
     }
     batch
         .alerts
@@ -143,6 +156,7 @@ mod tests {
             value,
             message: "m".into(),
             opened_at: Timestamp(0),
+            details: None,
         })
     }
 
@@ -185,7 +199,13 @@ mod tests {
         for (what, bad) in bad_endings {
             let (readings, mut alerts) = good();
             alerts.push(bad);
-            let result = store.write_batch(WriteBatch { readings, alerts }).await;
+            let result = store
+                .write_batch(WriteBatch {
+                    readings,
+                    alerts,
+                    excursions: Vec::new(),
+                })
+                .await;
             assert!(
                 matches!(result, Err(StoreError::Conflict(_))),
                 "{what}: {result:?}"
@@ -220,7 +240,11 @@ mod tests {
         }
         let (readings, alerts) = good();
         let outcome = store
-            .write_batch(WriteBatch { readings, alerts })
+            .write_batch(WriteBatch {
+                readings,
+                alerts,
+                excursions: Vec::new(),
+            })
             .await
             .expect("the good part alone");
         assert_eq!(outcome.readings_written, 2);

@@ -165,6 +165,7 @@ pub(crate) async fn write_batch(
             AlertTransition::Resolve { sensor, .. } => sensor.0,
         });
     }
+    wanted.extend(batch.excursions.iter().map(|e| e.sensor.0));
     let tenants = store.sensor_tenants(wanted).await?;
     if let Some(r) = batch
         .readings
@@ -187,6 +188,16 @@ pub(crate) async fn write_batch(
             )));
         }
     }
+    for e in &batch.excursions {
+        if tenants.get(&e.sensor.0) != Some(&e.tenant.0) {
+            return Err(crate::excursions::not_in_tenant(e));
+        }
+        crate::excursions::check(e)?;
+    }
+    // In key order, so concurrent batches that share excursions (a redelivery) lock
+    // their rows in the same order and cannot deadlock.
+    let mut excursions: Vec<&crate::ExcursionUpsert> = batch.excursions.iter().collect();
+    excursions.sort_by(|a, b| (a.sensor, a.start, &a.rule).cmp(&(b.sensor, b.start, &b.rule)));
     let metrics = store
         .metric_ids(batch.readings.iter().map(|r| r.metric.as_str()))
         .await?;
@@ -243,6 +254,9 @@ pub(crate) async fn write_batch(
                 }
             }
         }
+    }
+    for e in excursions {
+        super::excursions::upsert(&mut tx, e).await?;
     }
     tx.commit().await.my()?;
     Ok(WriteOutcome {

@@ -521,7 +521,7 @@ pub(crate) async fn provision_sensors(
 
 const ALERT_SELECT: &str = "SELECT a.id, a.tenant_id, a.sensor_id, s.`key`, a.rule, a.kind,
     a.severity, a.state, a.metric, a.value, a.message, a.opened_at, a.acked_at, a.acked_by,
-    a.resolved_at, a.resolved_by
+    a.resolved_at, a.resolved_by, a.details
     FROM alerts a JOIN sensors s ON s.id = a.sensor_id";
 
 fn alert_from_row(row: &MySqlRow) -> StoreResult<Alert> {
@@ -548,6 +548,8 @@ fn alert_from_row(row: &MySqlRow) -> StoreResult<Alert> {
         acked_by: opt_text(row, 13)?,
         resolved_at: col::<Option<i64>>(row, 14)?.map(Timestamp),
         resolved_by: opt_text(row, 15)?,
+        details: crate::alerts::details_from_json(opt_text(row, 16)?.as_deref())
+            .map_err(bad_column)?,
     })
 }
 
@@ -669,7 +671,7 @@ pub(crate) async fn open_alert(
     }
     let done = sqlx::query(
         "INSERT INTO alerts (tenant_id, sensor_id, rule, kind, severity, state, metric, value,
-             message, opened_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?)",
+             message, opened_at, details) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
     )
     .bind(new.tenant.0)
     .bind(new.sensor.0)
@@ -680,6 +682,7 @@ pub(crate) async fn open_alert(
     .bind(new.value)
     .bind(&new.message)
     .bind(new.opened_at.0)
+    .bind(crate::alerts::details_to_json(&new.details)?)
     .execute(&mut *conn)
     .await;
     let id = duplicate_is(done, || {

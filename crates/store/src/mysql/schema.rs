@@ -19,6 +19,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/mysql/0004_dead_letters.sql"),
     include_str!("../../migrations/mysql/0005_robots.sql"),
     include_str!("../../migrations/mysql/0006_products_prices.sql"),
+    include_str!("../../migrations/mysql/0007_alert_details.sql"),
+    include_str!("../../migrations/mysql/0008_excursions.sql"),
 ];
 
 /// The schema version this build creates and understands.

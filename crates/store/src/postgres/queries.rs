@@ -409,7 +409,7 @@ pub(crate) async fn provision_sensors(
 
 const ALERT_SELECT: &str = "SELECT a.id, a.tenant_id, a.sensor_id, s.key, a.rule, a.kind,
     a.severity, a.state, a.metric, a.value, a.message, a.opened_at, a.acked_at, a.acked_by,
-    a.resolved_at, a.resolved_by
+    a.resolved_at, a.resolved_by, a.details::text
     FROM alerts a JOIN sensors s ON s.id = a.sensor_id";
 
 fn alert_from_row(row: &PgRow) -> StoreResult<Alert> {
@@ -436,6 +436,8 @@ fn alert_from_row(row: &PgRow) -> StoreResult<Alert> {
         acked_by: col(row, 13)?,
         resolved_at: col::<Option<i64>>(row, 14)?.map(Timestamp),
         resolved_by: col(row, 15)?,
+        details: crate::alerts::details_from_json(col::<Option<String>>(row, 16)?.as_deref())
+            .map_err(bad_column)?,
     })
 }
 
@@ -530,7 +532,8 @@ pub(crate) async fn open_alert(
 ) -> StoreResult<Option<Alert>> {
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO alerts (tenant_id, sensor_id, rule, kind, severity, state, metric, value,
-             message, opened_at) VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9)
+             message, opened_at, details)
+         VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10::jsonb)
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(new.tenant.0)
@@ -542,6 +545,7 @@ pub(crate) async fn open_alert(
     .bind(new.value)
     .bind(&new.message)
     .bind(new.opened_at.0)
+    .bind(crate::alerts::details_to_json(&new.details)?)
     .fetch_optional(&mut *conn)
     .await
     .pg()?;

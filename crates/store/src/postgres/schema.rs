@@ -16,6 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_dead_letters.sql"),
     include_str!("../../migrations/postgres/0004_robots.sql"),
     include_str!("../../migrations/postgres/0005_products_prices.sql"),
+    include_str!("../../migrations/postgres/0006_alert_details.sql"),
+    include_str!("../../migrations/postgres/0007_excursions.sql"),
 ];
 
 /// The schema version this build creates and understands.

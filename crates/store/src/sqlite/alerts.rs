@@ -9,7 +9,7 @@ use crate::{AlertFilter, NewAlert, SensorScope, StoreError, StoreResult};
 /// Alert columns in the order [`alert_from_row`] reads them; `s` is the sensor.
 const ALERT_SELECT: &str = "SELECT a.id, a.tenant_id, a.sensor_id, s.key, a.rule, a.kind,
     a.severity, a.state, a.metric, a.value, a.message, a.opened_at, a.acked_at, a.acked_by,
-    a.resolved_at, a.resolved_by
+    a.resolved_at, a.resolved_by, a.details
     FROM alerts a JOIN sensors s ON s.id = a.sensor_id";
 
 fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<Alert> {
@@ -36,6 +36,8 @@ fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<Alert> {
         acked_by: row.get(13)?,
         resolved_at: row.get::<_, Option<i64>>(14)?.map(Timestamp),
         resolved_by: row.get(15)?,
+        details: crate::alerts::details_from_json(row.get::<_, Option<String>>(16)?.as_deref())
+            .map_err(|e| bad_column(16, e))?,
     })
 }
 
@@ -96,7 +98,8 @@ pub(crate) fn open(conn: &Connection, new: &NewAlert) -> StoreResult<Option<Aler
     let id: Option<i64> = conn
         .prepare_cached(
             "INSERT INTO alerts (tenant_id, sensor_id, rule, kind, severity, state, metric, value,
-             message, opened_at) VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?9)
+             message, opened_at, details)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT DO NOTHING RETURNING id",
         )?
         .query_row(
@@ -109,7 +112,8 @@ pub(crate) fn open(conn: &Connection, new: &NewAlert) -> StoreResult<Option<Aler
                 new.metric,
                 new.value,
                 new.message,
-                new.opened_at.0
+                new.opened_at.0,
+                crate::alerts::details_to_json(&new.details)?
             ],
             |r| r.get(0),
         )

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{params, Connection};
 use vigia_core::{AlertChange, SensorId, TenantId, Timestamp};
 
-use super::{alerts, catalog, outbox};
+use super::{alerts, catalog, excursions, outbox};
 use crate::{AlertTransition, SensorReading, StoreError, StoreResult, WriteBatch, WriteOutcome};
 
 /// What the writer remembers between transactions. Only facts that cannot go stale
@@ -225,7 +225,8 @@ fn intern_metrics(
     Ok(ids)
 }
 
-/// Writes one batch: readings first, then its alert transitions in order.
+/// Writes one batch: readings first, then its alert transitions in order, then its
+/// excursions.
 fn apply(
     conn: &Connection,
     caches: &mut Caches,
@@ -283,6 +284,13 @@ fn apply(
                 }
             }
         }
+    }
+    for e in &batch.excursions {
+        if caches.sensor_tenant(conn, e.sensor)? != Some(e.tenant) {
+            return Err(crate::excursions::not_in_tenant(e));
+        }
+        crate::excursions::check(e)?;
+        excursions::upsert(conn, e)?;
     }
     Ok(WriteOutcome {
         readings_written: written,
@@ -401,6 +409,7 @@ mod tests {
 
     fn batch(readings: Vec<SensorReading>) -> WriteBatch {
         WriteBatch {
+            excursions: Vec::new(),
             readings,
             alerts: Vec::new(),
         }
@@ -421,6 +430,7 @@ mod tests {
         // Its readings (enough for the multi-row statement) are written before its alert
         // transition fails, so only the savepoint can take them back.
         let bad = WriteBatch {
+            excursions: Vec::new(),
             readings: (100..200).map(|ts| reading(sensor, ts)).collect(),
             alerts: vec![AlertTransition::Resolve {
                 tenant: TenantId(tenant.id.0 + 99),

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod dead_letters;
+pub mod excursions;
 pub mod influx;
 pub mod jobs;
 pub mod keys;
@@ -46,6 +47,7 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
             .routes(routes!(sensors::list_sensors))
             .routes(routes!(sensors::get_sensor, sensors::put_sensor))
             .routes(routes!(sensors::sensor_readings))
+            .routes(routes!(excursions::sensor_excursions))
             .routes(routes!(alerts::list_alerts))
             .routes(routes!(alerts::get_alert))
             .routes(routes!(alerts::ack_alert))

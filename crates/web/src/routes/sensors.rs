@@ -179,7 +179,7 @@ fn series_metric_schema() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-fn instant_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+pub(crate) fn instant_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     vigia_core::time::instant_input_schema(Timestamp(i64::MIN), Timestamp(i64::MAX), false)
 }
 
@@ -242,15 +242,17 @@ pub async fn sensor_readings(
     }))
 }
 
+/// An instant given as RFC 3339 or epoch milliseconds; 400 naming `field` otherwise.
+pub(crate) fn instant(field: &str, text: &str) -> Result<Timestamp, ApiError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(Timestamp(ms));
+    }
+    Timestamp::parse_rfc3339(text)
+        .ok_or_else(|| ApiError::bad_parameter(field, "expected RFC 3339 or epoch milliseconds"))
+}
+
 fn series_request(p: SeriesParams) -> Result<SeriesRequest, ApiError> {
     let bad = |field: &str, message: String| ApiError::bad_parameter(field, message);
-    let instant = |field: &str, text: &str| -> Result<Timestamp, ApiError> {
-        if let Ok(ms) = text.parse::<i64>() {
-            return Ok(Timestamp(ms));
-        }
-        Timestamp::parse_rfc3339(text)
-            .ok_or_else(|| bad(field, "expected RFC 3339 or epoch milliseconds".into()))
-    };
     let to = match &p.to {
         Some(t) => instant("to", t)?,
         None => Timestamp::now(),

@@ -1,0 +1,21 @@
+-- Vigía PostgreSQL schema, version 6: excursions (issue 15). Each time a sensor left a
+-- rule's limits: from the first out-of-range reading (start_at) to the first in-range
+-- one (end_at, NULL while it goes on), in event time, epoch milliseconds. Written in the
+-- same transaction as the readings, upserted by (sensor, start, rule) with absolute
+-- values: a redelivered batch writes the same row again. Keyed sensor first, so one
+-- sensor's excursions over a range are one index range (reports never scan readings).
+CREATE TABLE excursions (
+    sensor_id bigint NOT NULL REFERENCES sensors (id),
+    start_at  bigint NOT NULL,
+    rule      text COLLATE "C" NOT NULL,
+    tenant_id bigint NOT NULL REFERENCES tenants (id),
+    metric    text COLLATE "C" NOT NULL,
+    end_at    bigint,
+    last_at   bigint NOT NULL, -- the newest reading counted (the closing one once ended)
+    peak      double precision NOT NULL, -- the reading farthest past the limits
+    out_ms    bigint NOT NULL, -- time out of range; a silence inside counts as out
+    gaps      bigint NOT NULL, -- silences inside it
+    gap_ms    bigint NOT NULL, -- their total length
+    PRIMARY KEY (sensor_id, start_at, rule)
+);
+CREATE INDEX excursions_ongoing ON excursions (sensor_id) WHERE end_at IS NULL;
