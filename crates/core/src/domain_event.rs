@@ -129,8 +129,9 @@ pub(crate) struct WireAlert {
     resolved_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resolved_by: Option<String>,
+    /// Boxed: most alerts have none, and the wire enums stay small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    details: Option<AlertDetails>,
+    details: Option<Box<AlertDetails>>,
 }
 
 impl From<&Alert> for WireAlert {
@@ -174,7 +175,7 @@ impl From<&Alert> for WireAlert {
             acked_by: acked_by.clone(),
             resolved_ms: resolved_at.map(|t| t.0),
             resolved_by: resolved_by.clone(),
-            details: details.clone(),
+            details: details.clone().map(Box::new),
         }
     }
 }
@@ -198,7 +199,7 @@ impl WireAlert {
             acked_by: self.acked_by,
             resolved_at: self.resolved_ms.map(Timestamp),
             resolved_by: self.resolved_by,
-            details: self.details,
+            details: self.details.map(|d| *d),
         }
     }
 }
@@ -229,13 +230,11 @@ mod tests {
             acked_by: acked.then(|| "ops key".to_string()),
             resolved_at: None,
             resolved_by: None,
-            details: acked.then(|| {
-                AlertDetails::Offline(crate::OfflineDetails {
-                    silent_ms: 90_000,
-                    limit_ms: 65_000,
-                    last_seen: Timestamp(-7),
-                })
-            }),
+            details: acked.then_some(AlertDetails::Offline(crate::OfflineDetails {
+                silent_ms: 90_000,
+                limit_ms: 65_000,
+                last_seen: Timestamp(-7),
+            })),
         }
     }
 

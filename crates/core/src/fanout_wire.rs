@@ -126,7 +126,8 @@ enum WireLive {
     Alert {
         tenant: TenantId,
         change: crate::AlertChange,
-        alert: WireAlert,
+        /// Boxed: an alert is far larger than a readings frame's header.
+        alert: Box<WireAlert>,
     },
 }
 
@@ -147,7 +148,7 @@ impl From<&LiveEvent> for WireLive {
             } => WireLive::Alert {
                 tenant: *tenant,
                 change: *change,
-                alert: WireAlert::from(alert.as_ref()),
+                alert: Box::new(WireAlert::from(alert.as_ref())),
             },
         }
     }
@@ -179,7 +180,7 @@ impl TryFrom<WireLive> for LiveEvent {
             } => LiveEvent::Alert {
                 tenant,
                 change,
-                alert: Box::new(alert.into_alert(tenant)),
+                alert: Box::new((*alert).into_alert(tenant)),
             },
         })
     }

@@ -178,7 +178,9 @@ pub async fn excursions_list_by_range_in_pages(store: &dyn Store) {
             .map(|e| ((e.start.0 - T0) / MIN, e.rule))
             .collect()
     };
-    let cases: &[(i64, i64, &[(i64, &str)])] = &[
+    /// `[from, to)` in minutes, and the (start minute, rule) listed.
+    type Case = (i64, i64, &'static [(i64, &'static str)]);
+    let cases: &[Case] = &[
         (
             -100,
             100,

@@ -89,9 +89,9 @@ fn check<'c>(catalog: &'c Catalog, batch: &WriteBatch) -> StoreResult<Vec<&'c st
         }
     }
     for e in &batch.excursions {
-        if !catalog
+        if catalog
             .sensor(e.sensor)
-            .is_some_and(|s| s.tenant == e.tenant)
+            .is_none_or(|s| s.tenant != e.tenant)
         {
             return Err(crate::excursions::not_in_tenant(e));
         }
