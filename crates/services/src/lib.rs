@@ -14,6 +14,7 @@ pub mod error;
 pub mod ingest;
 pub mod keys;
 pub mod rejections;
+pub mod robots;
 pub mod sensors;
 pub mod series;
 
@@ -36,5 +37,6 @@ pub use error::ServiceError;
 pub use ingest::{IngestError, IngestLimits, IngestService};
 pub use keys::{KeyService, NewKey};
 pub use rejections::{Rejection, RejectionLog};
+pub use robots::RobotService;
 pub use sensors::{LatestValue, SensorService, SensorView};
 pub use series::{SeriesAnswer, SeriesPoint, SeriesRequest, SeriesSource, SeriesStep};

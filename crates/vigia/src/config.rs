@@ -68,6 +68,7 @@ pub struct Config {
     pub live: LiveConfig,
     pub http: HttpConfig,
     pub objects: ObjectsConfig,
+    pub robots: crate::robots::RobotsConfig,
 }
 
 /// Object storage (`vigia_objects`): the relay's offloaded datasets, files robots read.
@@ -395,6 +396,7 @@ impl Default for Config {
             live: LiveConfig::default(),
             http: HttpConfig::default(),
             objects: ObjectsConfig::default(),
+            robots: crate::robots::RobotsConfig::default(),
         }
     }
 }
@@ -464,6 +466,7 @@ const KEYS: &[&str] = &[
     "live",
     "http",
     "objects",
+    "robots",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -641,6 +644,7 @@ impl Config {
         self.validate_mqtt()?;
         self.validate_live()?;
         self.validate_objects()?;
+        self.robots.validate()?;
         self.validate_rollups_and_retention()
     }
 

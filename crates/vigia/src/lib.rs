@@ -7,5 +7,6 @@ pub mod demo;
 pub mod jobs;
 pub mod keys;
 pub mod probe;
+pub mod robots;
 pub mod roles;
 pub mod serve;

@@ -62,6 +62,8 @@ pub struct AppServices {
     pub alerts: Arc<AlertService>,
     pub keys: Arc<KeyService>,
     pub dead_letters: Arc<vigia_services::DeadLetterService>,
+    /// Robots, modules and instances, and the audit log's reads.
+    pub robots: Arc<vigia_services::RobotService>,
     pub auth: Arc<Authenticator>,
     pub audit: Arc<AuditTrail>,
     /// Messages the protocol front ends (MQTT) refused lately, per tenant.

@@ -21,6 +21,7 @@ Errors are `application/problem+json` (RFC 9457) with the failing fields and, fo
         (name = "sensors", description = "Sensors and their series"),
         (name = "alerts", description = "Alerts raised by the rules"),
         (name = "keys", description = "API keys and their roles (admin only)"),
+        (name = "robots", description = "Robots (jobs for a module), modules and their instances"),
         (name = "jobs", description = "Background jobs of the scheduler (admin only)"),
         (name = "live", description = "Live push of readings and alert changes"),
         (name = "operations", description = "Health, readiness, metrics"),

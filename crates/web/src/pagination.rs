@@ -43,6 +43,8 @@ pub enum CursorKind {
     Alerts,
     /// Before a dead letter id.
     DeadLetters,
+    /// Before a robot id.
+    Robots,
 }
 
 impl CursorKind {
@@ -51,6 +53,7 @@ impl CursorKind {
             CursorKind::Sensors => "s1",
             CursorKind::Alerts => "a1",
             CursorKind::DeadLetters => "d1",
+            CursorKind::Robots => "r1",
         }
     }
 }
