@@ -17,7 +17,10 @@ negative case stays negative):
   its timestamps must fit the `precision` parameter): generated text is replaced by a
   valid line without a timestamp, so the fuzzer exercises the parameters and keys; bad
   bodies are covered by crates/vigia/tests/line_protocol.rs and the decoder's property
-  tests.
+  tests;
+- a robot create names a module that exists (`echo`), its input carries no control
+  characters at any depth, an idempotency key is not reused with another body, and `?wait`
+  stays within the fuzzer's request timeout (see `robot_creates_run_on_echo`).
 
 They are `map_case` hooks because Schemathesis applies only case hooks in its coverage
 phase. Loaded through `SCHEMATHESIS_HOOKS` by `run.sh`.
@@ -256,6 +259,7 @@ def robot_cursors_come_from_the_server(context, case):
 # states either. So a generated create runs on `echo` (a registered module; the name's
 # existence is state, not schema), its input loses control characters, its key is made
 # unique to its body, and `?wait` is cut to 1 s to stay within the fuzzer's request timeout.
+MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -274,7 +278,9 @@ def without_controls(value, depth=0):
 @schemathesis.hook("map_case").apply_to(method="POST", path="/api/v1/robots")
 def robot_creates_run_on_echo(context, case):
     body = case.body
-    if isinstance(body, dict) and isinstance(body.get("module"), str):
+    # Only a name the document allows becomes `echo`: one outside the pattern is a negative
+    # case and stays one.
+    if isinstance(body, dict) and isinstance(body.get("module"), str) and MODULE_NAME.fullmatch(body["module"]):
         body["module"] = "echo"
     if isinstance(body, dict) and isinstance(body.get("input"), dict):
         body["input"] = without_controls(body["input"])

@@ -1,6 +1,6 @@
 //! The roles a `vigia serve` process can take, as a registry by name: `--roles
 //! ingest,worker,api,scheduler,robots` (`VIGIA_ROLES`; default `all`). Later issues add
-//! `relay`, `robots` and `analytics` by adding an entry here; `serve` starts what each
+//! `relay` and `analytics` by adding an entry here; `serve` starts what each
 //! selected role needs and nothing else. Every process serves `/healthz`, `/readyz` and
 //! `/metrics` whatever its roles.
 

@@ -111,8 +111,6 @@ pub struct ModuleRequest {
     pub input_schema: Option<serde_json::Value>,
 }
 
-const NAME_PARAM: &str = "1–100 letters, digits, `.`, `_` or `-`, starting with a letter or digit";
-
 /// List the modules with their instances.
 #[utoipa::path(
     get,
@@ -139,7 +137,7 @@ pub async fn list_modules(
     get,
     path = "/api/v1/modules/{module}",
     tag = "robots",
-    params(("module" = String, Path, description = NAME_PARAM, min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")),
+    params(("module" = String, Path, description = "1–100 letters, digits, `.`, `_` or `-`, starting with a letter or digit", min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")),
     responses(
         (status = 200, description = "The module", body = ModuleBody),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
@@ -163,7 +161,7 @@ pub async fn get_module(
     put,
     path = "/api/v1/modules/{module}",
     tag = "robots",
-    params(("module" = String, Path, description = NAME_PARAM, min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")),
+    params(("module" = String, Path, description = "1–100 letters, digits, `.`, `_` or `-`, starting with a letter or digit", min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")),
     request_body(content = ModuleRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The module as stored", body = ModuleBody),
@@ -198,8 +196,8 @@ pub async fn put_module(
     path = "/api/v1/modules/{module}/instances/{name}",
     tag = "robots",
     params(
-        ("module" = String, Path, description = NAME_PARAM, min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
-        ("name" = String, Path, description = NAME_PARAM, min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
+        ("module" = String, Path, description = "1–100 letters, digits, `.`, `_` or `-`, starting with a letter or digit", min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
+        ("name" = String, Path, description = "1–100 letters, digits, `.`, `_` or `-`, starting with a letter or digit", min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
     ),
     request_body(content = InstanceRequest, content_type = "application/json"),
     responses(
