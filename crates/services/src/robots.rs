@@ -551,6 +551,15 @@ impl RobotService {
             )));
         }
         if let Some(schema) = &input_schema {
+            // The document (and `GET …/modules`) states an object; a boolean schema
+            // (`true`/`false`) says nothing a module needs.
+            if !schema.is_object() {
+                return Err(ServiceError::invalid_field(
+                    "invalid module",
+                    "input_schema",
+                    "must be a JSON object",
+                ));
+            }
             InputSchema::compile(schema).map_err(|e| {
                 ServiceError::invalid_field("invalid module", "input_schema", e.to_string())
             })?;

@@ -98,6 +98,7 @@ pub struct InstanceRequest {
     pub weight: Option<f64>,
     /// Calls it may run at once, 1–10000; default 8.
     #[schema(minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "crate::extract::integer::optional")]
     pub capacity: Option<u32>,
 }
 

@@ -44,6 +44,7 @@ pub struct RobotRequest {
     pub input: serde_json::Value,
     /// Higher runs first, -1000–1000; default 0.
     #[schema(minimum = -1000, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::extract::integer::optional")]
     pub priority: Option<i32>,
     /// The same key with the same body returns the original robot; with another body, 422.
     #[schema(
@@ -54,6 +55,7 @@ pub struct RobotRequest {
     pub idempotency_key: Option<String>,
     /// How long one attempt may run, 1–86400 seconds.
     #[schema(minimum = 1, maximum = 86400)]
+    #[serde(default, deserialize_with = "crate::extract::integer::optional")]
     pub timeout_s: Option<u32>,
 }
 
@@ -447,9 +449,11 @@ pub async fn retry_robot(
 pub struct ProgressBody {
     /// The attempt this report belongs to (from the dispatch).
     #[schema(minimum = 0, maximum = 4294967295u32)]
+    #[serde(deserialize_with = "crate::extract::integer::required")]
     pub attempt: u32,
     /// 0–100; absent for a bare heartbeat.
     #[schema(minimum = 0, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::extract::integer::optional")]
     pub progress: Option<u8>,
     /// What the worker is doing, at most 4000 characters.
     #[schema(max_length = 4000)]
@@ -461,6 +465,7 @@ pub struct ProgressBody {
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     #[schema(minimum = 0, maximum = 4294967295u32)]
+    #[serde(deserialize_with = "crate::extract::integer::required")]
     pub attempt: u32,
     /// What the robot produced (bounded like inputs).
     #[schema(value_type = Object)]
@@ -472,6 +477,7 @@ pub struct CompleteBody {
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
     #[schema(minimum = 0, maximum = 4294967295u32)]
+    #[serde(deserialize_with = "crate::extract::integer::required")]
     pub attempt: u32,
     /// Why, at most 4000 characters.
     #[schema(max_length = 4000)]
