@@ -21,6 +21,9 @@ negative case stays negative):
 - a product's `keep_below` is shorter than its `discard_after`;
 - a price import's body is CSV whose rows the server checks: generated text is replaced
   by one valid row (bad files: crates/vigia/tests/prices.rs).
+- a robot create names a module that exists (`echo`), its input carries no control
+  characters at any depth, an idempotency key is not reused with another body, and `?wait`
+  stays within the fuzzer's request timeout (see `robot_creates_run_on_echo`).
 
 They are `map_case` hooks because Schemathesis applies only case hooks in its coverage
 phase. Loaded through `SCHEMATHESIS_HOOKS` by `run.sh`.
@@ -296,4 +299,55 @@ def price_import_body_is_csv(context, case):
             "product,currency,price_per_kg,valid_from,source\n"
             f"schemathesis,USD,{len(case.body)}.25,2026-01-01,fuzz\n"
         )
+@schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/robots")
+def robot_cursors_come_from_the_server(context, case):
+    return without_generated_cursor(case)
+
+
+# Robot inputs: JSON Schema cannot say "no control character in any string or property
+# name, however deep" (the document says it in words); `idempotency_key` relates a body to
+# the bodies sent before it with the same key (422 for another body), which no schema
+# states either. So a generated create runs on `echo` (a registered module; the name's
+# existence is state, not schema), its input loses control characters, its key is made
+# unique to its body, and `?wait` is cut to 1 s to stay within the fuzzer's request timeout.
+MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def without_controls(value, depth=0):
+    if depth > 30:
+        return None
+    if isinstance(value, str):
+        return CONTROL.sub("", value)
+    if isinstance(value, list):
+        return [without_controls(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {CONTROL.sub("", k): without_controls(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+@schemathesis.hook("map_case").apply_to(method="POST", path="/api/v1/robots")
+def robot_creates_run_on_echo(context, case):
+    body = case.body
+    # Only a name the document allows becomes `echo`: one outside the pattern is a negative
+    # case and stays one.
+    if isinstance(body, dict) and isinstance(body.get("module"), str) and MODULE_NAME.fullmatch(body["module"]):
+        body["module"] = "echo"
+    if isinstance(body, dict) and isinstance(body.get("input"), dict):
+        body["input"] = without_controls(body["input"])
+    key = body.get("idempotency_key") if isinstance(body, dict) else None
+    # Only keys with room for the suffix (a too long key stays too long: negative).
+    if isinstance(key, str) and 0 < len(key) <= 187:
+        body["idempotency_key"] = f"{key}-{abs(hash(repr(sorted(body.items())))) % 10**12}"
+    query = case.query
+    if isinstance(query, dict) and isinstance(query.get("wait"), str) and re.fullmatch(r"([0-9]|[12][0-9]|30)s", query["wait"]):
+        query["wait"] = "1s"
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(method="POST", path="/api/v1/robots/{id}/complete")
+def robot_outputs_have_no_control_characters(context, case):
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("output"), dict):
+        body["output"] = without_controls(body["output"])
     return case

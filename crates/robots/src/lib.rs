@@ -4,8 +4,10 @@
 //!
 //! This crate does no I/O, spawns nothing and never reads a clock or an entropy source:
 //! every function takes `now` as epoch milliseconds (`i64`) and, where it draws, an RNG. So
-//! every rule is a data table in its tests, and the orchestrator that the lead wires later
-//! owns time, storage and the network.
+//! every rule is a data table in its tests. The orchestrator that owns time, storage and
+//! the network is the crate `vigia-orchestrator` (`crates/orchestrator`), kept apart so
+//! these modules stay pure and light (`vigia-services` depends on this crate for input
+//! checks without pulling an HTTP client or the loop).
 //!
 //! # How the pieces fit the seed's flow
 //!
@@ -54,17 +56,18 @@
 //! - [`input`]: the seed's `SecurityValidator` input sanitisation.
 //! - [`lease`]: an attempt's lease: heartbeats, expiry, stalls, cancel grace.
 //!
-//! # What is wired later
+//! # Where the rest lives
 //!
-//! The store port `vigia_store::robots` (robots, executions, modules, instances; built in
-//! parallel) defines its own status and instance rows; the orchestrator maps them onto
-//! [`retry::RobotStatus`] and [`balancer::Instance`] here, so this crate depends on neither
-//! `vigia-core` nor `vigia-store`. Also later: the orchestrator loop, the lease sweeper, the `http`
-//! and in-process modules, the health (5 min), score (15 min) and cleanup (daily) jobs on
-//! the scheduler, the routes and tower layers in `vigia-web`, metrics
-//! (`vigia_module_breaker_state{instance}` is [`breaker::BreakerState::gauge`], cache
-//! hits and misses are [`cache::CacheStats`]) and `[robots]` config keys built from the
-//! config structs' documented defaults.
+//! The store port `vigia_store::robots` (robots, executions, modules, instances) defines
+//! its own status and instance rows; the orchestrator (`crates/orchestrator`: the claim
+//! loop, the lease sweep, the `http` and in-process `echo` modules) maps them onto
+//! [`balancer::Instance`] here, so this crate depends on neither `vigia-core` nor
+//! `vigia-store`. `vigia_services::robots` applies [`input`] and [`retry`] to the API's
+//! requests and the workers' reports. Still to come: the health (5 min), score (15 min)
+//! and cleanup (daily) jobs on the scheduler, the score cache in the dispatch path (cache
+//! hits and misses are [`cache::CacheStats`]), and `[robots]` keys for the breaker and
+//! balancer settings (their documented defaults apply). The orchestrator exports
+//! `vigia_module_breaker_state{instance}` from [`breaker::BreakerState::gauge`].
 
 /// A configuration value that cannot work, naming its key (`breaker.half_open_probes`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

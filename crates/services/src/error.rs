@@ -15,6 +15,9 @@ pub enum ServiceError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// The input is larger than a limit allows (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// The change conflicts with the current state.
     #[error("{0}")]
     Conflict(String),

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod prices;
 pub mod products;
 pub mod rejections;
+pub mod robots;
 pub mod sensors;
 pub mod series;
 
@@ -42,5 +43,6 @@ pub use keys::{KeyService, NewKey};
 pub use prices::{CsvRefusal, PriceImportError, PriceService, RowError};
 pub use products::{ProductService, ProductSpec, ProductView};
 pub use rejections::{Rejection, RejectionLog};
+pub use robots::RobotService;
 pub use sensors::{LatestValue, SensorService, SensorView};
 pub use series::{SeriesAnswer, SeriesPoint, SeriesRequest, SeriesSource, SeriesStep};

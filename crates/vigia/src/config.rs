@@ -77,6 +77,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub objects: ObjectsConfig,
     pub prices: PricesConfig,
+    pub robots: crate::robots::RobotsConfig,
 }
 
 /// Prices of products (issue 15): CSV imports.
@@ -427,6 +428,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             objects: ObjectsConfig::default(),
             prices: PricesConfig::default(),
+            robots: crate::robots::RobotsConfig::default(),
         }
     }
 }
@@ -499,6 +501,7 @@ const KEYS: &[&str] = &[
     "http",
     "objects",
     "prices",
+    "robots",
 ];
 
 /// Whether `VIGIA_<key>` names a setting (`key` is matched case-insensitively, nested
@@ -697,6 +700,7 @@ impl Config {
         self.validate_mqtt()?;
         self.validate_live()?;
         self.validate_objects()?;
+        self.robots.validate()?;
         self.validate_rollups_and_retention()
     }
 

@@ -8,5 +8,6 @@ pub mod jobs;
 pub mod keys;
 pub mod prices;
 pub mod probe;
+pub mod robots;
 pub mod roles;
 pub mod serve;

@@ -1,6 +1,6 @@
 //! The roles a `vigia serve` process can take, as a registry by name: `--roles
-//! ingest,worker,api,scheduler` (`VIGIA_ROLES`; default `all`). Later issues add
-//! `relay`, `robots` and `analytics` by adding an entry here; `serve` starts what each
+//! ingest,worker,api,scheduler,robots` (`VIGIA_ROLES`; default `all`). Later issues add
+//! `relay` and `analytics` by adding an entry here; `serve` starts what each
 //! selected role needs and nothing else. Every process serves `/healthz`, `/readyz` and
 //! `/metrics` whatever its roles.
 
@@ -35,6 +35,11 @@ pub const REGISTRY: &[RoleInfo] = &[
     RoleInfo {
         name: "scheduler",
         does: "runs the named background jobs (one leader when scaled out)",
+        uses_bus: false,
+    },
+    RoleInfo {
+        name: "robots",
+        does: "claims queued robots and runs them on their modules' instances (several processes share the queue)",
         uses_bus: false,
     },
 ];
@@ -93,7 +98,9 @@ pub fn parse(text: &str) -> Result<Roles, String> {
         roles.insert(role.name);
     }
     if roles.is_empty() {
-        return Err("no role given; use `all` or some of ingest, worker, api, scheduler".into());
+        return Err(
+            "no role given; use `all` or some of ingest, worker, api, scheduler, robots".into(),
+        );
     }
     Ok(Roles(roles))
 }

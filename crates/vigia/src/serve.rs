@@ -183,6 +183,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let robots = crate::robots::service(&config.robots, store.clone(), audit.clone()).await?;
+    let robots_loop = roles.has("robots").then(|| {
+        let own_url = format!("http://{addr}");
+        crate::robots::start(
+            &config.robots,
+            store.clone(),
+            robots.clone(),
+            &own_url,
+            stop_rx.clone(),
+        )
+    });
     let state = AppState::new(AppServices {
         ingest,
         sensors: Arc::new(SensorService::new(store.clone(), fanout.clone())),
@@ -205,6 +216,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             audit.clone(),
             config.prices.max_import_bytes,
         )),
+        robots,
         auth,
         audit,
         rejections,
@@ -271,6 +283,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let _ = audit_flusher.await;
+    if let Some(robots_loop) = robots_loop {
+        let _ = robots_loop.await;
+    }
     if let Some(refresh) = cache_refresh {
         let _ = refresh.await;
     }

@@ -252,6 +252,7 @@ impl From<ServiceError> for ApiError {
                     .collect(),
             ),
             ServiceError::Conflict(d) => ApiError::conflict(d),
+            ServiceError::TooLarge(d) => ApiError::too_large(d),
             e @ ServiceError::Forbidden { .. } => ApiError::forbidden(e.to_string()),
             ServiceError::Store(e) => e.into(),
         }

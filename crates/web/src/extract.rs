@@ -113,3 +113,44 @@ mod tests {
         }
     }
 }
+
+/// Integer body fields as JSON Schema sees them: `61.0` is the integer 61 (a schema's
+/// `integer` accepts it, so the server must too); a fraction or a value outside the target
+/// type is refused naming the field (422). Use with `#[serde(deserialize_with = …)]`
+/// (and `default` on an `Option`).
+pub mod integer {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    fn whole<E: Error>(n: &serde_json::Number) -> Result<i64, E> {
+        if let Some(v) = n.as_i64() {
+            return Ok(v);
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
+            _ => Err(E::custom(format!("`{n}` is not an integer in range"))),
+        }
+    }
+
+    pub fn required<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64>,
+    {
+        let n = serde_json::Number::deserialize(d)?;
+        T::try_from(whole(&n)?).map_err(|_| D::Error::custom(format!("`{n}` is out of range")))
+    }
+
+    pub fn optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64>,
+    {
+        match Option::<serde_json::Number>::deserialize(d)? {
+            None => Ok(None),
+            Some(n) => T::try_from(whole(&n)?)
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("`{n}` is out of range"))),
+        }
+    }
+}

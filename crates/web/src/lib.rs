@@ -64,6 +64,8 @@ pub struct AppServices {
     pub dead_letters: Arc<vigia_services::DeadLetterService>,
     pub products: Arc<vigia_services::ProductService>,
     pub prices: Arc<vigia_services::PriceService>,
+    /// Robots, modules and instances, and the audit log's reads.
+    pub robots: Arc<vigia_services::RobotService>,
     pub auth: Arc<Authenticator>,
     pub audit: Arc<AuditTrail>,
     /// Messages the protocol front ends (MQTT) refused lately, per tenant.

@@ -23,6 +23,7 @@ Errors are `application/problem+json` (RFC 9457) with the failing fields and, fo
         (name = "keys", description = "API keys and their roles (admin only)"),
         (name = "products", description = "Products and their cold-chain limits"),
         (name = "prices", description = "Market prices per kg, imported from CSV"),
+        (name = "robots", description = "Robots (jobs for a module), modules and their instances"),
         (name = "jobs", description = "Background jobs of the scheduler (admin only)"),
         (name = "live", description = "Live push of readings and alert changes"),
         (name = "operations", description = "Health, readiness, metrics"),

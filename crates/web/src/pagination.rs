@@ -49,6 +49,8 @@ pub enum CursorKind {
     Prices,
     /// After an excursion's (start, rule).
     Excursions,
+    /// Before a robot id.
+    Robots,
 }
 
 impl CursorKind {
@@ -60,6 +62,7 @@ impl CursorKind {
             CursorKind::Products => "m1",
             CursorKind::Prices => "p1",
             CursorKind::Excursions => "e1",
+            CursorKind::Robots => "r1",
         }
     }
 }

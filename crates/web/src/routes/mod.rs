@@ -1,12 +1,14 @@
 //! Route handlers, one module per resource. `router()` is the single list of routes.
 
 pub mod alerts;
+pub mod audit;
 pub mod dead_letters;
 pub mod excursions;
 pub mod influx;
 pub mod jobs;
 pub mod keys;
 pub mod live;
+pub mod modules;
 pub mod objects;
 pub mod ops;
 pub mod page;
@@ -14,6 +16,7 @@ pub mod prices;
 pub mod products;
 pub mod readings;
 pub mod rejections;
+pub mod robots;
 pub mod sensors;
 
 use utoipa::OpenApi;
@@ -69,6 +72,18 @@ pub fn router_for(surfaces: Surfaces) -> OpenApiRouter<AppState> {
             .routes(routes!(prices::import_prices))
             .routes(routes!(prices::list_prices))
             .routes(routes!(jobs::list_jobs))
+            .routes(routes!(robots::create_robot, robots::list_robots))
+            .routes(routes!(robots::get_robot))
+            .routes(routes!(robots::robot_executions))
+            .routes(routes!(robots::cancel_robot))
+            .routes(routes!(robots::retry_robot))
+            .routes(routes!(robots::robot_progress))
+            .routes(routes!(robots::robot_complete))
+            .routes(routes!(robots::robot_fail))
+            .routes(routes!(modules::list_modules))
+            .routes(routes!(modules::get_module, modules::put_module))
+            .routes(routes!(modules::put_instance))
+            .routes(routes!(audit::list_audit))
             .routes(routes!(live::websocket))
             .routes(routes!(live::events))
             .routes(routes!(objects::get_object, objects::put_object))
