@@ -165,7 +165,9 @@ def rules_consistent(context, case):
     body = case.body
     if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
         return case
-    rules = [r for r in body["rules"] if isinstance(r, dict)]
+    # Items that are not objects stay where they are: such a case is negative on purpose,
+    # and dropping them would make it valid (ST201).
+    rules = body["rules"]
     # A duration rule's stages relate to each other and to its window, and it expands into
     # one rule per stage (named `<name>-warning` / `<name>-critical`, within the 32 rules of
     # a sensor): give each the seed's two stages, a name of its own, and drop rules past 32
@@ -174,7 +176,9 @@ def rules_consistent(context, case):
     kept = []
     for i, rule in enumerate(rules):
         fields = ("warn_after", "critical_after", "window", "name")
-        if rule.get("kind") == "duration" and all(
+        if not isinstance(rule, dict):
+            cost = 1
+        elif rule.get("kind") == "duration" and all(
             isinstance(rule.get(f, ""), str) for f in fields
         ) and rule.get("severity") in SEVERITIES:
             # Only well-typed rules are completed: a negative case (a wrong type, or a
@@ -192,7 +196,7 @@ def rules_consistent(context, case):
         effective += cost
         kept.append(rule)
     body["rules"] = kept
-    rules = kept
+    rules = [r for r in kept if isinstance(r, dict)]
     for rule in rules:
         lo, hi = rule.get("min"), rule.get("max")
         if rule.get("kind") in ("threshold", "duration") and all(
@@ -299,6 +303,9 @@ def price_import_body_is_csv(context, case):
             "product,currency,price_per_kg,valid_from,source\n"
             f"schemathesis,USD,{len(case.body)}.25,2026-01-01,fuzz\n"
         )
+    return case
+
+
 @schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/robots")
 def robot_cursors_come_from_the_server(context, case):
     return without_generated_cursor(case)
@@ -351,3 +358,8 @@ def robot_outputs_have_no_control_characters(context, case):
     if isinstance(body, dict) and isinstance(body.get("output"), dict):
         body["output"] = without_controls(body["output"])
     return case
+
+
+@schemathesis.hook("map_case").apply_to(method="GET", path="/api/v1/sensors/{key}/excursions")
+def excursion_cursors_come_from_the_server(context, case):
+    return without_generated_cursor(case)

@@ -48,8 +48,8 @@
 mod batch;
 mod dead_letters;
 mod error;
-mod prices;
 mod excursions;
+mod prices;
 mod queries;
 mod robots;
 mod rollups;
